@@ -1,0 +1,3 @@
+from .base import RecurrentCell, State
+
+__all__ = ["RecurrentCell", "State"]

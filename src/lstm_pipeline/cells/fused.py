@@ -1,0 +1,97 @@
+"""The fused kernels: ``nn.LSTM`` / ``nn.GRU`` (oneDNN on CPU, cuDNN on GPU).
+
+Training runs the fused kernel over whole windows. Generation steps one token at a time, and
+``nn.LSTM`` with T=1 takes a slow path on the CPU, so ``step`` runs the same weights through plain
+cell math (addmm + elementwise), which is numerically the same function.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import RecurrentCell, State
+
+
+class LSTM(RecurrentCell):
+    """Multi-layer LSTM on the fused kernel; optional projection (``proj_size``)."""
+
+    state_batch_dims = (1, 1)  # h (L, B, P), c (L, B, H)
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
+                 proj_size: int = 0):
+        super().__init__(input_size, hidden_size, num_layers, dropout)
+        self.proj_size = proj_size
+        self.rnn = nn.LSTM(input_size, hidden_size, num_layers=num_layers, batch_first=True,
+                           dropout=dropout if num_layers > 1 else 0.0, proj_size=proj_size)
+
+    @property
+    def output_size(self) -> int:
+        return self.proj_size or self.hidden_size
+
+    def init_state(self, batch: int, device=None, dtype=None) -> State:
+        h = torch.zeros(self.num_layers, batch, self.output_size, device=device, dtype=dtype)
+        c = torch.zeros(self.num_layers, batch, self.hidden_size, device=device, dtype=dtype)
+        return (h, c)
+
+    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        if state is None:
+            state = self.init_state(x.size(0), x.device, x.dtype)
+        y, (h, c) = self.rnn(x, tuple(state))  # y (B, T, P|H)
+        return y, (h, c)
+
+    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        h0, c0 = state  # (L, B, P|H), (L, B, H)
+        hs, cs = [], []
+        inp = x  # (B, E)
+        for layer in range(self.num_layers):
+            w_ih = getattr(self.rnn, f"weight_ih_l{layer}")
+            w_hh = getattr(self.rnn, f"weight_hh_l{layer}")
+            b = getattr(self.rnn, f"bias_ih_l{layer}") + getattr(self.rnn, f"bias_hh_l{layer}")
+            gates = torch.addmm(b, inp, w_ih.t()).addmm_(h0[layer], w_hh.t())  # (B, 4H)
+            i, f, g, o = gates.chunk(4, dim=1)
+            c = torch.sigmoid(f) * c0[layer] + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            if self.proj_size:
+                h = h @ getattr(self.rnn, f"weight_hr_l{layer}").t()
+            hs.append(h)
+            cs.append(c)
+            inp = h
+        return inp, (torch.stack(hs), torch.stack(cs))
+
+
+class GRU(RecurrentCell):
+    """Multi-layer GRU on the fused kernel."""
+
+    state_batch_dims = (1,)  # h (L, B, H)
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0):
+        super().__init__(input_size, hidden_size, num_layers, dropout)
+        self.rnn = nn.GRU(input_size, hidden_size, num_layers=num_layers, batch_first=True,
+                          dropout=dropout if num_layers > 1 else 0.0)
+
+    def init_state(self, batch: int, device=None, dtype=None) -> State:
+        return (torch.zeros(self.num_layers, batch, self.hidden_size, device=device, dtype=dtype),)
+
+    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        if state is None:
+            state = self.init_state(x.size(0), x.device, x.dtype)
+        y, h = self.rnn(x, state[0])
+        return y, (h,)
+
+    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        (h0,) = state
+        hs = []
+        inp = x
+        for layer in range(self.num_layers):
+            gi = F.linear(inp, getattr(self.rnn, f"weight_ih_l{layer}"), getattr(self.rnn, f"bias_ih_l{layer}"))
+            gh = F.linear(h0[layer], getattr(self.rnn, f"weight_hh_l{layer}"), getattr(self.rnn, f"bias_hh_l{layer}"))
+            ir, iz, in_ = gi.chunk(3, dim=1)
+            hr, hz, hn = gh.chunk(3, dim=1)
+            r = torch.sigmoid(ir + hr)
+            z = torch.sigmoid(iz + hz)
+            n = torch.tanh(in_ + r * hn)
+            h = (1 - z) * n + z * h0[layer]
+            hs.append(h)
+            inp = h
+        return inp, (torch.stack(hs),)

@@ -1,0 +1,163 @@
+"""``lstm-pipeline <command> [hydra overrides]``.
+
+Each command is a Hydra app over the configs shipped in the package (``pkg://lstm_pipeline.conf``),
+so ``--help``, ``--cfg job``, ``-m`` (multirun) and every override work the Hydra way.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+# errors caused by the user's input or config; anything else is a bug and keeps its traceback
+USER_ERRORS = (LookupError, ValueError, FileNotFoundError)
+
+COMMANDS = {
+    "train": ("train", "train a model; writes a run directory"),
+    "generate": ("generate", "generate text from a run directory"),
+    "evaluate": ("evaluate", "loss, perplexity and bpc of a run's model on its splits"),
+    "plugins": (None, "list registered components per group (and their distributions)"),
+}
+
+USAGE = """usage: lstm-pipeline <command> [overrides ...]
+
+commands:
+{commands}
+
+Examples:
+  lstm-pipeline train                                   # default run on the bundled Shakespeare
+  lstm-pipeline train model/cell=gru trainer.max_steps=500
+  lstm-pipeline generate run=runs/<date>/<time> prompt="ROMEO:" max_new_tokens=300
+  lstm-pipeline evaluate run=runs/<date>/<time>
+  lstm-pipeline train --help                            # config groups and the composed config
+Set HYDRA_FULL_ERROR=1 for a full traceback."""
+
+
+def _hydra_app(config_name: str, fn):
+    import hydra
+
+    from .config import register_schemas
+
+    register_schemas()
+
+    @hydra.main(version_base="1.3", config_path="pkg://lstm_pipeline.conf", config_name=config_name)
+    def app(cfg):
+        try:
+            return fn(cfg)
+        except USER_ERRORS as exc:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            # bad input: the message says what is wrong and what to do; no traceback
+            print(f"lstm-pipeline {config_name}: error: {exc}\n(Set HYDRA_FULL_ERROR=1 for the traceback.)",
+                  file=sys.stderr)
+            sys.exit(1)
+
+    return app
+
+
+def _resume_overrides(args: list[str]) -> list[str]:
+    """``train ckpt_path=<run>``: compose the original run's config again (its recorded overrides
+    first, yours after) and write into the same run directory."""
+    ckpt = next((a.split("=", 1)[1] for a in args if a.startswith("ckpt_path=")), None)
+    if not ckpt or ckpt in ("null", "None"):
+        return args
+    from omegaconf import OmegaConf
+
+    from .training.train import resolve_checkpoint, run_dir_of_checkpoint
+
+    run_dir = run_dir_of_checkpoint(resolve_checkpoint(ckpt)).resolve()
+    recorded = run_dir / ".hydra" / "overrides.yaml"
+    previous = [o for o in OmegaConf.load(recorded) if not o.startswith(("ckpt_path=", "hydra.run.dir="))] \
+        if recorded.is_file() else []
+    given_keys = {a.split("=", 1)[0].lstrip("+~") for a in args}
+    previous = [o for o in previous if o.split("=", 1)[0].lstrip("+~") not in given_keys]
+    extra = [] if any(a.startswith("hydra.run.dir=") for a in args) else [f"hydra.run.dir={run_dir}"]
+    return previous + args + extra
+
+
+#: keys whose values are free text: quoted for Hydra so that any character (spaces, accents,
+#: brackets, '=') reaches the program as typed, e.g. prompt="Où est-il ? [enter]"
+FREE_TEXT_KEYS = ("prompt", "sample.prompt")
+
+
+def _escape_quoted(value: str) -> str:
+    """Hydra quoted-string escaping: backslashes before a quote (or at the end) are doubled,
+    quotes are escaped; other backslashes stay as typed."""
+    import re
+
+    value = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value)
+    return value.replace("'", "\\'")
+
+
+def _quote_free_text(args: list[str]) -> list[str]:
+    out = []
+    for a in args:
+        key, sep, value = a.partition("=")
+        if sep and key in FREE_TEXT_KEYS and not (len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""):
+            value = "'" + _escape_quoted(value) + "'"
+        out.append(f"{key}{sep}{value}" if sep else a)
+    return out
+
+
+def _train(cfg):
+    from .training.train import train
+
+    return train(cfg)
+
+
+def _generate(cfg):
+    from .generation.run import generate_cmd
+
+    return generate_cmd(cfg)
+
+
+def _evaluate(cfg):
+    from .evaluation import evaluate
+
+    return evaluate(cfg)
+
+
+def _plugins(args: list[str]) -> int:
+    from .registry import ALL, RegistryError
+
+    if args and args[0] == "new":
+        from .scaffold import main as scaffold_main  # issue-7 scaffold
+
+        return scaffold_main(args[1:])
+    status = 0
+    for reg in ALL:
+        print(f"{reg.group}" + (f"   (select with {reg.config_group}=<name>)" if reg.config_group else ""))
+        try:
+            entries = reg.entries()
+        except RegistryError as exc:
+            print(f"  ERROR: {exc}")
+            status = 1
+            continue
+        for name, e in entries.items():
+            print(f"  {name:<22} {e.distribution:<28} {e.value}")
+        if not entries:
+            print("  (none)")
+    return status
+
+
+def main(argv: list[str] | None = None) -> int | None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE.format(commands="\n".join(f"  {k:<10} {v[1]}" for k, v in COMMANDS.items())))
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"lstm-pipeline: unknown command '{command}'. Commands: {', '.join(COMMANDS)}.", file=sys.stderr)
+        return 2
+    if command == "plugins":
+        return _plugins(rest)
+    rest = _quote_free_text(rest)
+    if command == "train":
+        rest = _resume_overrides(rest)
+    fn = {"train": _train, "generate": _generate, "evaluate": _evaluate}[command]
+    sys.argv = [f"lstm-pipeline {command}", *rest]
+    _hydra_app(COMMANDS[command][0], fn)()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

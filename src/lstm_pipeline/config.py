@@ -1,0 +1,106 @@
+"""Structured-config schemas (registered in Hydra's ConfigStore) and up-front validation.
+
+Job-level keys are dataclass fields, so a misspelled override is rejected by Hydra naming the key.
+Component nodes (data, tokenizer, model, model.cell, trainer, decoding) are checked against the
+signature of what they feed (the registered component, ``RecurrentLM``, ``lightning.Trainer``)
+before any data is loaded, so a typo there is also an error naming the key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+@dataclass
+class BatchingSchema:
+    batch_size: int = 32
+    bptt: int = 128
+    eval_batch_size: int = 16
+
+
+@dataclass
+class SampleSchema:
+    prompt: str = "ROMEO:"
+    max_new_tokens: int = 200
+    temperature: float = 0.8
+
+
+@dataclass
+class TrainJob:
+    seed: int = 1234
+    run_dir: str = MISSING
+    ckpt_path: Optional[str] = None
+    data: Any = MISSING
+    tokenizer: Any = MISSING
+    model: Any = MISSING
+    batching: BatchingSchema = field(default_factory=BatchingSchema)
+    optim: Any = MISSING
+    scheduler: Any = None
+    trainer: Any = MISSING
+    logger: Any = None
+    callbacks: Any = None
+    sample: SampleSchema = field(default_factory=SampleSchema)
+
+
+@dataclass
+class GenerateJob:
+    run: str = MISSING
+    prompt: str = ""
+    max_new_tokens: int = 300
+    num_samples: int = 1
+    seed: Optional[int] = None
+    on_unknown: str = "error"
+    device: str = "cpu"
+    stream: bool = True
+    decoding: Any = MISSING
+
+
+@dataclass
+class EvaluateJob:
+    run: str = MISSING
+    splits: list = field(default_factory=lambda: ["validation", "test"])
+    batch_size: int = 16
+    bptt: int = 256
+    device: str = "cpu"
+    data: Any = None
+
+
+def register_schemas() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainJob)
+    cs.store(name="generate_schema", node=GenerateJob)
+    cs.store(name="evaluate_schema", node=EvaluateJob)
+
+
+def to_dict(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    """Check every component node against the signature it feeds; raise naming the bad key."""
+    import lightning as L
+
+    from .models.lm import RecurrentLM
+    from .registry import CALLBACKS, CELLS, DATA_SOURCES, TOKENIZERS, validate_kwargs
+
+    def check(registry, node, what, **runtime):
+        node = dict(to_dict(node))
+        name = node.pop("name", None)
+        if name is None:
+            raise ValueError(f"The {what} config needs a 'name' (one of: {', '.join(registry.names())}).")
+        validate_kwargs(registry.get(name), {**node, **runtime}, f"{registry.kind} '{name}' ({what})")
+
+    check(DATA_SOURCES, cfg.data, "data")
+    check(TOKENIZERS, cfg.tokenizer, "tokenizer")
+    model = dict(to_dict(cfg.model))
+    cell = model.get("cell")
+    validate_kwargs(RecurrentLM, {"vocab_size": 1, **model}, "model")
+    check(CELLS, cell, "model.cell", input_size=1, hidden_size=1, num_layers=1, dropout=0.0)
+    trainer = dict(to_dict(cfg.trainer))
+    validate_kwargs(L.Trainer, trainer, "trainer (lightning.Trainer)")
+    for key, node in (to_dict(cfg.callbacks) or {}).items():
+        if node is not None and "_target_" not in node:
+            check(CALLBACKS, node, f"callbacks.{key}")

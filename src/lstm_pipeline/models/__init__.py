@@ -1,0 +1,3 @@
+from .lm import RecurrentLM
+
+__all__ = ["RecurrentLM"]

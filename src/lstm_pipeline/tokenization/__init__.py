@@ -1,0 +1,3 @@
+from .base import TextTokenizer, UnknownTokenError
+
+__all__ = ["TextTokenizer", "UnknownTokenError"]

@@ -1,0 +1,148 @@
+"""The Lightning training loop: truncated BPTT with the hidden state carried between batches."""
+from __future__ import annotations
+
+import math
+import random
+import time
+from typing import Any, Mapping
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+
+from ..models.lm import RecurrentLM
+
+LN2 = math.log(2.0)
+
+
+class LanguageModelTask(L.LightningModule):
+    def __init__(self, model: Mapping[str, Any], vocab_size: int, optim: Mapping[str, Any],
+                 scheduler: Mapping[str, Any] | None = None, chars_per_token: Mapping[str, float] | None = None,
+                 carry_state: bool = True):
+        super().__init__()
+        # plain dicts only: modules are built from config, never pickled into checkpoints
+        self.save_hyperparameters()
+        self.model = RecurrentLM(vocab_size, **model)
+        self.chars_per_token = dict(chars_per_token or {})
+        self.carry_state = carry_state
+        self._train_state = None      # carried (detached) between consecutive training batches
+        self._restored_state = False  # set by on_load_checkpoint: keep the state at the next epoch start
+        self._eval: dict[str, Any] = {}
+        self._t_last = None
+
+    # -- training -----------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        if not self._restored_state:
+            self._train_state = None  # a new epoch starts the streams from their beginning
+        self._restored_state = False
+        self._t_last = time.perf_counter()
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch  # (B, T), (B, T)
+        state = self._train_state if self.carry_state else None
+        if state is not None and state[0].device != x.device:
+            state = tuple(s.to(x.device) for s in state)
+        logits, state = self.model(x, state)  # (B, T, V)
+        self._train_state = tuple(s.detach() for s in state)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
+        now = time.perf_counter()
+        self.log("train_loss", loss, prog_bar=True)
+        if self._t_last is not None:
+            self.log("tokens_per_sec", x.numel() * self.trainer.world_size / max(now - self._t_last, 1e-9))
+        self._t_last = now
+        return loss
+
+    # -- evaluation: the state is carried across the whole split -------------------------------
+    def _eval_start(self, split: str) -> None:
+        self._eval[split] = {"state": None, "nll": torch.zeros((), dtype=torch.float64, device=self.device),
+                             "correct": torch.zeros((), dtype=torch.float64, device=self.device),
+                             "count": torch.zeros((), dtype=torch.float64, device=self.device)}
+
+    def _eval_step(self, split: str, batch) -> None:
+        x, y = batch
+        acc = self._eval[split]
+        logits, acc["state"] = self.model(x, acc["state"])
+        logits = logits.float()
+        acc["nll"] += F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum").double()
+        acc["correct"] += (logits.argmax(-1) == y).sum().double()
+        acc["count"] += y.numel()
+
+    def _eval_end(self, split: str, prefix: str) -> dict[str, float]:
+        acc = self._eval.pop(split)
+        totals = torch.stack([acc["nll"], acc["correct"], acc["count"]])
+        if self.trainer.world_size > 1:
+            totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        nll, correct, count = totals.tolist()
+        loss = nll / max(count, 1)
+        metrics = {f"{prefix}_loss": loss, f"{prefix}_ppl": math.exp(min(loss, 50.0)),
+                   f"{prefix}_bits_per_token": loss / LN2, f"{prefix}_acc": correct / max(count, 1)}
+        cpt = self.chars_per_token.get(split)
+        if cpt:
+            metrics[f"{prefix}_bpc"] = loss / LN2 / cpt
+        for k, v in metrics.items():
+            self.log(k, v, prog_bar=k in (f"{prefix}_loss", f"{prefix}_bpc"), sync_dist=False, rank_zero_only=False)
+        return metrics
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_start("validation")
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step("validation", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("validation", "val")
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_start("test")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test", "test")
+
+    # -- optimisation ---------------------------------------------------------------------
+    def configure_optimizers(self):
+        optimizer = instantiate(self.hparams.optim, _partial_=True)(self.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        sched_cfg = dict(self.hparams.scheduler)
+        interval = sched_cfg.pop("interval", "step")
+        monitor = sched_cfg.pop("monitor", "val_loss")
+        scheduler = instantiate(sched_cfg, _partial_=True)(optimizer)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": interval, "monitor": monitor}}
+
+    # -- exact resume: carried state and RNG travel with the checkpoint -------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["lstm_pipeline"] = {
+            "train_state": None if self._train_state is None else [s.cpu() for s in self._train_state],
+            "rng": _rng_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        extra = checkpoint.get("lstm_pipeline", {})
+        if extra.get("train_state") is not None:
+            self._train_state = tuple(extra["train_state"])
+            self._restored_state = True
+        if extra.get("rng"):
+            _set_rng_state(extra["rng"])
+
+
+def _rng_state() -> dict:
+    """RNG states as tensors and plain lists, so that a weights-only ``torch.load`` reads them."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
+            "python": [version, list(internal), gauss_next]}
+
+
+def _set_rng_state(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    kind, keys, pos, has_gauss, gauss = rng["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = rng["python"]
+    random.setstate((version, tuple(internal), gauss_next))

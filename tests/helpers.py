@@ -1,0 +1,25 @@
+"""Helpers shared by the tests (importable as ``helpers``; pytest puts tests/ on sys.path)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# a tiny model and a few steps: enough to exercise every stage in seconds
+TINY = [
+    "model.hidden_size=32", "model.embedding_dim=16", "batching.batch_size=4", "batching.bptt=16",
+    "batching.eval_batch_size=2", "trainer.max_steps=12", "trainer.val_check_interval=6",
+    "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", "sample.max_new_tokens=20",
+]
+
+
+
+def run_cli(*args: str, cwd: Path | None = None, check: bool = True, env: dict | None = None,
+            timeout: int = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "lstm_pipeline.cli", *args]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
