@@ -104,3 +104,19 @@ def test_bad_inputs_have_clear_messages(tmp_path, tiny_run):
     assert r.returncode != 0 and "bptx" in r.stderr
     r = run_cli("generate", f"run={tiny_run}", "decoding=nucleus", "decoding.top_p=1.5", check=False)
     assert r.returncode != 0 and "top_p must be in (0, 1]" in r.stderr
+
+
+def test_help_and_cfg_job_for_every_command(tmp_path):
+    top = run_cli("--help").stdout
+    for cmd in ("train", "generate", "evaluate", "plugins"):
+        assert cmd in top
+    for cmd in ("train", "generate", "evaluate"):
+        out = run_cli(cmd, "--help", cwd=tmp_path).stdout
+        assert "== Config ==" in out or "Powered by Hydra" in out
+    job = run_cli("train", "--cfg", "job", "model/cell=gru", "model.hidden_size=77", cwd=tmp_path).stdout
+    assert "name: gru" in job and "hidden_size: 77" in job
+    assert not list(tmp_path.iterdir())  # --cfg and --help write nothing
+    listing = run_cli("plugins").stdout
+    assert "lstm_pipeline.cells" in listing and "lstm-pipeline" in listing and "lstm_pipeline.cells.fused:LSTM" in listing
+    r = run_cli("trian", check=False)
+    assert r.returncode == 2 and "unknown command 'trian'" in r.stderr
