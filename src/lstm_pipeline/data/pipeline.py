@@ -119,9 +119,7 @@ def build_tokenizer(tokenizer_cfg: Mapping[str, Any], train, column: str, source
             log.info("reusing cached tokenizer %s", path)
             return TextTokenizer.load(path)
     counter = [0]
-    rows = _texts(train, column, sep, counter)
-    if not isinstance(train, datasets.IterableDataset):
-        rows = (t for batch in rows for t in batch)
+    rows = _texts(train, column, sep, counter)  # batches of texts: train_from_iterator takes them as they are
     try:
         tk = TextTokenizer(factory.train(rows))
     except ValueError:
@@ -159,6 +157,8 @@ def encode_split(ds: datasets.Dataset, column: str, tk: TextTokenizer, num_proc:
     """Encode a split with ``datasets.map`` (batched, cached by fingerprint) into one memory-mapped
     id array. Returns (ids, document offsets (n_rows + 1,), number of characters)."""
     dtype = id_dtype(tk.vocab_size)
+    if len(ds) == 0:  # e.g. val_fraction: 0
+        return np.zeros(0, dtype=dtype), np.zeros(1, dtype=np.int64), 0
     eos_id = tk.token_to_id(eos_token) if eos_token else None
     key = _digest("encoded", ds._fingerprint, tk.tk.to_str(), column, separator, eos_token, np.dtype(dtype).str)
     root = Path(cache_dir) if cache_dir is not None else cache_root()
