@@ -26,6 +26,7 @@ class BatchingSchema:
     bptt_min: int = 5               # variable_bptt: shortest window
     seed: int = 0                   # random_windows offsets and the variable_bptt schedule
     num_workers: int = 0            # DataLoader workers
+    align_documents: bool = False   # documents mode: start every document at a window (one model call per batch)
 
 
 @dataclass

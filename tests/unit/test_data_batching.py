@@ -85,11 +85,14 @@ def doc_stream():
     return ids, offsets
 
 
-def test_documents_are_packed_whole_with_resets_and_no_cross_document_targets():
+@pytest.mark.parametrize("align", [False, True])
+def test_documents_are_packed_whole_with_resets_and_no_cross_document_targets(align):
     ids, offsets = doc_stream()
     found = []
     for rank in range(2):
-        batches = collect(DocumentBatches(ids, offsets, 2, 5, rank, 2, pad_id=0))
+        batches = collect(DocumentBatches(ids, offsets, 2, 5, rank, 2, pad_id=0, align=align))
+        if align:  # documents start at window boundaries only
+            assert all(not b[2][:, 1:].any() for b in batches)
         x = torch.cat([b[0] for b in batches], 1)
         y = torch.cat([b[1] for b in batches], 1)
         reset = torch.cat([b[2] for b in batches], 1)

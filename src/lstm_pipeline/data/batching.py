@@ -143,14 +143,17 @@ class DocumentBatches(IterableDataset):
     the end (input ``pad_id``, target ``IGNORE_INDEX``). Rank r owns rows r*B .. (r+1)*B."""
 
     def __init__(self, ids: np.ndarray, doc_offsets: np.ndarray, batch_size: int, bptt: int, rank: int = 0,
-                 world_size: int = 1, split: str = "train", pad_id: int = 0):
+                 world_size: int = 1, split: str = "train", pad_id: int = 0, align: bool = False):
         offsets = np.asarray(doc_offsets, dtype=np.int64)
         lengths = np.diff(offsets)
+        # align: every document starts at a window boundary (padded up to a multiple of bptt), so the
+        # state is only ever reset at column 0 and a window costs one model call
+        span = (-(-lengths // bptt) * bptt) if align else lengths
         if (lengths > 0).sum() < batch_size * world_size:
             raise DataError(f"The {split} split has {(lengths > 0).sum()} non-empty documents: fewer than one per row "
                             f"({batch_size} rows x {world_size} processes). Lower batching.batch_size or use more data.")
-        rows = pack_documents(lengths, batch_size * world_size)
-        width = max(int(lengths[r].sum()) for r in rows)  # every rank has the same number of windows
+        rows = pack_documents(span, batch_size * world_size)
+        width = max(int(span[r].sum()) for r in rows)  # every rank has the same number of windows
         mine = rows[rank * batch_size: (rank + 1) * batch_size]
         dtype = ids.dtype if np.issubdtype(ids.dtype, np.unsignedinteger) else np.int64
         self.x = np.full((batch_size, width), pad_id, dtype=dtype)          # (B, W)
@@ -164,7 +167,7 @@ class DocumentBatches(IterableDataset):
                 self.x[b, pos: pos + n] = tokens
                 self.y[b, pos: pos + n - 1] = tokens[1:]
                 self.reset[b, pos] = True
-                pos += n
+                pos += int(span[d])
         self.bptt, self.split = bptt, split
         self.start = 0
 

@@ -19,7 +19,8 @@ MODES = ("stream", "random_windows", "documents")
 class StreamDataModule(L.LightningDataModule):
     def __init__(self, corpus: Corpus, batch_size: int = 32, bptt: int = 100, eval_batch_size: int = 16,
                  mode: str = "stream", variable_bptt: bool = False, bptt_p_full: float = 0.95,
-                 bptt_std: float = 5.0, bptt_min: int = 5, seed: int = 0, num_workers: int = 0):
+                 bptt_std: float = 5.0, bptt_min: int = 5, seed: int = 0, num_workers: int = 0,
+                 align_documents: bool = False):
         super().__init__()
         if mode not in MODES:
             raise DataError(f"batching.mode={mode!r}: use one of {', '.join(MODES)}.")
@@ -29,6 +30,7 @@ class StreamDataModule(L.LightningDataModule):
         self.batch_size, self.bptt, self.eval_batch_size = batch_size, bptt, eval_batch_size
         self.mode, self.variable_bptt, self.seed, self.num_workers = mode, variable_bptt, seed, num_workers
         self.bptt_p_full, self.bptt_std, self.bptt_min = bptt_p_full, bptt_std, bptt_min
+        self.align_documents = align_documents
 
     def callbacks(self) -> list:
         """Callbacks the training needs for this batching (train.py adds them to the Trainer)."""
@@ -60,7 +62,8 @@ class StreamDataModule(L.LightningDataModule):
         if self.mode == "random_windows":
             return RandomWindows(ids, batch_size, self.bptt, rank, world, seed=self.seed, epoch=self._epoch, split=split)
         pad = c.tokenizer.token_to_id("<pad>") or 0
-        return DocumentBatches(ids, c.doc_offsets[split], batch_size, self.bptt, rank, world, split=split, pad_id=pad)
+        return DocumentBatches(ids, c.doc_offsets[split], batch_size, self.bptt, rank, world, split=split, pad_id=pad,
+                               align=self.align_documents)
 
     def _loader(self, split: str, batch_size: int, start: int = 0, train: bool = False) -> DataLoader:
         ds = self._dataset(split, batch_size, train)
