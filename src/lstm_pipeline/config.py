@@ -19,6 +19,14 @@ class BatchingSchema:
     batch_size: int = 32
     bptt: int = 128
     eval_batch_size: int = 16
+    mode: str = "stream"            # stream | random_windows | documents
+    variable_bptt: bool = False     # AWD-LSTM variable-length windows (stream mode), lr scaled by length
+    bptt_p_full: float = 0.95       # variable_bptt: probability of a window around bptt (else bptt / 2)
+    bptt_std: float = 5.0           # variable_bptt: standard deviation of the window length
+    bptt_min: int = 5               # variable_bptt: shortest window
+    seed: int = 0                   # random_windows offsets and the variable_bptt schedule
+    num_workers: int = 0            # DataLoader workers
+    align_documents: bool = False   # documents mode: start every document at a window (one model call per batch)
 
 
 @dataclass

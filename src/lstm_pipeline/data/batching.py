@@ -1,11 +1,23 @@
-"""Truncated-BPTT batching over contiguous streams.
+"""Batching modes over an encoded id array (``np.memmap``; windows are sliced lazily, so the
+corpus is never copied into RAM as int64).
 
-The token array is cut into ``world_size * batch_size`` contiguous streams of equal length;
-rank ``r`` owns streams ``r*B .. (r+1)*B``. Window ``i`` of every stream is one batch, so row b of
-batch i+1 continues row b of batch i and the hidden state can be carried (detached) between them.
+* ``stream`` (:class:`StreamBatches`): the ids are cut into ``world_size * batch_size``
+  contiguous streams of equal length; rank ``r`` owns streams ``r*B .. (r+1)*B``. Window ``i``
+  of every stream is one batch, so row b of batch i+1 continues row b of batch i and the hidden
+  state can be carried (detached) between them. Optionally with variable-length BPTT windows.
+* ``random_windows`` (:class:`RandomWindows`): B windows at random offsets (nanoGPT style),
+  seeded by (seed, epoch, rank, batch index); the state is reset at every batch.
+* ``documents`` (:class:`DocumentBatches`): documents packed one after another into B rows;
+  ``reset_mask`` marks where a new document starts, and the prediction across a document
+  boundary is ignored (target -100).
+
+Batches are ``(x, y)`` or ``(x, y, reset_mask)``: x, y (B, T) int64, reset_mask (B, T) bool
+marks positions whose recurrent state must be zeroed before that position is read (see
+:func:`lstm_pipeline.data.resets.forward_with_resets`).
 """
 from __future__ import annotations
 
+import heapq
 import math
 
 import numpy as np
@@ -14,10 +26,33 @@ from torch.utils.data import IterableDataset
 
 from .sources import DataError
 
+IGNORE_INDEX = -100  # targets F.cross_entropy skips
+
+
+def _too_short(split: str, n: int, need: int, what: str) -> DataError:
+    return DataError(f"The {split} split has {n} tokens: shorter than one batch ({what} needs at least {need}). "
+                     f"Lower batching.batch_size / batching.bptt (eval_batch_size for validation/test) or use more data.")
+
+
+def vbptt_lengths(total: int, bptt: int, rng: np.random.Generator, p_full: float = 0.95, std: float = 5.0,
+                  min_len: int = 5) -> list[int]:
+    """AWD-LSTM variable BPTT: each window's length is drawn around ``bptt`` (with probability
+    ``p_full``) or ``bptt / 2``, with standard deviation ``std``, at least ``min_len``, at most
+    ``bptt + 2 * std``; the lengths cover ``total`` positions exactly."""
+    out, pos = [], 0
+    while pos < total:
+        mean = bptt if rng.random() < p_full else bptt / 2
+        n = int(round(rng.normal(mean, std)))
+        n = max(min_len, min(n, int(bptt + 2 * std)))
+        n = min(n, total - pos)
+        out.append(n)
+        pos += n
+    return out
+
 
 class StreamBatches(IterableDataset):
     def __init__(self, ids: np.ndarray, batch_size: int, bptt: int, rank: int = 0, world_size: int = 1,
-                 split: str = "train"):
+                 split: str = "train", lengths: list[int] | None = None):
         n_streams = batch_size * world_size
         stream_len = (len(ids) - 1) // n_streams  # inputs per stream; +1 token for the last target
         if stream_len < 1:
@@ -28,19 +63,121 @@ class StreamBatches(IterableDataset):
         self.batch_size, self.bptt, self.split = batch_size, bptt, split
         self.rank, self.world_size = rank, world_size
         self.stream_len = stream_len
-        arr = np.asarray(ids[: n_streams * stream_len + 1], dtype=np.int64)
-        starts = np.arange(rank * batch_size, (rank + 1) * batch_size) * stream_len
-        idx = starts[:, None] + np.arange(stream_len + 1)[None, :]
-        self.streams = torch.from_numpy(arr[idx])  # (B, stream_len + 1), this rank's streams
+        self.ids = ids
+        self.starts = np.arange(rank * batch_size, (rank + 1) * batch_size) * stream_len  # (B,) this rank's streams
+        if lengths is None:
+            lengths = [min(bptt, stream_len - a) for a in range(0, stream_len, bptt)]
+        if sum(lengths) != stream_len:
+            raise ValueError(f"window lengths cover {sum(lengths)} positions, the streams have {stream_len}")
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)  # window i = [o[i], o[i+1])
         self.start = 0  # first window of the next iteration (set on exact resume)
 
     def __len__(self) -> int:
-        return math.ceil(self.stream_len / self.bptt)
+        return len(self.offsets) - 1
 
     def window(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        a = i * self.bptt
-        b = min(a + self.bptt, self.stream_len)
-        return self.streams[:, a:b], self.streams[:, a + 1 : b + 1]  # (B, T) inputs, (B, T) targets
+        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        idx = self.starts[:, None] + np.arange(a, b + 1)[None, :]  # (B, T + 1)
+        rows = torch.from_numpy(np.asarray(self.ids[idx], dtype=np.int64))
+        return rows[:, :-1], rows[:, 1:]  # (B, T) inputs, (B, T) targets
+
+    def __iter__(self):
+        start, self.start = self.start, 0
+        for i in range(start, len(self)):
+            yield self.window(i)
+
+
+class RandomWindows(IterableDataset):
+    """``batch_size`` windows of ``bptt`` tokens at random offsets. An epoch has as many batches
+    as the stream mode would (``len(ids) // (B * T * world)``), so an epoch sees about every token
+    once. Batch i of epoch e on rank r depends only on (seed, e, r, i): exact resume."""
+
+    def __init__(self, ids: np.ndarray, batch_size: int, bptt: int, rank: int = 0, world_size: int = 1,
+                 seed: int = 0, epoch=0, split: str = "train"):
+        if len(ids) < bptt + 1:
+            raise _too_short(split, len(ids), bptt + 1, f"a window of bptt={bptt}")
+        self.ids, self.batch_size, self.bptt = ids, batch_size, bptt
+        self.rank, self.seed = rank, seed
+        self.epoch = epoch if callable(epoch) else (lambda: epoch)  # read at iteration time (the trainer's epoch)
+        self.n_batches = max(1, (len(ids) - 1) // (batch_size * bptt * world_size))
+        self.start = 0
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def offsets(self, i: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.epoch(), self.rank, i])
+        return rng.integers(0, len(self.ids) - self.bptt, size=self.batch_size)  # (B,)
+
+    def window(self, i: int):
+        idx = self.offsets(i)[:, None] + np.arange(self.bptt + 1)[None, :]  # (B, T + 1)
+        rows = torch.from_numpy(np.asarray(self.ids[idx], dtype=np.int64))
+        reset = torch.zeros(self.batch_size, self.bptt, dtype=torch.bool)
+        reset[:, 0] = True  # windows are unrelated: start every one from the zero state
+        return rows[:, :-1], rows[:, 1:], reset
+
+    def __iter__(self):
+        start, self.start = self.start, 0
+        for i in range(start, len(self)):
+            yield self.window(i)
+
+
+def pack_documents(lengths: np.ndarray, n_rows: int) -> list[list[int]]:
+    """Assign documents (in order) to ``n_rows`` rows, each to the currently shortest row:
+    deterministic, balanced, order kept within a row. Returns the document indices per row."""
+    heap = [(0, r) for r in range(n_rows)]
+    rows: list[list[int]] = [[] for _ in range(n_rows)]
+    for d, n in enumerate(lengths):
+        if n == 0:
+            continue
+        used, r = heapq.heappop(heap)
+        rows[r].append(d)
+        heapq.heappush(heap, (used + int(n), r))
+    return rows
+
+
+class DocumentBatches(IterableDataset):
+    """Documents packed into rows (one document after another in a row, never split across
+    rows); ``reset_mask`` is True where a document starts, the target of a document's last
+    token is ``IGNORE_INDEX`` (nothing is predicted across a boundary) and rows are padded at
+    the end (input ``pad_id``, target ``IGNORE_INDEX``). Rank r owns rows r*B .. (r+1)*B."""
+
+    def __init__(self, ids: np.ndarray, doc_offsets: np.ndarray, batch_size: int, bptt: int, rank: int = 0,
+                 world_size: int = 1, split: str = "train", pad_id: int = 0, align: bool = False):
+        offsets = np.asarray(doc_offsets, dtype=np.int64)
+        lengths = np.diff(offsets)
+        # align: every document starts at a window boundary (padded up to a multiple of bptt), so the
+        # state is only ever reset at column 0 and a window costs one model call
+        span = (-(-lengths // bptt) * bptt) if align else lengths
+        if (lengths > 0).sum() < batch_size * world_size:
+            raise DataError(f"The {split} split has {(lengths > 0).sum()} non-empty documents: fewer than one per row "
+                            f"({batch_size} rows x {world_size} processes). Lower batching.batch_size or use more data.")
+        rows = pack_documents(span, batch_size * world_size)
+        width = max(int(span[r].sum()) for r in rows)  # every rank has the same number of windows
+        mine = rows[rank * batch_size: (rank + 1) * batch_size]
+        dtype = ids.dtype if np.issubdtype(ids.dtype, np.unsignedinteger) else np.int64
+        self.x = np.full((batch_size, width), pad_id, dtype=dtype)          # (B, W)
+        self.y = np.full((batch_size, width), IGNORE_INDEX, dtype=np.int32)  # (B, W)
+        self.reset = np.zeros((batch_size, width), dtype=bool)              # (B, W)
+        for b, docs in enumerate(mine):
+            pos = 0
+            for d in docs:
+                a, n = int(offsets[d]), int(lengths[d])
+                tokens = np.asarray(ids[a: a + n])
+                self.x[b, pos: pos + n] = tokens
+                self.y[b, pos: pos + n - 1] = tokens[1:]
+                self.reset[b, pos] = True
+                pos += int(span[d])
+        self.bptt, self.split = bptt, split
+        self.start = 0
+
+    def __len__(self) -> int:
+        return math.ceil(self.x.shape[1] / self.bptt)
+
+    def window(self, i: int):
+        a, b = i * self.bptt, min((i + 1) * self.bptt, self.x.shape[1])
+        return (torch.from_numpy(self.x[:, a:b].astype(np.int64)), torch.from_numpy(self.y[:, a:b].astype(np.int64)),
+                torch.from_numpy(self.reset[:, a:b].copy()))
 
     def __iter__(self):
         start, self.start = self.start, 0

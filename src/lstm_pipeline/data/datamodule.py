@@ -1,35 +1,84 @@
-"""LightningDataModule over an encoded :class:`Corpus`: contiguous BPTT streams per rank."""
+"""LightningDataModule over an encoded :class:`Corpus`: the training batches come from the
+``batching.mode`` (stream, random_windows, documents; a streaming corpus always streams), the
+validation and test batches are contiguous streams with the state carried across the split."""
 from __future__ import annotations
 
 import lightning as L
+import numpy as np
 from torch.utils.data import DataLoader
 
-from .batching import StreamBatches
+from .batching import DocumentBatches, RandomWindows, StreamBatches, vbptt_lengths
 from .pipeline import Corpus
+from .sources import DataError
+from .streaming import StreamingBatches
+from .vbptt import VariableBPTTScaler
+
+MODES = ("stream", "random_windows", "documents")
 
 
 class StreamDataModule(L.LightningDataModule):
-    def __init__(self, corpus: Corpus, batch_size: int = 32, bptt: int = 100, eval_batch_size: int = 16):
+    def __init__(self, corpus: Corpus, batch_size: int = 32, bptt: int = 100, eval_batch_size: int = 16,
+                 mode: str = "stream", variable_bptt: bool = False, bptt_p_full: float = 0.95,
+                 bptt_std: float = 5.0, bptt_min: int = 5, seed: int = 0, num_workers: int = 0,
+                 align_documents: bool = False):
         super().__init__()
+        if mode not in MODES:
+            raise DataError(f"batching.mode={mode!r}: use one of {', '.join(MODES)}.")
+        if variable_bptt and mode != "stream":
+            raise DataError(f"batching.variable_bptt=true needs batching.mode=stream (got {mode!r}).")
         self.corpus = corpus
         self.batch_size, self.bptt, self.eval_batch_size = batch_size, bptt, eval_batch_size
+        self.mode, self.variable_bptt, self.seed, self.num_workers = mode, variable_bptt, seed, num_workers
+        self.bptt_p_full, self.bptt_std, self.bptt_min = bptt_p_full, bptt_std, bptt_min
+        self.align_documents = align_documents
+
+    def callbacks(self) -> list:
+        """Callbacks the training needs for this batching (train.py adds them to the Trainer)."""
+        return [VariableBPTTScaler(self.bptt)] if self.variable_bptt else []
 
     def _rank(self):
         t = self.trainer
         return (t.global_rank, t.world_size) if t is not None else (0, 1)
 
-    def _loader(self, split: str, batch_size: int, start: int = 0) -> DataLoader:
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def _dataset(self, split: str, batch_size: int, train: bool):
         rank, world = self._rank()
-        ds = StreamBatches(self.corpus.ids[split], batch_size, self.bptt, rank, world, split=split)
-        ds.start = start % len(ds)
-        return DataLoader(ds, batch_size=None, shuffle=False, num_workers=0)
+        c = self.corpus
+        if c.streaming:
+            return StreamingBatches(c.streams[split], c.tokenizer, c.text_column, batch_size, self.bptt, rank, world,
+                                    repeat=train, separator=c.document_separator, eos_token=c.eos_token, split=split)
+        ids = c.ids[split]
+        if not train or self.mode == "stream":
+            lengths = None
+            if train and self.variable_bptt:
+                n_streams = batch_size * world
+                stream_len = (len(ids) - 1) // n_streams
+                # drawn once from the seed: the same on every rank, every epoch and after a resume
+                rng = np.random.default_rng([self.seed, 0x5EED])
+                lengths = vbptt_lengths(stream_len, self.bptt, rng, self.bptt_p_full, self.bptt_std, self.bptt_min)
+            return StreamBatches(ids, batch_size, self.bptt, rank, world, split=split, lengths=lengths)
+        if self.mode == "random_windows":
+            return RandomWindows(ids, batch_size, self.bptt, rank, world, seed=self.seed, epoch=self._epoch, split=split)
+        pad = c.tokenizer.token_to_id("<pad>") or 0
+        return DocumentBatches(ids, c.doc_offsets[split], batch_size, self.bptt, rank, world, split=split, pad_id=pad,
+                               align=self.align_documents)
+
+    def _loader(self, split: str, batch_size: int, start: int = 0, train: bool = False) -> DataLoader:
+        ds = self._dataset(split, batch_size, train)
+        if hasattr(ds, "__len__"):
+            ds.start = start % len(ds)
+        else:
+            ds.start = start
+        return DataLoader(ds, batch_size=None, shuffle=False, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         # exact resume: continue from the window after the last completed one of this epoch
         start = 0
         if self.trainer is not None:
             start = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
-        return self._loader("train", self.batch_size, start)
+        return self._loader("train", self.batch_size, start, train=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("validation", self.eval_batch_size)

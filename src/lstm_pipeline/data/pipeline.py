@@ -1,8 +1,25 @@
 """Source -> tokenizer -> encoded splits. The result, a :class:`Corpus`, feeds the datamodule,
-evaluation and the benchmarks alike."""
+evaluation and the benchmarks alike.
+
+Caching (both keyed by content fingerprints, under ``<datasets cache>/lstm_pipeline/``):
+
+* the trained tokenizer: key = the train split's ``datasets`` fingerprint + the tokenizer config;
+* every encoded split: key = the split's fingerprint + the tokenizer's JSON + the encoding options.
+  Encoding runs with ``datasets.map`` (batched, ``num_proc`` workers, ``new_fingerprint=key`` so
+  ``datasets`` reuses its own cache too), then the ids are written once to a flat ``.bin`` file
+  (uint16 where the vocabulary fits, else int32) that every later run memory-maps (``np.memmap``):
+  a second run with the same data and tokenizer does no tokenisation work and copies nothing
+  into RAM.
+
+With a streaming source (``data.streaming=true``) nothing is encoded up front: the
+:class:`Corpus` carries the raw ``IterableDataset`` splits and batching tokenises on the fly.
+"""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -12,7 +29,7 @@ import numpy as np
 
 from ..registry import DATA_SOURCES, TOKENIZERS
 from ..tokenization.base import TextTokenizer
-from .sources import SPLITS, DataError
+from .sources import SPLITS, DataError, check_column
 
 log = logging.getLogger(__name__)
 
@@ -20,69 +37,202 @@ log = logging.getLogger(__name__)
 @dataclass
 class Corpus:
     tokenizer: TextTokenizer
-    ids: dict[str, np.ndarray]               # split -> 1-D token ids
+    ids: dict[str, np.ndarray]               # split -> 1-D token ids (np.memmap, uint16 or int32)
     num_chars: dict[str, int] = field(default_factory=dict)  # split -> characters (for bpc)
+    doc_offsets: dict[str, np.ndarray] = field(default_factory=dict)  # split -> (n_docs + 1,) row starts in ids
+    streams: dict[str, Any] = field(default_factory=dict)    # streaming: split -> raw IterableDataset
+    text_column: str = "text"
+    eos_token: str | None = None
+    document_separator: str | None = None
 
     def chars_per_token(self, split: str) -> float:
         return self.num_chars[split] / max(1, len(self.ids[split]))
 
+    @property
+    def streaming(self) -> bool:
+        return bool(self.streams)
 
-def load_source(data_cfg: Mapping[str, Any]) -> tuple[datasets.DatasetDict, str]:
+
+def cache_root(source=None) -> Path:
+    base = getattr(source, "cache_dir", None) or datasets.config.HF_DATASETS_CACHE
+    return Path(os.path.expanduser(str(base))) / "lstm_pipeline"
+
+
+def _digest(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, default=str).encode() if not isinstance(p, (bytes, str)) else
+                 (p.encode() if isinstance(p, str) else p))
+        h.update(b"\0")
+    return h.hexdigest()[:24]
+
+
+def load_source(data_cfg: Mapping[str, Any]):
+    """Build the source and load its splits; returns (splits, source)."""
     source = DATA_SOURCES.build(data_cfg)
     dd = source.load()
     column = getattr(source, "text_column", "text")
     for split in SPLITS:
         if split not in dd:
             raise DataError(f"The data source gave no '{split}' split; it has: {', '.join(dd)}.")
-        if column not in dd[split].column_names:
-            raise DataError(
-                f"The {split} split has no column '{column}'. Its columns are: {', '.join(dd[split].column_names)}. "
-                f"Set data.text_column to one of them."
-            )
-    return dd, column
+    check_column(dd, column)
+    return dd, source
 
 
-def build_tokenizer(tokenizer_cfg: Mapping[str, Any], train: datasets.Dataset, column: str) -> TextTokenizer:
-    factory = TOKENIZERS.build(tokenizer_cfg)
+def _texts(ds, column: str, separator: str | None, counter: list | None = None):
+    """The column's texts (None read as ""), in batches for a Dataset, row by row for a stream."""
+    sep = separator or ""
+    if isinstance(ds, datasets.IterableDataset):
+        for row in ds:
+            t = (row[column] or "") + sep
+            if counter is not None:
+                counter[0] += len(t)
+            yield t
+        return
+    for i in range(0, len(ds), 1000):
+        batch = [(t or "") + sep for t in ds[i: i + 1000][column]]
+        if counter is not None:
+            counter[0] += sum(map(len, batch))
+        yield batch
 
-    def batches():
-        for i in range(0, len(train), 1000):
-            yield from train[i : i + 1000][column]
 
-    tk = TextTokenizer(factory.train(batches()))
-    if tk.vocab_size <= 1:
-        raise DataError("The tokenizer learned an empty vocabulary: the train split has no text.")
+def _with_eos(tk: TextTokenizer, eos_token: str | None) -> TextTokenizer:
+    if eos_token and tk.token_to_id(eos_token) is None:
+        tk.tk.add_special_tokens([eos_token])
     return tk
 
 
-def encode_split(ds: datasets.Dataset, column: str, tk: TextTokenizer, num_proc: int | None = None) -> np.ndarray:
-    """Encode a split with ``datasets.map`` (batched, cached by fingerprint) into one id array."""
-    encoded = ds.map(
-        lambda batch: {"ids": tk.encode_batch(batch[column])},
-        batched=True,
-        remove_columns=ds.column_names,
-        num_proc=num_proc,
-        desc="encoding",
-    )
-    col = encoded.data.column("ids").combine_chunks()
-    dtype = np.uint16 if tk.vocab_size <= np.iinfo(np.uint16).max else np.int32
-    return col.flatten().to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+def build_tokenizer(tokenizer_cfg: Mapping[str, Any], train, column: str, source=None) -> TextTokenizer:
+    """Train the configured tokenizer on the train split only (cached by the split's fingerprint
+    and the config), or load it where it needs no training (byte, pretrained)."""
+    factory = TOKENIZERS.build(tokenizer_cfg)
+    eos = getattr(source, "eos_token", None)
+    sep = getattr(source, "document_separator", None)
+    if not getattr(factory, "needs_training", True):
+        return _with_eos(TextTokenizer(factory.train(None)), eos)
+    fp = getattr(train, "_fingerprint", None)
+    path = None
+    if fp and not isinstance(train, datasets.IterableDataset) and train.cache_files:
+        key = _digest("tokenizer", fp, dict(tokenizer_cfg), column, sep, eos)
+        path = cache_root(source) / "tokenizers" / f"{key}.json"
+        if path.is_file():
+            log.info("reusing cached tokenizer %s", path)
+            return TextTokenizer.load(path)
+    counter = [0]
+    rows = _texts(train, column, sep, counter)  # batches of texts: train_from_iterator takes them as they are
+    try:
+        tk = TextTokenizer(factory.train(rows))
+    except ValueError:
+        if counter[0] > 0:
+            raise
+        tk = None  # no text at all: say so below rather than "vocabulary too large"
+    if counter[0] == 0:
+        raise DataError(f"The train split's column '{column}' is empty (no text in any row) or every row was "
+                        f"filtered out; its columns are: {', '.join(train.column_names or [column])}. "
+                        f"Set data.text_column to the column with the text, or relax data.min_length.")
+    if tk.vocab_size <= 1:
+        raise DataError("The tokenizer learned an empty vocabulary: the train split has no text.")
+    tk = _with_eos(tk, eos)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tk.save(tmp)
+        os.replace(tmp, path)
+    return tk
+
+
+def id_dtype(vocab_size: int):
+    return np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
+
+
+def _memmap(path: Path, dtype, n: int) -> np.ndarray:
+    if n == 0:
+        return np.zeros(0, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", shape=(n,))
+
+
+def encode_split(ds: datasets.Dataset, column: str, tk: TextTokenizer, num_proc: int | None = None,
+                 separator: str | None = None, eos_token: str | None = None, cache_dir: Path | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Encode a split with ``datasets.map`` (batched, cached by fingerprint) into one memory-mapped
+    id array. Returns (ids, document offsets (n_rows + 1,), number of characters)."""
+    dtype = id_dtype(tk.vocab_size)
+    if len(ds) == 0:  # e.g. val_fraction: 0
+        return np.zeros(0, dtype=dtype), np.zeros(1, dtype=np.int64), 0
+    eos_id = tk.token_to_id(eos_token) if eos_token else None
+    key = _digest("encoded", ds._fingerprint, tk.tk.to_str(), column, separator, eos_token, np.dtype(dtype).str)
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    out = root / "encoded"
+    meta_path, bin_path, doc_path = out / f"{key}.json", out / f"{key}.bin", out / f"{key}.docs.npy"
+    cacheable = bool(ds.cache_files)  # an in-memory dataset has no stable fingerprint to cache on
+    if cacheable and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        return (_memmap(bin_path, dtype, meta["tokens"]), np.load(doc_path, mmap_mode="r"), meta["chars"])
+
+    sep = separator or ""
+
+    def encode(batch):
+        texts = [(t or "") + sep for t in batch[column]]
+        ids = tk.encode_batch(texts)
+        if eos_id is not None:
+            ids = [row + [eos_id] for row in ids]
+        return {"ids": ids, "n_chars": [len(t) for t in texts]}
+
+    features = datasets.Features({"ids": datasets.Sequence(datasets.Value(np.dtype(dtype).name)),
+                                  "n_chars": datasets.Value("int64")})
+    encoded = ds.map(encode, batched=True, remove_columns=ds.column_names, num_proc=num_proc,
+                     features=features, new_fingerprint=key, desc="encoding")
+    table = encoded.data.table if hasattr(encoded.data, "table") else encoded.data
+    chars = int(np.asarray(table.column("n_chars").to_numpy()).sum()) if len(encoded) else 0
+    lengths = np.concatenate([np.asarray(c.value_lengths(), dtype=np.int64) for c in table.column("ids").chunks]
+                             or [np.zeros(0, dtype=np.int64)])
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    n = int(offsets[-1])
+    if not cacheable:
+        flat = np.empty(n, dtype=dtype)
+        pos = 0
+        for chunk in table.column("ids").chunks:
+            v = chunk.flatten().to_numpy(zero_copy_only=False)
+            flat[pos: pos + len(v)] = v
+            pos += len(v)
+        return flat, offsets, chars
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = f".tmp{os.getpid()}"
+    with open(str(bin_path) + tmp, "wb") as f:
+        for chunk in table.column("ids").chunks:  # stream the arrow chunks to disk: no full copy in RAM
+            f.write(np.ascontiguousarray(chunk.flatten().to_numpy(zero_copy_only=False), dtype=dtype).tobytes())
+    os.replace(str(bin_path) + tmp, bin_path)
+    with open(str(doc_path) + tmp, "wb") as f:
+        np.save(f, offsets)
+    os.replace(str(doc_path) + tmp, doc_path)
+    meta_path.write_text(json.dumps({"tokens": n, "chars": chars, "rows": len(lengths), "dtype": np.dtype(dtype).name,
+                                     "vocab_size": tk.vocab_size}))
+    return _memmap(bin_path, dtype, n), np.load(doc_path, mmap_mode="r"), chars
 
 
 def prepare_corpus(data_cfg: Mapping[str, Any], tokenizer_cfg: Mapping[str, Any],
-                   tokenizer_path: str | Path | None = None) -> Corpus:
+                   tokenizer_path: str | Path | None = None, num_proc: int | None = None) -> Corpus:
     """Load the data, train the tokenizer on the train split (or reuse ``tokenizer_path`` where it
-    exists: resume, evaluate) and encode every split."""
-    dd, column = load_source(data_cfg)
+    exists: resume, evaluate) and encode every split (or, streaming, leave that to batching)."""
+    dd, source = load_source(data_cfg)
+    column = getattr(source, "text_column", "text")
+    eos = getattr(source, "eos_token", None)
+    sep = getattr(source, "document_separator", None)
+    num_proc = num_proc or getattr(source, "num_proc", None)
     if tokenizer_path is not None and Path(tokenizer_path).is_file():
-        tk = TextTokenizer.load(tokenizer_path)
+        tk = _with_eos(TextTokenizer.load(tokenizer_path), eos)
         log.info("reusing tokenizer %s", tokenizer_path)
     else:
-        tk = build_tokenizer(tokenizer_cfg, dd["train"], column)
-    ids, chars = {}, {}
+        tk = build_tokenizer(tokenizer_cfg, dd["train"], column, source)
+    common = dict(text_column=column, eos_token=eos, document_separator=sep)
+    if isinstance(dd, datasets.IterableDatasetDict):
+        return Corpus(tk, {}, {}, streams={s: dd[s] for s in SPLITS}, **common)
+    ids, chars, docs = {}, {}, {}
     for split in SPLITS:
-        ids[split] = encode_split(dd[split], column, tk)
-        chars[split] = sum(len(t) for t in dd[split][column])
+        ids[split], docs[split], chars[split] = encode_split(dd[split], column, tk, num_proc, sep, eos,
+                                                             cache_root(source))
     if len(ids["train"]) == 0:
-        raise DataError("The train split encodes to no tokens. Check the data source and its text column.")
-    return Corpus(tk, ids, chars)
+        raise DataError(f"The train split encodes to no tokens: its column '{column}' is empty or every row was "
+                        f"filtered out. Check the data source, data.text_column and data.min_length.")
+    return Corpus(tk, ids, chars, docs, **common)

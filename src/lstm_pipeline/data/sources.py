@@ -1,19 +1,41 @@
-"""Data sources: registered factories that return a ``datasets.DatasetDict`` with the splits
-``train``, ``validation`` and ``test`` and one text column.
+"""Data sources: registered factories that return a ``datasets.DatasetDict`` (or, with
+``streaming=True``, an ``IterableDatasetDict``) with the splits ``train``, ``validation`` and
+``test`` and one text column.
 
 A data-source plugin is a class constructed from its config fields with a method
-``load() -> datasets.DatasetDict`` and an attribute ``text_column``.
+``load() -> datasets.DatasetDict`` and attributes ``text_column`` (the column holding the text),
+and optionally ``eos_token`` (appended after every row/document when encoding),
+``document_separator`` (text appended to every row before tokenisation) and ``streaming``.
+
+Built-ins: ``text`` (plain-text files, the bundled corpus), ``files`` (text/jsonl/parquet/csv
+files or globs), ``hub`` (``datasets.load_dataset``: a Hub name, a local dataset directory or a
+loading script) and ``disk`` (``datasets.load_from_disk``).
 """
 from __future__ import annotations
 
+import codecs
 import glob
 import os
 from importlib import resources
 from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import datasets
 
 SPLITS = ("train", "validation", "test")
+
+#: names datasets use for our three splits (the first present wins)
+SPLIT_ALIASES = {
+    "train": ("train", "training"),
+    "validation": ("validation", "valid", "val", "dev", "development"),
+    "test": ("test", "testing", "eval"),
+}
+
+#: file extension -> datasets packaged builder
+FORMATS = {".txt": "text", ".text": "text", ".raw": "text", ".tokens": "text", ".jsonl": "json",
+           ".json": "json", ".parquet": "parquet", ".csv": "csv", ".tsv": "csv"}
+
+ENCODING_ERRORS = ("strict", "replace", "ignore")
 
 
 class DataError(ValueError):
@@ -28,26 +50,93 @@ def bundled_corpus(name: str = "tinyshakespeare") -> Path:
     return path
 
 
-def contiguous_splits(ds: datasets.Dataset, val_fraction: float, test_fraction: float) -> datasets.DatasetDict:
+# -- splits -------------------------------------------------------------------------------
+def contiguous_splits(ds: datasets.Dataset, val_fraction: float, test_fraction: float,
+                      val_count: int | None = None, test_count: int | None = None) -> datasets.DatasetDict:
     """Carve validation and test off the end of an ordered dataset, as contiguous blocks
-    (train | validation | test), so that a text stream stays a stream. Deterministic."""
+    (train | validation | test), so that a text stream stays a stream. Deterministic.
+    ``val_count``/``test_count`` (rows) take precedence over the fractions."""
     n = len(ds)
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise DataError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be in [0, 1) with a sum below 1.")
-    n_test = int(round(n * test_fraction))
-    n_val = int(round(n * val_fraction))
+    n_test = int(test_count) if test_count is not None else int(round(n * test_fraction))
+    n_val = int(val_count) if val_count is not None else int(round(n * val_fraction))
     n_train = n - n_val - n_test
-    if n_train <= 0 or (val_fraction > 0 and n_val == 0):
-        raise DataError(f"The corpus has only {n} rows: too few to split off validation ({val_fraction}) and test ({test_fraction}). Use more data.")
-    return datasets.DatasetDict(
-        train=ds.select(range(0, n_train)),
-        validation=ds.select(range(n_train, n_train + n_val)),
-        test=ds.select(range(n_train + n_val, n)),
-    )
+    if n_train <= 0 or (val_fraction > 0 and val_count is None and n_val == 0):
+        raise DataError(f"The corpus has only {n} rows: too few to split off validation ({val_count or val_fraction}) "
+                        f"and test ({test_count or test_fraction}). Use more data or smaller fractions.")
+    def block(a: int, b: int) -> datasets.Dataset:
+        return ds.select(range(a, b)) if b > a else ds.select([])
+
+    return datasets.DatasetDict(train=block(0, n_train), validation=block(n_train, n_train + n_val),
+                                test=block(n_train + n_val, n))
 
 
-def _resolve_files(path: str | os.PathLike) -> list[str]:
+def shuffled_splits(ds: datasets.Dataset, val_fraction: float, test_fraction: float, seed: int,
+                    val_count: int | None = None, test_count: int | None = None) -> datasets.DatasetDict:
+    """Like :func:`contiguous_splits` but rows are assigned at random (seeded): for datasets whose
+    rows are independent documents."""
+    perm = ds.shuffle(seed=seed).flatten_indices()
+    return contiguous_splits(perm, val_fraction, test_fraction, val_count, test_count)
+
+
+def standard_splits(dd: Any, *, split_names: Mapping[str, str] | None = None, val_fraction: float = 0.05,
+                    test_fraction: float = 0.05, val_count: int | None = None, test_count: int | None = None,
+                    shuffle: bool = False, seed: int = 0) -> Any:
+    """Map a dataset's own splits onto train/validation/test (``valid``, ``dev``, ... are
+    recognised; ``split_names`` maps them explicitly); carve the missing ones off train."""
+    streaming = isinstance(dd, (datasets.IterableDataset, datasets.IterableDatasetDict))
+    if isinstance(dd, (datasets.Dataset, datasets.IterableDataset)):
+        dd = (datasets.IterableDatasetDict if streaming else datasets.DatasetDict)(train=dd)
+    have = list(dd)
+    out = {}
+    for ours in SPLITS:
+        if split_names and ours in split_names:
+            theirs = split_names[ours]
+            if theirs not in dd:
+                raise DataError(f"data.split_names.{ours}={theirs!r}: the dataset has no split {theirs!r}. "
+                                f"Its splits are: {', '.join(have)}.")
+            out[ours] = dd[theirs]
+            continue
+        for alias in SPLIT_ALIASES[ours]:
+            if alias in dd:
+                out[ours] = dd[alias]
+                break
+    if "train" not in out:
+        if len(have) == 1:
+            out["train"] = dd[have[0]]
+        else:
+            raise DataError(f"The dataset has no train split. Its splits are: {', '.join(have)}. "
+                            f"Name the one to train on with data.split_names.train=<split>.")
+    if "validation" in out and "test" in out:
+        cls = datasets.IterableDatasetDict if streaming else datasets.DatasetDict
+        return cls(train=out["train"], validation=out["validation"], test=out["test"])
+    # carve what is missing off train
+    need_v, need_t = "validation" not in out, "test" not in out
+    if streaming:  # a stream has no length: carve row counts off its start
+        vc, tc = (val_count if need_v else 0), (test_count if need_t else 0)
+        if (need_v and not vc) or (need_t and not tc):
+            raise DataError("A streaming dataset without validation/test splits needs data.val_count and "
+                            "data.test_count (rows to carve off the start of the stream): fractions need a length.")
+        train = out["train"]
+        carved = {"validation": train.take(vc), "test": train.skip(vc).take(tc), "train": train.skip(vc + tc)}
+    else:
+        carve = shuffled_splits if shuffle else contiguous_splits
+        carved = carve(out["train"], val_fraction if need_v else 0.0, test_fraction if need_t else 0.0,
+                       val_count=val_count if need_v else 0, test_count=test_count if need_t else 0,
+                       **({"seed": seed} if shuffle else {}))
+    for split in SPLITS:
+        out.setdefault(split, carved[split])
+    out["train"] = carved["train"]
+    cls = datasets.IterableDatasetDict if streaming else datasets.DatasetDict
+    return cls(train=out["train"], validation=out["validation"], test=out["test"])
+
+
+# -- files ----------------------------------------------------------------------------------
+def _resolve_files(path: str | os.PathLike, base: str | None = None) -> list[str]:
     path = os.path.expanduser(str(path))
+    if base and not os.path.isabs(path):
+        path = os.path.join(os.path.expanduser(base), path)
     files = sorted(glob.glob(path)) if any(ch in path for ch in "*?[") else [path]
     if not files:
         raise DataError(f"No file matches {path!r}. Check data.path.")
@@ -59,25 +148,223 @@ def _resolve_files(path: str | os.PathLike) -> list[str]:
     return files
 
 
-class TextSource:
+def check_utf8(path: str, chunk_size: int = 1 << 22) -> None:
+    """Raise a :class:`DataError` naming the file and the byte offset of the first invalid UTF-8
+    sequence (reads the file once, in chunks)."""
+    dec = codecs.getincrementaldecoder("utf-8")("strict")
+    offset = 0  # bytes read before this chunk
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(chunk_size)
+            pending = len(dec.getstate()[0])  # bytes of an unfinished sequence carried from the last chunk
+            try:
+                dec.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as e:
+                raise DataError(
+                    f"{path} is not valid UTF-8: byte offset {offset - pending + e.start} ({e.reason}). "
+                    f"Fix the file, or set data.encoding_errors=replace (bad bytes become U+FFFD) or "
+                    f"data.encoding_errors=ignore (bad bytes are dropped).") from None
+            if not chunk:
+                return
+            offset += len(chunk)
+
+
+def _format_of(files: Sequence[str], fmt: str | None) -> str:
+    if fmt:
+        if fmt not in set(FORMATS.values()):
+            raise DataError(f"data.format={fmt!r} is not supported; use one of: text, json, parquet, csv.")
+        return fmt
+    exts = {os.path.splitext(f.removesuffix(".gz"))[1].lower() for f in files}
+    kinds = {FORMATS.get(e) for e in exts}
+    if None in kinds or len(kinds) != 1:
+        raise DataError(f"Cannot tell the format of {', '.join(files[:3])} from the extension(s) {', '.join(sorted(exts))}: "
+                        f"set data.format to one of text, json, parquet, csv.")
+    return kinds.pop()
+
+
+class _SourceBase:
+    """Options shared by the built-in sources."""
+
+    lstm_pipeline_api = "1"
+
+    def _common(self, text_column, split_names, val_fraction, test_fraction, val_count, test_count, shuffle,
+                seed, document_separator, eos_token, min_length, streaming):
+        self.text_column = text_column          # column holding the text
+        self.split_names = dict(split_names or {})  # e.g. {validation: valid}
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.val_count, self.test_count = val_count, test_count
+        self.shuffle, self.seed = shuffle, seed  # carve at random (seeded) rather than off the end
+        self.document_separator = document_separator  # text appended to every row before tokenising
+        self.eos_token = eos_token              # token id appended after every row when encoding
+        self.min_length = min_length            # drop rows with fewer characters (after stripping)
+        self.streaming = streaming
+
+    def _finish(self, dd):
+        dd = standard_splits(dd, split_names=self.split_names, val_fraction=self.val_fraction,
+                             test_fraction=self.test_fraction, val_count=self.val_count,
+                             test_count=self.test_count, shuffle=self.shuffle, seed=self.seed)
+        check_column(dd, self.text_column)
+        if self.min_length:
+            col, m = self.text_column, self.min_length
+            dd = type(dd)({k: v.filter(lambda b: [t is not None and len(t.strip()) >= m for t in b[col]],
+                                       batched=True, **({} if self.streaming else {"desc": "filtering"}))
+                           for k, v in dd.items()})
+        return dd
+
+
+def check_column(dd, column: str) -> None:
+    for split, ds in dd.items():
+        names = ds.column_names
+        if names is None:  # a stream whose features are unknown until read
+            names = list(next(iter(ds)).keys()) if split == "train" else [column]
+        if column not in names:
+            raise DataError(f"The {split} split has no column '{column}'. Its columns are: {', '.join(names)}. "
+                            f"Set data.text_column to one of them.")
+
+
+class TextSource(_SourceBase):
     """Plain-text files through the ``datasets`` ``text`` builder, one row per line
     (line breaks kept, so that concatenating the rows gives the file back).
     ``path: null`` is the bundled Tiny Shakespeare corpus."""
 
-    lstm_pipeline_api = "1"
     text_column = "text"
+    eos_token = None
+    document_separator = None
 
     def __init__(self, path: str | None = None, val_fraction: float = 0.05, test_fraction: float = 0.05,
-                 cache_dir: str | None = None):
+                 cache_dir: str | None = None, encoding_errors: str = "strict",
+                 num_proc: int | None = None):
+        self.num_proc = num_proc          # encoding workers (datasets.map)
         self.path = path                  # file or glob; null = bundled Tiny Shakespeare
         self.val_fraction = val_fraction  # last-but-one contiguous block
         self.test_fraction = test_fraction  # last contiguous block
         self.cache_dir = cache_dir        # datasets cache (default: HF_DATASETS_CACHE)
+        self.encoding_errors = encoding_errors  # strict (error naming file and byte offset), replace, ignore
 
     def load(self) -> datasets.DatasetDict:
         files = _resolve_files(self.path) if self.path else [str(bundled_corpus())]
+        _check_policy(self.encoding_errors)
+        if self.encoding_errors == "strict":
+            for f in files:
+                check_utf8(f)
         ds = datasets.load_dataset("text", data_files=files, split="train", keep_linebreaks=True,
-                                   cache_dir=self.cache_dir)
+                                   cache_dir=self.cache_dir, encoding_errors=self.encoding_errors)
         if len(ds) == 0:
             raise DataError(f"No text in {files}.")
         return contiguous_splits(ds, self.val_fraction, self.test_fraction)
+
+
+def _check_policy(policy: str) -> None:
+    if policy not in ENCODING_ERRORS:
+        raise DataError(f"data.encoding_errors={policy!r}: use one of {', '.join(ENCODING_ERRORS)}.")
+
+
+class FilesSource(_SourceBase):
+    """Local text, JSON-lines, Parquet or CSV files (or globs) through ``datasets``' packaged
+    builders. ``path`` is one path/glob, a list of them, or a mapping split -> path(s)."""
+
+    def __init__(self, path: Any, format: str | None = None, text_column: str = "text", data_dir: str | None = None,
+                 sample_by: str = "line", keep_linebreaks: bool = True, encoding_errors: str = "strict",
+                 split_names: Mapping[str, str] | None = None, val_fraction: float = 0.05,
+                 test_fraction: float = 0.05, val_count: int | None = None, test_count: int | None = None,
+                 shuffle: bool = False, seed: int = 0, document_separator: str | None = None,
+                 eos_token: str | None = None, min_length: int = 0, streaming: bool = False,
+                 cache_dir: str | None = None, num_proc: int | None = None):
+        self.num_proc = num_proc        # encoding workers (datasets.map)
+        self.path = path                # path, glob, list, or {split: path(s)}
+        self.format = format            # text, json, parquet, csv (default: from the extension)
+        self.data_dir = data_dir        # base directory for relative paths
+        self.sample_by = sample_by      # text files: line, paragraph or document per row
+        self.keep_linebreaks = keep_linebreaks
+        self.encoding_errors = encoding_errors  # strict (error naming file and byte offset), replace, ignore
+        self.cache_dir = cache_dir
+        self._common(text_column, split_names, val_fraction, test_fraction, val_count, test_count, shuffle, seed,
+                     document_separator, eos_token, min_length, streaming)
+
+    def data_files(self) -> dict[str, list[str]]:
+        p = self.path
+        if p is None or p == "???":
+            raise DataError("data.path is not set: give a file, a glob, a list or {split: file}.")
+        if isinstance(p, Mapping):
+            return {str(k): [f for x in ([v] if isinstance(v, str) else v) for f in _resolve_files(x, self.data_dir)]
+                    for k, v in p.items()}
+        items = [p] if isinstance(p, (str, os.PathLike)) else list(p)
+        return {"train": [f for x in items for f in _resolve_files(x, self.data_dir)]}
+
+    def load(self):
+        files = self.data_files()
+        all_files = [f for fs in files.values() for f in fs]
+        fmt = _format_of(all_files, self.format)
+        _check_policy(self.encoding_errors)
+        kwargs: dict[str, Any] = {}
+        if fmt in ("text", "json", "csv"):
+            if self.encoding_errors == "strict":
+                for f in all_files:
+                    if not f.endswith(".gz"):
+                        check_utf8(f)
+            kwargs["encoding_errors"] = self.encoding_errors
+        if fmt == "text":
+            if self.sample_by not in ("line", "paragraph", "document"):
+                raise DataError(f"data.sample_by={self.sample_by!r}: use line, paragraph or document.")
+            kwargs.update(sample_by=self.sample_by, keep_linebreaks=self.keep_linebreaks)
+        if fmt == "csv" and any(f.endswith(".tsv") for f in all_files):
+            kwargs["sep"] = "\t"
+        try:
+            dd = datasets.load_dataset(fmt, data_files=files, streaming=self.streaming, cache_dir=self.cache_dir, **kwargs)
+        except datasets.exceptions.DatasetGenerationError as e:
+            raise DataError(f"Could not read {', '.join(all_files[:3])} as {fmt}: {e.__cause__ or e}") from e
+        return self._finish(dd)
+
+
+class HubSource(_SourceBase):
+    """``datasets.load_dataset(path, config_name, split, revision, data_files, streaming)``: a dataset on
+    the Hugging Face Hub (``path: wikitext``, ``config_name: wikitext-2-raw-v1``; ``data.name`` is taken:
+    it selects this source) or a local dataset directory / data files."""
+
+    def __init__(self, path: str, config_name: str | None = None, split: str | None = None, revision: str | None = None,
+                 data_files: Any = None, data_dir: str | None = None, text_column: str = "text",
+                 split_names: Mapping[str, str] | None = None, val_fraction: float = 0.05,
+                 test_fraction: float = 0.05, val_count: int | None = None, test_count: int | None = None,
+                 shuffle: bool = False, seed: int = 0, document_separator: str | None = None,
+                 eos_token: str | None = None, min_length: int = 0, streaming: bool = False,
+                 cache_dir: str | None = None, num_proc: int | None = None):
+        self.num_proc = num_proc
+        # config_name is load_dataset's `name` (data.name selects this source)
+        self.path, self.config_name, self.split, self.revision = path, config_name, split, revision
+        self.data_files, self.data_dir, self.cache_dir = data_files, data_dir, cache_dir
+        self._common(text_column, split_names, val_fraction, test_fraction, val_count, test_count, shuffle, seed,
+                     document_separator, eos_token, min_length, streaming)
+
+    def load(self):
+        if not self.path or self.path == "???":
+            raise DataError("data.path is not set: a Hub dataset name (e.g. wikitext) or a local dataset directory.")
+        try:
+            dd = datasets.load_dataset(self.path, self.config_name, split=self.split, revision=self.revision,
+                                       data_files=self.data_files, data_dir=self.data_dir,
+                                       streaming=self.streaming, cache_dir=self.cache_dir)
+        except ValueError as e:
+            msg = str(e)
+            if "Unknown split" in msg or "Bad split" in msg:
+                raise DataError(f"data.split={self.split!r} does not exist in {self.path}: {msg}") from e
+            raise
+        return self._finish(dd)
+
+
+class DiskSource(_SourceBase):
+    """A dataset (or dataset dict) written with ``save_to_disk``, read with ``datasets.load_from_disk``
+    (memory-mapped)."""
+
+    def __init__(self, path: str, text_column: str = "text", split_names: Mapping[str, str] | None = None,
+                 val_fraction: float = 0.05, test_fraction: float = 0.05, val_count: int | None = None,
+                 test_count: int | None = None, shuffle: bool = False, seed: int = 0,
+                 document_separator: str | None = None, eos_token: str | None = None, min_length: int = 0,
+                 num_proc: int | None = None):
+        self.path, self.num_proc = path, num_proc
+        self._common(text_column, split_names, val_fraction, test_fraction, val_count, test_count, shuffle, seed,
+                     document_separator, eos_token, min_length, False)
+
+    def load(self):
+        p = os.path.expanduser(str(self.path))
+        if not os.path.isdir(p):
+            raise DataError(f"data.path={self.path!r} is not a directory written by Dataset.save_to_disk.")
+        return self._finish(datasets.load_from_disk(p))

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
+from ..data.resets import forward_with_resets
 from ..models.lm import RecurrentLM
 
 LN2 = math.log(2.0)
@@ -40,11 +41,11 @@ class LanguageModelTask(L.LightningModule):
         self._t_last = time.perf_counter()
 
     def training_step(self, batch, batch_idx):
-        x, y = batch  # (B, T), (B, T)
+        x, y, *reset = batch  # (B, T), (B, T) [, reset_mask (B, T) bool: batching.mode documents/random_windows]
         state = self._train_state if self.carry_state else None
         if state is not None and state[0].device != x.device:
             state = tuple(s.to(x.device) for s in state)
-        logits, state = self.model(x, state)  # (B, T, V)
+        logits, state = forward_with_resets(self.model, x, state, reset[0] if reset else None)  # (B, T, V)
         self._train_state = tuple(s.detach() for s in state)
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
         now = time.perf_counter()

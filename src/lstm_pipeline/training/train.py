@@ -43,8 +43,9 @@ def run_dir_of_checkpoint(ckpt: Path) -> Path:
 
 
 def bos_token_id(tokenizer) -> int:
-    """The token whose state starts a text: a newline for character models, else <eos>, else 0."""
-    for tok in ("\n", "<eos>", "</s>", "Ċ"):
+    """The token whose state starts a text: a newline for character models (byte-level ones
+    spell it "Ċ"), else an end-of-text token (word, wordpiece and pretrained tokenizers), else 0."""
+    for tok in ("\n", "Ċ", "<eos>", "</s>", "<|endoftext|>", "[SEP]", "<s>", "[CLS]"):
         tid = tokenizer.token_to_id(tok)
         if tid is not None:
             return tid
@@ -89,6 +90,7 @@ def train(cfg: DictConfig) -> dict:
     )
     dm = StreamDataModule(corpus, **to_dict(cfg.batching))
     callbacks, ckpt_cb = build_callbacks(cfg, run_dir)
+    callbacks += dm.callbacks()  # e.g. the learning-rate scaling of variable-length BPTT
     logger = instantiate(cfg.logger) if cfg.logger else False
     trainer = L.Trainer(**to_dict(cfg.trainer), default_root_dir=str(run_dir), callbacks=callbacks, logger=logger,
                         plugins=[AtomicCheckpointIO()], use_distributed_sampler=False)
