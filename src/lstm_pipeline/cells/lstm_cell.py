@@ -32,12 +32,12 @@ class LSTMCell(CustomCell):
     @staticmethod
     def pointwise(xg: Tensor, hg: Tensor, state: List[Tensor], extra: List[Tensor]) -> List[Tensor]:
         c_prev = state[1]  # (B, H)
-        x_i, x_f, x_g, x_o = xg.chunk(4, 1)  # W_*x x_t + b_*   (B, H) each
-        h_i, h_f, h_g, h_o = hg.chunk(4, 1)  # W_*h h_{t-1} + b_*
-        i = torch.sigmoid(x_i + h_i)
-        f = torch.sigmoid(x_f + h_f)
-        g = torch.tanh(x_g + h_g)
-        o = torch.sigmoid(x_o + h_o)
+        # pre-activations W_*[h_{t-1}, x_t] + b_* of the four gates, (B, H) each
+        a_i, a_f, a_g, a_o = (xg + hg).chunk(4, 1)
+        i = torch.sigmoid(a_i)  # input gate
+        f = torch.sigmoid(a_f)  # forget gate
+        g = torch.tanh(a_g)     # candidate cell state
+        o = torch.sigmoid(a_o)  # output gate
         c = f * c_prev + i * g
         h = o * torch.tanh(c)
         return [h, c]
