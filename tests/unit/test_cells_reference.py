@@ -157,7 +157,7 @@ def test_layernorm_lstm_equations():
 
 def test_min_gru_equations_and_long_windows():
     cell = build("min_gru").double()
-    x = torch.randn(2, 3000, E, dtype=torch.float64)  # long: products of (1 - z) underflow to 0
+    x = torch.randn(2, 1000, E, dtype=torch.float64)  # long: products of (1 - z) underflow to 0
     h0 = torch.rand(2, 2, H, dtype=torch.float64)
 
     def g(a):

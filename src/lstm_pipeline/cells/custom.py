@@ -154,6 +154,11 @@ class CustomCell(RecurrentCell):
         """
         raise NotImplementedError
 
+    def input_projection(self, k: int, x: Tensor) -> Tensor:
+        """x (B, T, in_k) -> (B, T, G*H), for the whole window at once (the default:
+        ``x W_ih^T + b_ih``). Override to add work that does not depend on h (e.g. a layer norm)."""
+        return F.linear(x, getattr(self, f"weight_ih_l{k}"), getattr(self, f"bias_ih_l{k}"))
+
     def pointwise_function(self) -> PointwiseFn:
         """The per-step function to use (override to choose one from settings, e.g. tanh/relu)."""
         return type(self).pointwise
@@ -189,8 +194,8 @@ class CustomCell(RecurrentCell):
 
     def run_layer(self, k: int, x: Tensor, state: List[Tensor]) -> tuple[Tensor, List[Tensor]]:
         """One layer over a window: x (B, T, in_k), state [(B, H)] -> y (B, T, H), new state."""
-        w_ih, b_ih, w_hh, b_hh, extra = self.layer_params(k)
-        xg = F.linear(x, w_ih, b_ih)  # (B, T, G*H): the whole window in one GEMM
+        _, _, w_hh, b_hh, extra = self.layer_params(k)
+        xg = self.input_projection(k, x)  # (B, T, G*H): the whole window in one GEMM
         fn = self.step_fn
         outs: List[Tensor] = []
         if torch.is_grad_enabled() and (w_hh.requires_grad or b_hh.requires_grad):

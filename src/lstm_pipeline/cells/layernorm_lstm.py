@@ -36,12 +36,16 @@ class LayerNormLSTM(CustomCell):
             if name.startswith("ln_"):
                 nn.init.constant_(p, 1.0 if "_weight" in name else 0.0)
 
+    def input_projection(self, k: int, x: Tensor) -> Tensor:
+        """LN_x(W_x x_t + b) for the whole window at once: (B, T, 4H)."""
+        xg = super().input_projection(k, x)
+        return F.layer_norm(xg, [xg.size(-1)], getattr(self, f"ln_x_weight_l{k}"), getattr(self, f"ln_x_bias_l{k}"))
+
     @staticmethod
     def pointwise(xg: Tensor, hg: Tensor, state: List[Tensor], extra: List[Tensor]) -> List[Tensor]:
         c_prev = state[1]  # (B, H)
-        g4 = [xg.size(1)]
-        a = (F.layer_norm(xg, g4, extra[0], extra[1], 1e-5)
-             + F.layer_norm(hg, g4, extra[2], extra[3], 1e-5))  # (B, 4H)
+        # xg is already LN_x(W_x x_t) (input_projection, for the whole window at once)
+        a = xg + F.layer_norm(hg, [hg.size(1)], extra[2], extra[3], 1e-5)  # (B, 4H)
         a_i, a_f, a_g, a_o = a.chunk(4, 1)
         c = torch.sigmoid(a_f) * c_prev + torch.sigmoid(a_i) * torch.tanh(a_g)
         h = torch.sigmoid(a_o) * torch.tanh(F.layer_norm(c, [c.size(1)], extra[4], extra[5], 1e-5))

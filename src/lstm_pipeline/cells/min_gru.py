@@ -53,8 +53,7 @@ class MinGRU(CustomCell):
         return [(1.0 - z) * state[0] + z * _g(a)]
 
     def run_layer(self, k: int, x: Tensor, state: List[Tensor]) -> tuple[Tensor, List[Tensor]]:
-        w_ih, b_ih, _, _, _ = self.layer_params(k)
-        gate, cand = F.linear(x, w_ih, b_ih).chunk(2, -1)  # (B, T, H) each, one GEMM for the window
+        gate, cand = self.input_projection(k, x).chunk(2, -1)  # (B, T, H) each, one GEMM for the window
         z = torch.sigmoid(gate)
         h = linear_scan(1.0 - z, z * _g(cand), state[0])  # (B, T, H)
         return h, [h[:, -1]]
