@@ -32,6 +32,7 @@ class LanguageModelTask(L.LightningModule):
         self._restored_state = False  # set by on_load_checkpoint: keep the state at the next epoch start
         self._eval: dict[str, Any] = {}
         self._t_last = None
+        self._pending_rng = None      # RNG state of a checkpoint being resumed, applied at the next batch
 
     # -- training -----------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -39,6 +40,11 @@ class LanguageModelTask(L.LightningModule):
             self._train_state = None  # a new epoch starts the streams from their beginning
         self._restored_state = False
         self._t_last = time.perf_counter()
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        if self._pending_rng is not None:
+            _set_rng_state(self._pending_rng)
+            self._pending_rng = None
 
     def training_step(self, batch, batch_idx):
         x, y = batch  # (B, T), (B, T)
@@ -179,6 +185,9 @@ class LanguageModelTask(L.LightningModule):
                 self._train_state = None
                 self._restored_state = True
         if extra.get("rng"):
+            # applied again before the first resumed batch: (re)creating the train dataloader's iterator
+            # draws from the torch RNG, which the uninterrupted run did before the checkpoint was written
+            self._pending_rng = extra["rng"]
             _set_rng_state(extra["rng"])
 
 
