@@ -65,3 +65,18 @@ def test_layerwise_stack_carries_state_steps_and_reorders(cell):
 def test_layerwise_off_for_single_layer():
     m = RecurrentLM(V, {"name": "lstm"}, num_layers=1, dropout_hidden=0.5)
     assert not m.layerwise
+
+
+def test_awd_shaped_model_round_trips_through_safetensors(tmp_path):
+    from safetensors.torch import load_model, save_model
+
+    cfg = dict(embedding_dim=6, hidden_size=10, num_layers=3, tie_weights=True, dropout_hidden=0.2,
+               weight_drop=0.5, dropout_embedding=0.1, dropout_input=0.2, dropout_output=0.2)
+    torch.manual_seed(0)
+    a = RecurrentLM(V, {"name": "lstm"}, **cfg).eval()
+    save_model(a, str(tmp_path / "m.safetensors"))
+    torch.manual_seed(1)
+    b = RecurrentLM(V, {"name": "lstm"}, **cfg).eval()
+    load_model(b, str(tmp_path / "m.safetensors"))
+    assert b.head.weight is b.embedding.weight
+    assert torch.equal(a(tokens())[0], b(tokens())[0])
