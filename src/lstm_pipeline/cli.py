@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> int | None:
         print(USAGE.format(commands="\n".join(f"  {k:<10} {v[1]}" for k, v in COMMANDS.items())))
         return 0
     command, rest = argv[0], argv[1:]
+    if command not in COMMANDS and "LOCAL_RANK" in os.environ and os.environ.get("LSTM_PIPELINE_COMMAND"):
+        # a DDP worker that Lightning re-executed from the launcher's command line (overrides only)
+        command, rest = os.environ["LSTM_PIPELINE_COMMAND"], argv
     if command not in COMMANDS:
         print(f"lstm-pipeline: unknown command '{command}'. Commands: {', '.join(COMMANDS)}.", file=sys.stderr)
         return 2
@@ -154,7 +157,10 @@ def main(argv: list[str] | None = None) -> int | None:
     if command == "train":
         rest = _resume_overrides(rest)
     fn = {"train": _train, "generate": _generate, "evaluate": _evaluate}[command]
-    sys.argv = [f"lstm-pipeline {command}", *rest]
+    # argv[0] stays the real program, so that Lightning's DDP launcher can re-execute it; the command
+    # reaches the re-executed workers through the environment
+    os.environ["LSTM_PIPELINE_COMMAND"] = command
+    sys.argv = [sys.argv[0], *rest]
     _hydra_app(COMMANDS[command][0], fn)()
     return 0
 

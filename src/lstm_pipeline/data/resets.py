@@ -27,20 +27,22 @@ def reset_state(model, state, keep: Tensor):
     return tuple(out)
 
 
-def forward_with_resets(model, x: Tensor, state, reset_mask: Tensor | None = None):
-    """x (B, T), reset_mask (B, T) bool or None -> (logits (B, T, V), state)."""
+def forward_with_resets(model, x: Tensor, state, reset_mask: Tensor | None = None, forward=None):
+    """x (B, T), reset_mask (B, T) bool or None -> (logits (B, T, V), state).
+    ``forward(x, state) -> (logits, state)`` runs one segment (default: ``model`` itself)."""
+    model_fn = forward or model
     if reset_mask is None:
-        return model(x, state)
+        return model_fn(x, state)
     cols = torch.nonzero(reset_mask.any(0)).flatten().tolist()  # columns where some row resets
     if not cols:
-        return model(x, state)
+        return model_fn(x, state)
     if cols == [0] and (state is None or bool(reset_mask[:, 0].all())):
-        return model(x, None)  # every row starts fresh: the zero state
+        return model_fn(x, None)  # every row starts fresh: the zero state
     bounds = sorted(set(cols) | {0}) + [x.size(1)]
     outs = []
     for a, b in zip(bounds[:-1], bounds[1:]):
         if state is not None and reset_mask[:, a].any():
             state = reset_state(model, state, ~reset_mask[:, a])
-        logits, state = model(x[:, a:b], state)  # (B, b - a, V)
+        logits, state = model_fn(x[:, a:b], state)  # (B, b - a, V)
         outs.append(logits)
     return torch.cat(outs, dim=1), state

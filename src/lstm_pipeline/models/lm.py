@@ -2,6 +2,13 @@
 
 The model is built from a plain config dict (JSON-able), never from pickled modules, so the
 exported ``config.json`` + ``model.safetensors`` fully describe it.
+
+Regularisation switches (all off by default, all inactive in ``eval()`` mode), after AWD-LSTM:
+``dropout_embedding`` (drop whole embedding rows), ``dropout_input`` / ``dropout_hidden`` /
+``dropout_output`` (locked dropout on the cell's input, between layers, on the last layer's output),
+``weight_drop`` (DropConnect on the hidden-to-hidden weights, applied functionally so the fused
+kernel still runs), ``ar_alpha`` / ``tar_beta`` (activation / temporal activation regularisation,
+returned by :meth:`RecurrentLM.forward_train` to be added to the loss).
 """
 from __future__ import annotations
 
@@ -10,9 +17,11 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from ..cells.base import RecurrentCell, State
 from ..registry import CELLS
+from .dropout import LockedDropout, drop_hidden_weights, embedding_dropout, hidden_weight_names
 
 
 class OneHot(nn.Module):
@@ -26,6 +35,11 @@ class OneHot(nn.Module):
         return F.one_hot(tokens, self.vocab_size).float()
 
 
+def _check_p(name: str, p: float) -> None:
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"model.{name} must be a probability in [0, 1), not {p}")
+
+
 class RecurrentLM(nn.Module):
     def __init__(
         self,
@@ -33,14 +47,32 @@ class RecurrentLM(nn.Module):
         cell: Mapping[str, Any],
         embedding_dim: int = 256,      # width of token embeddings (may differ from hidden_size)
         hidden_size: int = 256,        # recurrent width
-        num_layers: int = 2,           # stacked layers inside the cell
-        dropout: float = 0.0,          # between layers and on the output
+        num_layers: int = 2,           # stacked layers
+        dropout: float = 0.0,          # plain dropout between layers (inside the cell) and on the output
         tie_weights: bool = False,     # share the embedding matrix with the output head
         input_encoding: str = "embedding",  # "embedding" or "one_hot" (Keras seed model)
+        dropout_embedding: float = 0.0,  # drop whole rows of the embedding matrix (AWD "dropoute")
+        dropout_input: float = 0.0,    # locked dropout on the embeddings fed to the cell ("dropouti")
+        dropout_hidden: float = 0.0,   # locked dropout between layers ("dropouth"; one cell per layer)
+        dropout_output: float = 0.0,   # locked dropout on the last layer's output ("dropout")
+        weight_drop: float = 0.0,      # DropConnect on hidden-to-hidden weights ("wdrop")
+        ar_alpha: float = 0.0,         # activation regularisation: alpha * mean(dropped_out^2)
+        tar_beta: float = 0.0,         # temporal AR: beta * mean((h_t - h_{t-1})^2)
     ):
         super().__init__()
+        for name, p in (("dropout", dropout), ("dropout_embedding", dropout_embedding),
+                        ("dropout_input", dropout_input), ("dropout_hidden", dropout_hidden),
+                        ("dropout_output", dropout_output), ("weight_drop", weight_drop)):
+            _check_p(name, p)
+        if ar_alpha < 0 or tar_beta < 0:
+            raise ValueError(f"model.ar_alpha and model.tar_beta must be >= 0, not {ar_alpha}, {tar_beta}")
         self.vocab_size = vocab_size
+        self.dropout_embedding, self.weight_drop = dropout_embedding, weight_drop
+        self.ar_alpha, self.tar_beta = ar_alpha, tar_beta
         if input_encoding == "one_hot":
+            if dropout_embedding:
+                raise ValueError("model.dropout_embedding needs input_encoding=embedding (one-hot inputs have "
+                                 "no embedding matrix); set model.dropout_embedding=0")
             self.embedding: nn.Module = OneHot(vocab_size)
             in_size = vocab_size
         elif input_encoding == "embedding":
@@ -48,27 +80,105 @@ class RecurrentLM(nn.Module):
             in_size = embedding_dim
         else:
             raise ValueError(f"model.input_encoding must be 'embedding' or 'one_hot', not {input_encoding!r}")
-        self.cell: RecurrentCell = CELLS.build(
-            cell, input_size=in_size, hidden_size=hidden_size, num_layers=num_layers, dropout=dropout
-        )
+        # locked dropout between layers needs the layer outputs: then each layer is its own cell
+        self.layerwise = dropout_hidden > 0 and num_layers > 1
+        if self.layerwise:
+            cells, size = [], in_size
+            for _ in range(num_layers):
+                cells.append(CELLS.build(cell, input_size=size, hidden_size=hidden_size, num_layers=1, dropout=0.0))
+                size = cells[-1].output_size
+            self.layers = nn.ModuleList(cells)
+            self._state_len = len(cells[0].init_state(1))
+            out_size = size
+        else:
+            self.cell: RecurrentCell = CELLS.build(
+                cell, input_size=in_size, hidden_size=hidden_size, num_layers=num_layers, dropout=dropout
+            )
+            out_size = self.cell.output_size
+        self.lock_in = LockedDropout(dropout_input)
+        self.lock_hidden = LockedDropout(dropout_hidden)
+        self.lock_out = LockedDropout(dropout_output)
         self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(self.cell.output_size, vocab_size)
+        self._whh = [hidden_weight_names(c) for c in self._cells()]
+        if weight_drop and not all(self._whh):
+            raise ValueError(f"model.weight_drop needs a cell with hidden-to-hidden weights named 'weight_hh*'; "
+                             f"cell {dict(cell).get('name')!r} has none: set model.weight_drop=0")
+        head_in = out_size
+        self.proj: nn.Module | None = None
         if tie_weights:
-            if input_encoding != "embedding" or self.cell.output_size != embedding_dim:
-                raise ValueError(
-                    f"model.tie_weights=true needs the cell's output size ({self.cell.output_size}) to equal "
-                    f"model.embedding_dim ({embedding_dim}) and input_encoding=embedding"
-                )
+            if input_encoding != "embedding":
+                raise ValueError("model.tie_weights=true needs input_encoding=embedding")
+            if out_size != embedding_dim:
+                # tie through a projection from the cell's output to the embedding width
+                self.proj = nn.Linear(out_size, embedding_dim, bias=False)
+                head_in = embedding_dim
+        self.head = nn.Linear(head_in, vocab_size)
+        if tie_weights:
             self.head.weight = self.embedding.weight
 
+    def _cells(self) -> list[RecurrentCell]:
+        return list(self.layers) if self.layerwise else [self.cell]
+
+    # -- state ------------------------------------------------------------------------------
     def init_state(self, batch: int, device=None, dtype=None) -> State:
-        return self.cell.init_state(batch, device=device, dtype=dtype)
+        if not self.layerwise:
+            return self.cell.init_state(batch, device=device, dtype=dtype)
+        return tuple(s for c in self.layers for s in c.init_state(batch, device=device, dtype=dtype))
+
+    def _split(self, state: State | None) -> list[State | None]:
+        if state is None:
+            return [None] * len(self.layers)
+        n = self._state_len
+        return [tuple(state[i * n:(i + 1) * n]) for i in range(len(self.layers))]
+
+    def reorder_state(self, state: State, index: Tensor) -> State:
+        if not self.layerwise:
+            return self.cell.reorder_state(state, index)
+        return tuple(s for c, st in zip(self.layers, self._split(state)) for s in c.reorder_state(st, index))
+
+    # -- forward ----------------------------------------------------------------------------
+    def _run_cell(self, i: int, cell: RecurrentCell, x: Tensor, state: State | None) -> tuple[Tensor, State]:
+        if self.training and self.weight_drop > 0:
+            weights = drop_hidden_weights(cell, self._whh[i], self.weight_drop)
+            return functional_call(cell, weights, (x, state), strict=False)
+        return cell(x, state)
+
+    def _features(self, tokens: Tensor, state: State | None) -> tuple[Tensor, Tensor, State]:
+        """tokens (B, T) -> raw last-layer output (B, T, H), regularised output (B, T, H), state."""
+        if isinstance(self.embedding, nn.Embedding):
+            x = embedding_dropout(self.embedding, tokens, self.dropout_embedding, self.training)  # (B, T, E)
+        else:
+            x = self.embedding(tokens)  # (B, T, V)
+        x = self.lock_in(x)
+        if not self.layerwise:
+            raw, state = self._run_cell(0, self.cell, x, state)  # (B, T, H)
+        else:
+            states = []
+            for i, (cell, st) in enumerate(zip(self.layers, self._split(state))):
+                if i > 0:
+                    x = self.lock_hidden(x)
+                x, st = self._run_cell(i, cell, x, st)
+                states.append(st)
+            raw, state = x, tuple(s for st in states for s in st)
+        return raw, self.drop(self.lock_out(raw)), state
+
+    def _logits(self, y: Tensor) -> Tensor:
+        return self.head(self.proj(y) if self.proj is not None else y)
 
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """tokens (B, T) -> logits (B, T, V), state."""
-        x = self.embedding(tokens)  # (B, T, E)
-        y, state = self.cell(x, state)  # (B, T, H)
-        return self.head(self.drop(y)), state
+        _, y, state = self._features(tokens, state)
+        return self._logits(y), state
+
+    def forward_train(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State, Tensor]:
+        """As :meth:`forward`, plus the AR/TAR penalty (a scalar, 0 when both are off) to add to the loss."""
+        raw, y, state = self._features(tokens, state)
+        penalty = y.new_zeros(())
+        if self.training and self.ar_alpha:
+            penalty = penalty + self.ar_alpha * y.float().pow(2).mean()
+        if self.training and self.tar_beta and raw.size(1) > 1:
+            penalty = penalty + self.tar_beta * (raw[:, 1:] - raw[:, :-1]).float().pow(2).mean()
+        return self._logits(y), state, penalty
 
     @torch.no_grad()
     def step(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
@@ -76,8 +186,12 @@ class RecurrentLM(nn.Module):
         if state is None:
             state = self.init_state(tokens.size(0), tokens.device)
         x = self.embedding(tokens)  # (B, E)
-        y, state = self.cell.step(x, state)  # (B, H)
-        return self.head(y), state
-
-    def reorder_state(self, state: State, index: Tensor) -> State:
-        return self.cell.reorder_state(state, index)
+        if not self.layerwise:
+            y, state = self.cell.step(x, state)  # (B, H)
+        else:
+            states = []
+            for cell, st in zip(self.layers, self._split(state)):
+                x, st = cell.step(x, st)
+                states.append(st)
+            y, state = x, tuple(s for st in states for s in st)
+        return self._logits(y), state

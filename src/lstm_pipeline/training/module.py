@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 
 from ..data.resets import forward_with_resets
 from ..models.lm import RecurrentLM
+from .ntasgd import NTASGD
 
 LN2 = math.log(2.0)
 
@@ -32,6 +33,7 @@ class LanguageModelTask(L.LightningModule):
         self._restored_state = False  # set by on_load_checkpoint: keep the state at the next epoch start
         self._eval: dict[str, Any] = {}
         self._t_last = None
+        self._pending_rng = None      # RNG state of a checkpoint being resumed, applied at the next batch
 
     # -- training -----------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -40,20 +42,49 @@ class LanguageModelTask(L.LightningModule):
         self._restored_state = False
         self._t_last = time.perf_counter()
 
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        if self._pending_rng is not None:
+            _set_rng_state(self._pending_rng)
+            self._pending_rng = None
+
     def training_step(self, batch, batch_idx):
         x, y, *reset = batch  # (B, T), (B, T) [, reset_mask (B, T) bool: batching.mode documents/random_windows]
         state = self._train_state if self.carry_state else None
         if state is not None and state[0].device != x.device:
             state = tuple(s.to(x.device) for s in state)
-        logits, state = forward_with_resets(self.model, x, state, reset[0] if reset else None)  # (B, T, V)
+        penalties = []
+
+        def forward(inp, st):  # (B, t) -> logits (B, t, V), state; collects the AR/TAR penalty
+            out, st, pen = self.model.forward_train(inp, st)
+            penalties.append(pen)
+            return out, st
+
+        # documents / random_windows batches carry a reset mask: the state is zeroed where a document starts
+        logits, state = forward_with_resets(self.model, x, state, reset[0] if reset else None, forward=forward)
+        penalty = torch.stack(penalties).mean()
         self._train_state = tuple(s.detach() for s in state)
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
+        logits = logits.reshape(-1, logits.size(-1)).float()  # (B*T, V)
+        loss = F.cross_entropy(logits, y.reshape(-1))
+        self._log_train_metrics(x, y, logits, loss, penalty)
+        return loss + penalty if self.model.ar_alpha or self.model.tar_beta else loss
+
+    def _log_train_metrics(self, x, y, logits, loss, penalty) -> None:
         now = time.perf_counter()
-        self.log("train_loss", loss, prog_bar=True)
+        detached = loss.detach()
+        self.log("train_loss", detached, prog_bar=True)
+        self.log("train_ppl", torch.exp(detached.clamp(max=50.0)))
+        self.log("train_bits_per_token", detached / LN2)
+        cpt = self.chars_per_token.get("train")
+        if cpt:
+            self.log("train_bpc", detached / LN2 / cpt)
+        with torch.no_grad():
+            self.log("train_acc", (logits.argmax(-1) == y.reshape(-1)).float().mean())
+        if self.model.ar_alpha or self.model.tar_beta:
+            self.log("train_ar_tar", penalty.detach())
+        self.log("lr", float(self.trainer.optimizers[0].param_groups[0]["lr"]))
         if self._t_last is not None:
             self.log("tokens_per_sec", x.numel() * self.trainer.world_size / max(now - self._t_last, 1e-9))
         self._t_last = now
-        return loss
 
     # -- evaluation: the state is carried across the whole split -------------------------------
     def _eval_start(self, split: str) -> None:
@@ -86,14 +117,29 @@ class LanguageModelTask(L.LightningModule):
             self.log(k, v, prog_bar=k in (f"{prefix}_loss", f"{prefix}_bpc"), sync_dist=False, rank_zero_only=False)
         return metrics
 
+    def _ntasgd(self) -> NTASGD | None:
+        opts = self.trainer.optimizers if self._trainer is not None else []
+        return opts[0] if opts and isinstance(opts[0], NTASGD) else None
+
     def on_validation_epoch_start(self) -> None:
         self._eval_start("validation")
+        opt = self._ntasgd()
+        if opt is not None and opt.averaging:
+            opt.swap_averaged()  # validate (and select the best checkpoint) with the averaged weights
 
     def validation_step(self, batch, batch_idx):
         self._eval_step("validation", batch)
 
     def on_validation_epoch_end(self) -> None:
-        self._eval_end("validation", "val")
+        metrics = self._eval_end("validation", "val")
+        opt = self._ntasgd()
+        if opt is not None:
+            if opt.averaging:
+                opt.swap_averaged()
+            if not self.trainer.sanity_checking and opt.observe(metrics["val_loss"]):
+                self.print(f"NT-ASGD: validation loss {metrics['val_loss']:.4f} did not improve for "
+                           f"{opt.param_groups[0]['nonmono']} checks: averaging from step {self.global_step}")
+        self._t_last = None  # validation time is not training throughput
 
     def on_test_epoch_start(self) -> None:
         self._eval_start("test")
@@ -118,17 +164,40 @@ class LanguageModelTask(L.LightningModule):
 
     # -- exact resume: carried state and RNG travel with the checkpoint -------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["lstm_pipeline"] = {
-            "train_state": None if self._train_state is None else [s.cpu() for s in self._train_state],
+        state = self._train_state
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if state is not None and world > 1:
+            # every rank carries its own streams' state: gather them all, each rank takes its own back
+            state = [self.all_gather(s) for s in state]  # each (W, *shape)
+        extra = {
+            "train_state": None if state is None else [s.cpu() for s in state],
+            "train_state_world_size": world,
             "rng": _rng_state(),
         }
+        opt = self._ntasgd()
+        if opt is not None and opt.averaging:
+            names = {p: n for n, p in self.named_parameters()}
+            extra["averaged_weights"] = {names[p]: ax.cpu().clone() for p, ax in opt.averaged().items()}
+        checkpoint["lstm_pipeline"] = extra
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         extra = checkpoint.get("lstm_pipeline", {})
-        if extra.get("train_state") is not None:
-            self._train_state = tuple(extra["train_state"])
-            self._restored_state = True
+        state = extra.get("train_state")
+        if state is not None:
+            saved_world = extra.get("train_state_world_size", 1)
+            world = self.trainer.world_size if self._trainer is not None else 1
+            rank = self.trainer.global_rank if self._trainer is not None else 0
+            if saved_world == world:
+                self._train_state = tuple(s[rank] if world > 1 else s for s in state)
+                self._restored_state = True
+            else:
+                # the streams were cut for another number of processes: the state belongs to other text
+                self._train_state = None
+                self._restored_state = True
         if extra.get("rng"):
+            # applied again before the first resumed batch: (re)creating the train dataloader's iterator
+            # draws from the torch RNG, which the uninterrupted run did before the checkpoint was written
+            self._pending_rng = extra["rng"]
             _set_rng_state(extra["rng"])
 
 

@@ -20,6 +20,7 @@ from ..generation.streamer import TextStreamer
 from ..hub import MODEL_DIRNAME, load_pretrained, save_pretrained
 from ..registry import CALLBACKS
 from .checkpoint_io import AtomicCheckpointIO
+from .malloc import tune_malloc
 from .module import LanguageModelTask
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,24 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list, ModelCheckpoi
     return callbacks, ckpt_cb
 
 
+def build_logger(node):
+    """``logger=<name>``; an optional logger whose package is missing is a clear error, not a traceback."""
+    if not node:
+        return False
+    try:
+        return instantiate(node)
+    except Exception as exc:  # hydra wraps the ImportError of a missing optional package
+        cause = exc
+        while cause is not None and not isinstance(cause, ImportError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise ValueError(str(cause)) from exc
+        raise
+
+
 def train(cfg: DictConfig) -> dict:
     validate_train_config(cfg)
+    tune_malloc()
     # Lightning prints through its own handler; stop a second copy through Hydra's root handler
     logging.getLogger("lightning.pytorch").propagate = False
     run_dir = Path(cfg.run_dir)
@@ -91,7 +108,7 @@ def train(cfg: DictConfig) -> dict:
     dm = StreamDataModule(corpus, **to_dict(cfg.batching))
     callbacks, ckpt_cb = build_callbacks(cfg, run_dir)
     callbacks += dm.callbacks()  # e.g. the learning-rate scaling of variable-length BPTT
-    logger = instantiate(cfg.logger) if cfg.logger else False
+    logger = build_logger(cfg.logger)
     trainer = L.Trainer(**to_dict(cfg.trainer), default_root_dir=str(run_dir), callbacks=callbacks, logger=logger,
                         plugins=[AtomicCheckpointIO()], use_distributed_sampler=False)
     trainer.fit(task, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=False)
@@ -102,9 +119,17 @@ def train(cfg: DictConfig) -> dict:
     # export the best checkpoint's weights (the last ones when no validation ran)
     best = ckpt_cb.best_model_path
     if best and Path(best).is_file():
-        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
-        task.load_state_dict(state)
+        best_ckpt = torch.load(best, map_location="cpu", weights_only=False)
+        task.load_state_dict(best_ckpt["state_dict"])
+        # NT-ASGD: the averaged weights (those the checkpoint was validated with) are the model
+        averaged = best_ckpt.get("lstm_pipeline", {}).get("averaged_weights")
+        if averaged:
+            task.load_state_dict(averaged, strict=False)
         result["best_val_loss"] = float(ckpt_cb.best_model_score)
+    else:
+        opt = task._ntasgd()
+        if opt is not None and opt.averaging:
+            opt.swap_averaged()
     model = task.model.cpu().eval()
     metrics = {k: v for k, v in result.items() if k.startswith("val_")}
     out = save_pretrained(model, model_cfg, tokenizer, run_dir / MODEL_DIRNAME, extra={

@@ -1,0 +1,140 @@
+"""Each regulariser is active in training, off in evaluation, and computes what it claims."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from lstm_pipeline.models.dropout import LockedDropout, embedding_dropout
+from lstm_pipeline.models.lm import RecurrentLM
+
+V = 23
+CELL = {"name": "lstm", "proj_size": 0}
+
+
+def make(**kw):
+    torch.manual_seed(0)
+    base = dict(embedding_dim=8, hidden_size=12, num_layers=2, dropout=0.0)
+    return RecurrentLM(V, CELL, **{**base, **kw})
+
+
+def tokens(B=3, T=7):
+    return torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(1))
+
+
+SWITCHES = [dict(dropout_embedding=0.3), dict(dropout_input=0.3), dict(dropout_hidden=0.3),
+            dict(dropout_output=0.3), dict(weight_drop=0.3), dict(dropout=0.3)]
+
+
+@pytest.mark.parametrize("switch", SWITCHES, ids=lambda d: next(iter(d)))
+def test_switch_active_in_training_off_in_eval(switch):
+    model = make(**switch)
+    x = tokens()
+    # evaluation: identical to the same weights with the switch off
+    off = copy.deepcopy(model)
+    off.dropout_embedding = off.weight_drop = 0.0
+    for m in off.modules():
+        if hasattr(m, "p") and isinstance(m.p, float):
+            m.p = 0.0
+    for cell in off._cells():
+        cell.rnn.dropout = 0.0
+    model.eval(), off.eval()
+    ref, _ = off(x)
+    out, _ = model(x)
+    assert torch.equal(out, ref)
+    # training: random, and different from evaluation
+    model.train()
+    torch.manual_seed(1)
+    a, _ = model(x)
+    torch.manual_seed(2)
+    b, _ = model(x)
+    assert not torch.allclose(a, ref) and not torch.allclose(a, b)
+    torch.manual_seed(1)
+    assert torch.equal(model(x)[0], a)  # ... and reproducible from the seed
+
+
+def test_locked_dropout_mask_is_shared_over_time():
+    drop = LockedDropout(0.5).train()
+    y = drop(torch.ones(4, 9, 16))
+    assert torch.equal(y, y[:, :1].expand_as(y))  # same mask at every step
+    assert set(y.unique().tolist()) == {0.0, 2.0}  # kept units scaled by 1/(1-p)
+    assert torch.equal(drop.eval()(y), y)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        LockedDropout(1.0)
+
+
+def test_embedding_dropout_drops_whole_words():
+    emb = nn.Embedding(5, 6)
+    x = torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2, 3, 4] * 4])
+    torch.manual_seed(3)
+    y = embedding_dropout(emb, x, 0.5, training=True)  # (1, 40, 6)
+    for t in range(5):
+        occurrences = y[0, t::5]
+        assert torch.equal(occurrences, occurrences[:1].expand_as(occurrences))  # same word, same fate
+    dropped = (y[0, :5].abs().sum(-1) == 0)
+    assert dropped.any() and not dropped.all()
+    kept = ~dropped
+    assert torch.allclose(y[0, :5][kept], emb.weight[kept] * 2.0)
+    assert torch.equal(embedding_dropout(emb, x, 0.5, training=False), emb(x))
+
+
+def test_weight_drop_runs_the_fused_kernel_on_dropped_weights():
+    model = make(weight_drop=0.4).train()
+    x = tokens()
+    torch.manual_seed(5)
+    out, (h, c) = model(x)
+    # the same masks, drawn in the same order, applied by hand to a plain nn.LSTM
+    rnn = model.cell.rnn
+    torch.manual_seed(5)
+    dropped = {n: F.dropout(getattr(rnn, n), 0.4, training=True) for n in ("weight_hh_l0", "weight_hh_l1")}
+    ref = copy.deepcopy(rnn)
+    with torch.no_grad():
+        for n, w in dropped.items():
+            getattr(ref, n).copy_(w)
+    emb = model.embedding(x)
+    y, (h2, c2) = ref(emb)
+    assert torch.allclose(out, model.head(y), atol=1e-6) and torch.allclose(h, h2, atol=1e-6)
+    assert (dropped["weight_hh_l0"] == 0).float().mean() > 0.2  # a real mask
+    # gradients reach the raw weight through the mask; the input-to-hidden weights are not dropped
+    out.sum().backward()
+    g = rnn.weight_hh_l0.grad
+    assert g is not None and torch.all(g[dropped["weight_hh_l0"] == 0] == 0) and g.abs().sum() > 0
+
+
+def test_weight_drop_in_layerwise_mode_and_functional_call_leaves_module_intact():
+    model = make(weight_drop=0.5, dropout_hidden=0.2).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model(tokens())[0].sum().backward()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is not None for n, p in model.named_parameters() if "weight_hh" in n)
+
+
+def test_ar_tar_penalty_matches_definition_and_is_off_in_eval():
+    model = make(ar_alpha=2.0, tar_beta=1.0, dropout_output=0.25).train()
+    x = tokens()
+    torch.manual_seed(7)
+    logits, _, penalty = model.forward_train(x)
+    torch.manual_seed(7)
+    raw, y, _ = model._features(x, None)
+    expected = 2.0 * y.pow(2).mean() + 1.0 * (raw[:, 1:] - raw[:, :-1]).pow(2).mean()
+    assert torch.allclose(penalty, expected) and penalty > 0
+    penalty.backward()  # differentiable
+    assert model.embedding.weight.grad.abs().sum() > 0
+    model.eval()
+    assert model.forward_train(x)[2].item() == 0.0
+
+
+def test_no_penalty_when_off():
+    model = make().train()
+    assert model.forward_train(tokens())[2].item() == 0.0
+
+
+def test_bad_probabilities_and_combinations_are_clear_errors():
+    with pytest.raises(ValueError, match="model.weight_drop"):
+        make(weight_drop=1.5)
+    with pytest.raises(ValueError, match="dropout_embedding"):
+        make(input_encoding="one_hot", dropout_embedding=0.1)
+    with pytest.raises(ValueError, match="ar_alpha"):
+        make(ar_alpha=-1.0)
