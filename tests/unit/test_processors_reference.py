@@ -167,3 +167,21 @@ def test_every_processor_is_registered():
 def test_bad_settings_are_refused_naming_them(cls, kwargs, match):
     with pytest.raises(ValueError, match=match):
         cls(**kwargs)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("p", [0.5, 0.9, 0.99])
+def test_top_p_fast_path_on_a_large_vocabulary(seed, p):
+    """On a large vocabulary only the candidates are sorted (fast path); flat rows fall back to the
+    full sort; both equal transformers."""
+    g = torch.Generator().manual_seed(seed)
+    scale = torch.tensor([1, 2, 4, 6, 8, 12, 20, 40])[:, None]
+    logits = torch.randn(8, 5000, generator=g) * scale
+    history = torch.zeros(8, 0, dtype=torch.long)
+    proc = P.TopP(p)
+    assert proc._candidates_only(logits.clone()) is not None  # the fast path is taken
+    same(proc, TopPLogitsWarper(p), history, logits)
+    same(P.TopP(p, min_tokens_to_keep=3), TopPLogitsWarper(p, min_tokens_to_keep=3), history, logits)
+    flat = torch.randn(4, 5000, generator=g) * 0.01
+    assert proc._candidates_only(flat.clone()) is None  # nearly uniform: the full sort
+    same(proc, TopPLogitsWarper(p), history[:4], flat)

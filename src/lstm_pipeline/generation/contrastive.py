@@ -80,7 +80,7 @@ class ContrastiveSearch(DecodingStrategy):
             nxt = cand.gather(1, pick[:, None]).squeeze(1)
             chosen = rows * kk + pick
             raw = logits.float()
-            logp = raw.gather(1, nxt[:, None]).squeeze(1) - torch.logsumexp(raw, -1)
+            logp = raw.log_softmax(-1).gather(1, nxt[:, None]).squeeze(1)
             nxt = nxt.masked_fill(finished, fill)
             scores += logp.masked_fill(finished, 0.0)
             history[:, P + n] = nxt

@@ -93,7 +93,13 @@ class TopK(LogitsProcessor):
 
 
 class TopP(LogitsProcessor):
-    """Nucleus filtering: keep the smallest set of most likely tokens whose mass reaches ``top_p``."""
+    """Nucleus filtering: keep the smallest set of most likely tokens whose mass reaches ``top_p``.
+
+    Sorting a (B, V) row set is the slow part (64 x 10k: ~100 ms on one CPU core). The fast path
+    sorts only candidates: a weighted histogram of the probabilities' binary exponents gives, per
+    row, the smallest power-of-two bound ``c`` with ``mass(p >= c) >= top_p``; the nucleus lies inside
+    ``{p >= c}``, usually a few hundred tokens, and only those are sorted (all rows in one sort).
+    Rows with fewer than ``min_tokens_to_keep`` candidates take the plain full sort."""
 
     def __init__(self, top_p: float = 1.0, min_tokens_to_keep: int = 1):
         if not 0 < top_p <= 1:
@@ -104,11 +110,44 @@ class TopP(LogitsProcessor):
     def __call__(self, history: Tensor, logits: Tensor) -> Tensor:
         if self.top_p >= 1.0:
             return logits
+        if logits.dtype == torch.float32 and logits.size(-1) >= 1024:
+            out = self._candidates_only(logits)
+            if out is not None:
+                return out
+        return self._full_sort(logits)
+
+    def _full_sort(self, logits: Tensor) -> Tensor:
         asc, order = torch.sort(logits, dim=-1)  # (B, V), least likely first
         cum = asc.softmax(-1).cumsum_(-1)  # mass of this token and every less likely one
         remove = cum <= 1 - self.top_p  # the tail holding at most 1 - top_p of the mass
         remove[:, -self.min_tokens_to_keep:] = False
         return logits.masked_fill(remove.scatter(-1, order, remove), NEG_INF)
+
+    def _candidates_only(self, logits: Tensor) -> Tensor | None:
+        B, V = logits.shape
+        probs = logits.softmax(-1)  # (B, V)
+        expo = (probs.view(torch.int32) >> 23).long()  # binary exponent of each probability (p >= 0)
+        mass = torch.zeros(B, 256, dtype=torch.float64, device=logits.device)
+        mass.scatter_add_(1, expo, probs.double())  # (B, 256) probability mass per exponent
+        at_or_above = mass.flip(-1).cumsum(-1).flip(-1)  # mass of tokens whose exponent >= e
+        cut = ((at_or_above >= self.top_p + 1e-6).sum(-1, keepdim=True) - 1).clamp_(min=0)  # (B, 1)
+        cand = expo >= cut  # (B, V) the nucleus is inside
+        counts = cand.sum(-1)  # (B,)
+        if bool((counts < self.min_tokens_to_keep).any()) or int(counts.sum()) > B * V // 4:
+            return None  # flat rows: sorting everything is as cheap
+        rows, cols = cand.nonzero(as_tuple=True)  # row-major
+        lc = logits[rows, cols].double()
+        span = 2 * float(lc.abs().max()) + 1  # one sort: by row, then most likely first
+        order = torch.sort(rows.double() * span - lc).indices
+        rows, cols, pc = rows[order], cols[order], probs[rows[order], cols[order]].double()
+        before = pc.cumsum(0) - pc  # mass of the more likely candidates, across rows
+        starts = counts.cumsum(0) - counts  # first position of each row
+        before = before - before[starts][rows]  # ... within the row
+        rank = torch.arange(rows.numel(), device=logits.device) - starts[rows]
+        keep = (before < self.top_p) | (rank < self.min_tokens_to_keep)
+        kept = torch.zeros_like(cand)
+        kept[rows, cols] = keep
+        return logits.masked_fill(~kept, NEG_INF)
 
 
 class Typical(LogitsProcessor):

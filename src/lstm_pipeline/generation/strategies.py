@@ -162,7 +162,7 @@ class StepDecoding(DecodingStrategy):
                 processed = proc(history[:, : P + n], processed)
             nxt = self.select(processed, generator)  # (B,)
             raw = logits.float()
-            logp = raw.gather(1, nxt[:, None]).squeeze(1) - torch.logsumexp(raw, -1)  # (B,)
+            logp = raw.log_softmax(-1).gather(1, nxt[:, None]).squeeze(1)  # (B,)
             if check_rows:
                 nxt = nxt.masked_fill(finished, fill)
                 logp = logp.masked_fill(finished, 0.0)
