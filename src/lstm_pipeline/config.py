@@ -63,6 +63,13 @@ class GenerateJob:
     on_unknown: str = "error"
     device: str = "cpu"
     stream: bool = True
+    prompts_file: Optional[str] = None
+    output_file: Optional[str] = None
+    interactive: bool = False
+    batch_size: int = 32
+    eos_token: Optional[str] = None
+    stop_strings: list = field(default_factory=list)
+    max_time: Optional[float] = None
     decoding: Any = MISSING
 
 

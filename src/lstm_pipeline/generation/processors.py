@@ -1,61 +1,403 @@
 """Logits processors: ``(history (B, t) long, logits (B, V) float) -> logits (B, V)``.
 
-They compose in a list, applied in a fixed documented order (see ``PROCESSOR_ORDER``).
-Filtering processors set excluded logits to ``-inf``.
+Registered under ``lstm_pipeline.logits_processors``; they compose in a list and the built-in
+strategies apply them in one fixed order, ``PROCESSOR_ORDER``:
+
+1. constraints on the raw scores: repetition penalty, frequency/presence penalties,
+   no-repeat-n-gram, bad words, min new tokens, forced end;
+2. then the shape of the distribution: temperature, top-k, top-p, typical, min-p, epsilon, eta.
+
+Constraints come first so that a filter (say top-k = 1) can never keep only a banned token; this is
+also the order Hugging Face ``generate`` uses, so a combination gives the same distribution there.
+
+``history`` holds the prompt and the tokens generated so far. Ragged prompts are left-padded with
+``pad id = V`` (one past the vocabulary), which every processor ignores. Processors that need to know
+where the prompt ends, the end-of-sequence token or the token budget get them through ``setup``.
+Filtering processors set excluded logits to ``-inf`` and always keep at least ``min_tokens_to_keep``.
 """
 from __future__ import annotations
+
+import math
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
-#: the order in which the built-in strategies apply processors
-PROCESSOR_ORDER = ("temperature", "top_k", "top_p")
+#: the order in which the built-in strategies apply processors (see the module docstring)
+PROCESSOR_ORDER = (
+    "repetition_penalty", "frequency_penalty", "no_repeat_ngram", "bad_words", "min_new_tokens", "forced_end",
+    "temperature", "top_k", "top_p", "typical", "min_p", "epsilon", "eta",
+)
+
+NEG_INF = float("-inf")
 
 
 class LogitsProcessor:
     lstm_pipeline_api = "1"
 
+    def setup(self, *, prompt_length: int, max_new_tokens: int, eos_token_id: int | None) -> None:
+        """Called once per ``generate`` call before the first token (prompt_length = padded width)."""
+
     def __call__(self, history: Tensor, logits: Tensor) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
 
+def _check_keep(min_tokens_to_keep: int) -> None:
+    if not isinstance(min_tokens_to_keep, int) or min_tokens_to_keep < 1:
+        raise ValueError(f"min_tokens_to_keep must be an int >= 1, got {min_tokens_to_keep!r}")
+
+
+def _protect_top(remove: Tensor, logits: Tensor, k: int) -> Tensor:
+    """Never remove the k most likely tokens. remove (B, V) bool."""
+    k = min(k, logits.size(-1))
+    if k == 1:
+        return remove.scatter(-1, logits.argmax(-1, keepdim=True), False)
+    return remove.scatter(-1, torch.topk(logits, k, dim=-1).indices, False)
+
+
+def token_counts(history: Tensor, vocab_size: int) -> Tensor:
+    """How often each token occurs in each row: history (B, t) -> (B, V) float; pad ids (>= V) ignored."""
+    counts = torch.zeros(history.size(0), vocab_size + 1, device=history.device)
+    if history.numel():
+        counts.scatter_add_(1, history.clamp(max=vocab_size), torch.ones_like(history, dtype=counts.dtype))
+    return counts[:, :vocab_size]
+
+
+# -- distribution shape ------------------------------------------------------------------
 class Temperature(LogitsProcessor):
+    """Divide the logits by ``temperature`` (< 1 sharpens, > 1 flattens)."""
+
     def __init__(self, temperature: float = 1.0):
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0 (got {temperature}); for deterministic output use decoding=greedy.")
-        self.temperature = temperature
+        self.temperature = float(temperature)
 
     def __call__(self, history: Tensor, logits: Tensor) -> Tensor:
         return logits / self.temperature if self.temperature != 1.0 else logits
 
 
 class TopK(LogitsProcessor):
-    def __init__(self, top_k: int = 0):
-        if top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
-        self.top_k = top_k
+    """Keep the ``top_k`` most likely tokens (0 = off)."""
+
+    def __init__(self, top_k: int = 0, min_tokens_to_keep: int = 1):
+        if not isinstance(top_k, int) or top_k < 0:
+            raise ValueError(f"top_k must be an int >= 0 (0 = off), got {top_k!r}")
+        _check_keep(min_tokens_to_keep)
+        self.top_k = max(top_k, min_tokens_to_keep) if top_k else 0
 
     def __call__(self, history: Tensor, logits: Tensor) -> Tensor:
         if self.top_k <= 0 or self.top_k >= logits.size(-1):
             return logits
         kth = torch.topk(logits, self.top_k, dim=-1).values[:, -1:]  # (B, 1)
-        return logits.masked_fill(logits < kth, float("-inf"))
+        return logits.masked_fill(logits < kth, NEG_INF)
 
 
 class TopP(LogitsProcessor):
-    """Nucleus filtering: keep the smallest set of most likely tokens whose mass reaches top_p."""
+    """Nucleus filtering: keep the smallest set of most likely tokens whose mass reaches ``top_p``.
+
+    Sorting a (B, V) row set is the slow part (64 x 10k: ~100 ms on one CPU core). The fast path
+    sorts only candidates: a weighted histogram of the probabilities' binary exponents gives, per
+    row, the smallest power-of-two bound ``c`` with ``mass(p >= c) >= top_p``; the nucleus lies inside
+    ``{p >= c}``, usually a few hundred tokens, and only those are sorted (all rows in one sort).
+    Rows with fewer than ``min_tokens_to_keep`` candidates take the plain full sort."""
 
     def __init__(self, top_p: float = 1.0, min_tokens_to_keep: int = 1):
         if not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-        self.top_p, self.min_tokens_to_keep = top_p, min_tokens_to_keep
+        _check_keep(min_tokens_to_keep)
+        self.top_p, self.min_tokens_to_keep = float(top_p), min_tokens_to_keep
 
     def __call__(self, history: Tensor, logits: Tensor) -> Tensor:
         if self.top_p >= 1.0:
             return logits
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        remove = (cum - sorted_logits.softmax(-1)) >= self.top_p  # mass before this token already enough
+        if logits.dtype == torch.float32 and logits.size(-1) >= 1024:
+            out = self._candidates_only(logits)
+            if out is not None:
+                return out
+        return self._full_sort(logits)
+
+    def _full_sort(self, logits: Tensor) -> Tensor:
+        asc, order = torch.sort(logits, dim=-1)  # (B, V), least likely first
+        cum = asc.softmax(-1).cumsum_(-1)  # mass of this token and every less likely one
+        remove = cum <= 1 - self.top_p  # the tail holding at most 1 - top_p of the mass
+        remove[:, -self.min_tokens_to_keep:] = False
+        return logits.masked_fill(remove.scatter(-1, order, remove), NEG_INF)
+
+    def _candidates_only(self, logits: Tensor) -> Tensor | None:
+        B, V = logits.shape
+        probs = logits.softmax(-1)  # (B, V)
+        expo = (probs.view(torch.int32) >> 23).long()  # binary exponent of each probability (p >= 0)
+        mass = torch.zeros(B, 256, dtype=torch.float64, device=logits.device)
+        mass.scatter_add_(1, expo, probs.double())  # (B, 256) probability mass per exponent
+        at_or_above = mass.flip(-1).cumsum(-1).flip(-1)  # mass of tokens whose exponent >= e
+        cut = ((at_or_above >= self.top_p + 1e-6).sum(-1, keepdim=True) - 1).clamp_(min=0)  # (B, 1)
+        cand = expo >= cut  # (B, V) the nucleus is inside
+        counts = cand.sum(-1)  # (B,)
+        if bool((counts < self.min_tokens_to_keep).any()) or int(counts.sum()) > B * V // 4:
+            return None  # flat rows: sorting everything is as cheap
+        rows, cols = cand.nonzero(as_tuple=True)  # row-major
+        lc = logits[rows, cols].double()
+        span = 2 * float(lc.abs().max()) + 1  # one sort: by row, then most likely first
+        order = torch.sort(rows.double() * span - lc).indices
+        rows, cols, pc = rows[order], cols[order], probs[rows[order], cols[order]].double()
+        before = pc.cumsum(0) - pc  # mass of the more likely candidates, across rows
+        starts = counts.cumsum(0) - counts  # first position of each row
+        before = before - before[starts][rows]  # ... within the row
+        rank = torch.arange(rows.numel(), device=logits.device) - starts[rows]
+        keep = (before < self.top_p) | (rank < self.min_tokens_to_keep)
+        kept = torch.zeros_like(cand)
+        kept[rows, cols] = keep
+        return logits.masked_fill(~kept, NEG_INF)
+
+
+class Typical(LogitsProcessor):
+    """Locally typical sampling: keep the tokens whose surprisal is closest to the entropy, up to ``typical_p``."""
+
+    def __init__(self, typical_p: float = 1.0, min_tokens_to_keep: int = 1):
+        if not 0 < typical_p <= 1:
+            raise ValueError(f"typical_p must be in (0, 1], got {typical_p}")
+        _check_keep(min_tokens_to_keep)
+        self.typical_p, self.min_tokens_to_keep = float(typical_p), min_tokens_to_keep
+
+    def __call__(self, history: Tensor, logits: Tensor) -> Tensor:
+        if self.typical_p >= 1.0:
+            return logits
+        logp = logits.log_softmax(-1)  # (B, V)
+        entropy = -(logp.exp() * logp).nansum(-1, keepdim=True)  # (B, 1)
+        distance = (-logp - entropy).abs()  # how far each surprisal is from the entropy
+        dist_sorted, order = torch.sort(distance, dim=-1)
+        cum = logits.gather(-1, order).softmax(-1).cumsum(-1)
+        # the cut: the first position where the mass reaches typical_p (ties at the cut distance kept)
+        last = (cum < self.typical_p).sum(-1, keepdim=True).clamp_(max=logits.size(-1) - 1)  # (B, 1)
+        remove = dist_sorted > dist_sorted.gather(-1, last)
         remove[:, : self.min_tokens_to_keep] = False
-        mask = torch.zeros_like(remove).scatter(-1, order, remove)
-        return logits.masked_fill(mask, float("-inf"))
+        return logits.masked_fill(remove.scatter(-1, order, remove), NEG_INF)
+
+
+class MinP(LogitsProcessor):
+    """Keep tokens whose probability is at least ``min_p`` times that of the most likely token (0 = off)."""
+
+    def __init__(self, min_p: float = 0.0, min_tokens_to_keep: int = 1):
+        if not 0 <= min_p <= 1:
+            raise ValueError(f"min_p must be in [0, 1], got {min_p}")
+        _check_keep(min_tokens_to_keep)
+        self.min_p, self.min_tokens_to_keep = float(min_p), min_tokens_to_keep
+
+    def __call__(self, history: Tensor, logits: Tensor) -> Tensor:
+        if self.min_p <= 0:
+            return logits
+        probs = logits.softmax(-1)
+        remove = probs < self.min_p * probs.amax(-1, keepdim=True)
+        return logits.masked_fill(_protect_top(remove, logits, self.min_tokens_to_keep), NEG_INF)
+
+
+class Epsilon(LogitsProcessor):
+    """Epsilon sampling: drop tokens whose probability is below ``epsilon`` (0 = off)."""
+
+    def __init__(self, epsilon: float = 0.0, min_tokens_to_keep: int = 1):
+        if not 0 <= epsilon < 1:
+            raise ValueError(f"epsilon must be in [0, 1) (0 = off), got {epsilon}")
+        _check_keep(min_tokens_to_keep)
+        self.epsilon, self.min_tokens_to_keep = float(epsilon), min_tokens_to_keep
+
+    def __call__(self, history: Tensor, logits: Tensor) -> Tensor:
+        if self.epsilon <= 0:
+            return logits
+        remove = logits.softmax(-1) < self.epsilon
+        return logits.masked_fill(_protect_top(remove, logits, self.min_tokens_to_keep), NEG_INF)
+
+
+class Eta(LogitsProcessor):
+    """Eta sampling: drop tokens below ``min(eta, sqrt(eta) * exp(-entropy))`` (0 = off)."""
+
+    def __init__(self, eta: float = 0.0, min_tokens_to_keep: int = 1):
+        if not 0 <= eta < 1:
+            raise ValueError(f"eta must be in [0, 1) (0 = off), got {eta}")
+        _check_keep(min_tokens_to_keep)
+        self.eta, self.min_tokens_to_keep = float(eta), min_tokens_to_keep
+
+    def __call__(self, history: Tensor, logits: Tensor) -> Tensor:
+        if self.eta <= 0:
+            return logits
+        logp = logits.log_softmax(-1)
+        probs = logp.exp()
+        entropy = -(probs * logp).nan_to_num().sum(-1, keepdim=True)  # (B, 1); 0 * -inf counts as 0
+        cutoff = torch.clamp(math.sqrt(self.eta) * torch.exp(-entropy), max=self.eta)
+        remove = probs < cutoff
+        return logits.masked_fill(_protect_top(remove, logits, self.min_tokens_to_keep), NEG_INF)
+
+
+# -- constraints -------------------------------------------------------------------------
+class RepetitionPenalty(LogitsProcessor):
+    """CTRL's penalty on every token already in the history (prompt included): positive logits are
+    divided by ``penalty``, negative ones multiplied (1 = off; < 1 encourages repetition)."""
+
+    def __init__(self, penalty: float = 1.0):
+        if not penalty > 0:
+            raise ValueError(f"repetition_penalty must be > 0 (1 = off), got {penalty}")
+        self.penalty = float(penalty)
+
+    def __call__(self, history: Tensor, logits: Tensor) -> Tensor:
+        if self.penalty == 1.0 or history.size(1) == 0:
+            return logits
+        seen = token_counts(history, logits.size(-1)) > 0
+        penalised = torch.where(logits < 0, logits * self.penalty, logits / self.penalty)
+        return torch.where(seen, penalised, logits)
+
+
+class FrequencyPresencePenalty(LogitsProcessor):
+    """OpenAI-style additive penalties: ``logit -= frequency_penalty * count + presence_penalty * (count > 0)``
+    over the tokens generated so far (the prompt is not counted)."""
+
+    def __init__(self, frequency_penalty: float = 0.0, presence_penalty: float = 0.0):
+        self.frequency_penalty, self.presence_penalty = float(frequency_penalty), float(presence_penalty)
+        self.prompt_length = 0
+
+    def setup(self, *, prompt_length, max_new_tokens, eos_token_id):
+        self.prompt_length = prompt_length
+
+    def __call__(self, history: Tensor, logits: Tensor) -> Tensor:
+        generated = history[:, self.prompt_length:]
+        if (self.frequency_penalty == 0 and self.presence_penalty == 0) or generated.size(1) == 0:
+            return logits
+        counts = token_counts(generated, logits.size(-1))
+        return logits - self.frequency_penalty * counts - self.presence_penalty * (counts > 0).to(logits.dtype)
+
+
+class NoRepeatNGram(LogitsProcessor):
+    """Forbid any n-gram of size ``ngram_size`` from occurring twice in the history (0 = off)."""
+
+    def __init__(self, ngram_size: int = 0):
+        if not isinstance(ngram_size, int) or ngram_size < 0:
+            raise ValueError(f"no_repeat_ngram_size must be an int >= 0 (0 = off), got {ngram_size!r}")
+        self.n = ngram_size
+
+    def __call__(self, history: Tensor, logits: Tensor) -> Tensor:
+        n, t = self.n, history.size(1)
+        if n == 0 or t < n:
+            return logits
+        V = logits.size(-1)
+        if n == 1:
+            return logits.masked_fill(token_counts(history, V) > 0, NEG_INF)
+        windows = history.unfold(1, n, 1)  # (B, t-n+1, n): every n-gram seen so far
+        suffix = history[:, t - n + 1:]  # (B, n-1): what an n-gram ending at the next token starts with
+        hit = (windows[:, :, :-1] == suffix[:, None, :]).all(-1)  # (B, t-n+1)
+        banned_ids = torch.where(hit, windows[:, :, -1].clamp(max=V), V)  # non-matches go to the spare column
+        banned = torch.zeros(logits.size(0), V + 1, dtype=torch.bool, device=logits.device)
+        banned.scatter_(1, banned_ids, True)
+        return logits.masked_fill(banned[:, :V], NEG_INF)
+
+
+class BadWords(LogitsProcessor):
+    """Never complete any of the token sequences ``bad_words_ids`` (a list of lists of ids)."""
+
+    def __init__(self, bad_words_ids: Sequence[Sequence[int]] = ()):
+        ids = [list(w) for w in bad_words_ids]
+        if any(len(w) == 0 or any(not isinstance(i, int) or i < 0 for i in w) for w in ids):
+            raise ValueError(f"bad_words_ids must be a list of non-empty lists of token ids >= 0, got {bad_words_ids!r}")
+        self.single = sorted({w[0] for w in ids if len(w) == 1})
+        self.multi = [(torch.tensor(w[:-1]), w[-1]) for w in ids if len(w) > 1]
+        self.eos_token_id = None
+
+    def setup(self, *, prompt_length, max_new_tokens, eos_token_id):
+        self.eos_token_id = eos_token_id
+
+    def __call__(self, history: Tensor, logits: Tensor) -> Tensor:
+        if not self.single and not self.multi:
+            return logits
+        V = logits.size(-1)
+        banned = torch.zeros_like(logits, dtype=torch.bool)  # (B, V)
+        single = [i for i in self.single if i < V and i != self.eos_token_id]  # a lone eos is never banned
+        if single:
+            banned[:, single] = True
+        for prefix, last in self.multi:
+            k = prefix.numel()
+            if history.size(1) < k or last >= V:
+                continue
+            match = (history[:, -k:] == prefix.to(history.device)).all(-1)  # (B,)
+            banned[:, last] |= match
+        return logits.masked_fill(banned, NEG_INF)
+
+
+class MinNewTokens(LogitsProcessor):
+    """Forbid the end-of-sequence token until ``min_new_tokens`` tokens have been generated."""
+
+    def __init__(self, min_new_tokens: int = 0, eos_token_id: int | None = None):
+        if not isinstance(min_new_tokens, int) or min_new_tokens < 0:
+            raise ValueError(f"min_new_tokens must be an int >= 0, got {min_new_tokens!r}")
+        self.min_new_tokens, self.eos_token_id, self.prompt_length = min_new_tokens, eos_token_id, 0
+
+    def setup(self, *, prompt_length, max_new_tokens, eos_token_id):
+        self.prompt_length = prompt_length
+        if self.eos_token_id is None:
+            self.eos_token_id = eos_token_id
+
+    def __call__(self, history: Tensor, logits: Tensor) -> Tensor:
+        if self.eos_token_id is None or history.size(1) - self.prompt_length >= self.min_new_tokens:
+            return logits
+        out = logits.clone()
+        out[:, self.eos_token_id] = NEG_INF
+        return out
+
+
+class ForcedEnd(LogitsProcessor):
+    """Force the end-of-sequence token as the last token when the budget ``max_new_tokens`` runs out."""
+
+    def __init__(self, forced_end: bool = True, eos_token_id: int | None = None):
+        self.enabled, self.eos_token_id = bool(forced_end), eos_token_id
+        self.prompt_length, self.max_new_tokens = 0, None
+
+    def setup(self, *, prompt_length, max_new_tokens, eos_token_id):
+        self.prompt_length, self.max_new_tokens = prompt_length, max_new_tokens
+        if self.eos_token_id is None:
+            self.eos_token_id = eos_token_id
+
+    def __call__(self, history: Tensor, logits: Tensor) -> Tensor:
+        if not self.enabled or self.eos_token_id is None or self.max_new_tokens is None:
+            return logits
+        if history.size(1) - self.prompt_length != self.max_new_tokens - 1:
+            return logits
+        out = torch.full_like(logits, NEG_INF)
+        out[:, self.eos_token_id] = 0.0
+        return out
+
+
+#: processor name -> (registered class, the decoding settings it is built from)
+PROCESSOR_SETTINGS = {
+    "repetition_penalty": ("repetition_penalty",),
+    "frequency_penalty": ("frequency_penalty", "presence_penalty"),
+    "no_repeat_ngram": ("no_repeat_ngram_size",),
+    "bad_words": ("bad_words_ids",),
+    "min_new_tokens": ("min_new_tokens",),
+    "forced_end": ("forced_end",),
+    "temperature": ("temperature",),
+    "top_k": ("top_k",),
+    "top_p": ("top_p",),
+    "typical": ("typical_p",),
+    "min_p": ("min_p",),
+    "epsilon": ("epsilon",),
+    "eta": ("eta",),
+}
+
+#: the value of each setting that turns its processor off
+OFF = {"repetition_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0, "no_repeat_ngram_size": 0,
+       "bad_words_ids": None, "min_new_tokens": 0, "forced_end": False, "temperature": 1.0, "top_k": 0,
+       "top_p": 1.0, "typical_p": 1.0, "min_p": 0.0, "epsilon": 0.0, "eta": 0.0}
+
+# constructor argument names where they differ from the decoding setting names
+_ARG = {"repetition_penalty": "penalty", "no_repeat_ngram_size": "ngram_size"}
+
+
+def build_processors(settings: dict, registry=None) -> list[LogitsProcessor]:
+    """The active processors for ``settings`` (decoding setting -> value), in ``PROCESSOR_ORDER``.
+    A processor whose settings are all at their off value is left out (it would be the identity)."""
+    if registry is None:
+        from ..registry import LOGITS_PROCESSORS as registry
+    out = []
+    for name in PROCESSOR_ORDER:
+        keys = PROCESSOR_SETTINGS[name]
+        given = {k: settings[k] for k in keys if k in settings}
+        if not given or all(v == OFF[k] or (k == "bad_words_ids" and not v) for k, v in given.items()):
+            continue
+        out.append(registry.get(name)(**{_ARG.get(k, k): v for k, v in given.items()}))
+    return out

@@ -1,32 +1,48 @@
 """Decoding strategies (registered under ``lstm_pipeline.decoders``).
 
-A strategy drives ``model.step(tokens, state)``: the prompt is consumed once, then one token at a
-time with the recurrent state carried; nothing is ever re-run. Sampling strategies are one loop
-plus a list of logits processors (nucleus = sampling + top-p).
+A strategy drives ``model.step(tokens, state)``: the prompt is consumed once (``prefill``), then one
+token at a time with the recurrent state carried; nothing is ever re-run. All sampling strategies
+are one loop plus a list of logits processors (nucleus = sampling + top-p, typical = sampling +
+typical filtering, ...). Many prompts of different lengths run as one batch.
+
+Every strategy takes the constraint settings (``COMMON``: repetition_penalty, frequency_penalty,
+presence_penalty, no_repeat_ngram_size, bad_words_ids, min_new_tokens, forced_end); sampling
+strategies also take every sampling setting (``SAMPLING``).
 """
 from __future__ import annotations
 
+import difflib
+import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
-from ..registry import LOGITS_PROCESSORS
-from .processors import PROCESSOR_ORDER, LogitsProcessor
+from .processors import LogitsProcessor, build_processors
+from .stopping import StoppingCriteria
+
+#: settings every strategy accepts (processor constraints), with their off values
+COMMON: dict[str, Any] = {"repetition_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0,
+                          "no_repeat_ngram_size": 0, "bad_words_ids": None, "min_new_tokens": 0,
+                          "forced_end": False}
+#: settings of the sampling processors, with their off values
+SAMPLING: dict[str, Any] = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "typical_p": 1.0, "min_p": 0.0,
+                            "epsilon": 0.0, "eta": 0.0}
 
 
 @dataclass
 class GenerationResult:
-    sequences: list[list[int]]            # generated ids per row (prompt excluded)
-    scores: list[float] = field(default_factory=list)  # sum of model log-probs of the generated ids
+    sequences: list[list[int]]            # generated ids per row (prompt excluded; eos kept)
+    scores: list[float] = field(default_factory=list)  # per row: sum of model log-probs of its ids
+    # (beam search: the length-penalised beam score, as Hugging Face's ``sequences_scores``)
 
 
 def sample_from_logits(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Draw one token per row: inverse CDF (cumsum + searchsorted), far faster than
     ``torch.multinomial`` on the CPU and the same distribution. logits (B, V) -> (B,)"""
     probs = torch.softmax(logits.float(), dim=-1)
-    cdf = probs.cumsum(-1)  # (B, V)
+    cdf = probs.cumsum_(-1)  # (B, V)
     u = torch.rand(cdf.size(0), 1, generator=generator, device=cdf.device) * cdf[:, -1:]
     return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=cdf.size(1) - 1)
 
@@ -63,80 +79,186 @@ def _where_rows(mask: Tensor, new: Tensor, old: Tensor, batch_dim: int) -> Tenso
     return torch.where(mask.view(shape), new, old)
 
 
+def prompt_history(prompts: Sequence[Sequence[int]], extra: int, pad_id: int, device=None) -> Tensor:
+    """A (B, P + extra) token buffer holding the prompts left-padded with ``pad_id`` (P = longest)."""
+    P = max((len(p) for p in prompts), default=0)
+    buf = torch.full((len(prompts), P + extra), pad_id, dtype=torch.long, device=device)
+    for b, p in enumerate(prompts):
+        if len(p):
+            buf[b, P - len(p): P] = torch.as_tensor(list(p), dtype=torch.long)
+    return buf
+
+
 class DecodingStrategy:
+    """Base of every strategy: keeps the settings, checks them, builds the processors."""
+
     lstm_pipeline_api = "1"
+    #: the strategy's own settings and their defaults (subclasses extend)
+    OWN: dict[str, Any] = {}
+    #: whether the sampling settings apply
+    SAMPLES = False
+    #: whether ``generate`` can stream row 0 as it is produced (beam search cannot: beams change)
+    streams = True
+
+    def __init__(self, **settings):
+        allowed = {**COMMON, **(SAMPLING if self.SAMPLES else {}), **self.OWN}
+        for key in settings:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, list(allowed), n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                raise ValueError(f"decoding '{self.name()}' does not take the setting '{key}'.{hint} "
+                                 f"Its settings are: {', '.join(allowed)}.")
+        self.settings = {**allowed, **settings}
+        self.check()
+        self.processors()  # validates every processor setting now, not mid-generation
+
+    @classmethod
+    def name(cls) -> str:
+        return cls.__name__.lower()
+
+    def check(self) -> None:
+        """Cross-setting checks (subclasses)."""
 
     def processors(self) -> list[LogitsProcessor]:
-        return []
+        """Fresh processors for one ``generate`` call, in ``PROCESSOR_ORDER``."""
+        try:
+            return build_processors(self.settings)
+        except ValueError as exc:
+            raise ValueError(f"decoding '{self.name()}': {exc}") from None
+
+    def _setup(self, processors, prompt_length, max_new_tokens, eos_token_id):
+        for p in processors:
+            p.setup(prompt_length=prompt_length, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id)
+        return processors
+
+
+class StepDecoding(DecodingStrategy):
+    """One loop for greedy and every sampling strategy: process the logits, select a token per row."""
 
     def select(self, scores: Tensor, generator: torch.Generator | None) -> Tensor:
         raise NotImplementedError
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(self, model, prompts: Sequence[Sequence[int]], max_new_tokens: int = 100,
                  eos_token_id: int | None = None, bos_token_id: int = 0, streamer=None,
-                 generator: torch.Generator | None = None) -> GenerationResult:
-        processors = self.processors()
+                 generator: torch.Generator | None = None, tokenizer=None, stop_strings: Sequence[str] = (),
+                 max_time: float | None = None) -> GenerationResult:
+        stopping = StoppingCriteria(eos_token_id, stop_strings, tokenizer, max_time)
         logits, state = prefill(model, prompts, bos_token_id)
-        B = logits.size(0)
-        out = torch.empty(B, max_new_tokens, dtype=torch.long, device=logits.device)
-        scores = torch.zeros(B, dtype=torch.float64, device=logits.device)
-        finished = torch.zeros(B, dtype=torch.bool, device=logits.device)
+        B, V = logits.shape
+        device = logits.device
+        history = prompt_history(prompts, max_new_tokens, V, device)  # (B, P + N)
+        P = history.size(1) - max_new_tokens
+        processors = self._setup(self.processors(), P, max_new_tokens, eos_token_id)
+        scores = torch.zeros(B, dtype=torch.float64, device=device)
+        finished = torch.zeros(B, dtype=torch.bool, device=device)
+        lengths = torch.full((B,), max_new_tokens, dtype=torch.long, device=device)
+        fill = eos_token_id if eos_token_id is not None else 0
+        check_rows = eos_token_id is not None or bool(stopping.stop_strings)
         n = 0
-        for n in range(1, max_new_tokens + 1):
-            history = out[:, : n - 1]
+        for n in range(max_new_tokens):
             processed = logits.float()
             for proc in processors:
-                processed = proc(history, processed)
+                processed = proc(history[:, : P + n], processed)
             nxt = self.select(processed, generator)  # (B,)
-            if eos_token_id is not None:
-                nxt = torch.where(finished, torch.full_like(nxt, eos_token_id), nxt)
-            logp = torch.log_softmax(logits.float(), -1).gather(1, nxt[:, None]).squeeze(1)
-            scores += torch.where(finished, torch.zeros_like(logp), logp).double()
-            out[:, n - 1] = nxt
-            if streamer is not None and not finished[0]:
+            raw = logits.float()
+            logp = raw.log_softmax(-1).gather(1, nxt[:, None]).squeeze(1)  # (B,)
+            if check_rows:
+                nxt = nxt.masked_fill(finished, fill)
+                logp = logp.masked_fill(finished, 0.0)
+            scores += logp
+            history[:, P + n] = nxt
+            if streamer is not None and not bool(finished[0]):
                 streamer.put(int(nxt[0]))
-            if eos_token_id is not None:
-                finished |= nxt == eos_token_id
+            if check_rows:
+                done = stopping(history[:, P: P + n + 1], finished) & ~finished
+                lengths = torch.where(done, n + 1, lengths)
+                finished |= done
                 if bool(finished.all()):
                     break
-            if n < max_new_tokens:
+            if stopping.timed_out():
+                lengths = torch.where(finished, lengths, n + 1)
+                break
+            if n + 1 < max_new_tokens:
                 logits, state = model.step(nxt, state)
         if streamer is not None:
             streamer.end()
-        sequences = []
-        for b in range(B):
-            row = out[b, :n].tolist()
-            if eos_token_id is not None and eos_token_id in row:
-                row = row[: row.index(eos_token_id) + 1]
-            sequences.append(row)
+        generated = history[:, P:].tolist()
+        sequences = [row[:length] for row, length in zip(generated, lengths.tolist())]
         return GenerationResult(sequences, scores.tolist())
 
 
-class Greedy(DecodingStrategy):
-    """Always the most likely next token."""
+class Greedy(StepDecoding):
+    """Always the most likely next token (after the constraint processors)."""
 
     def select(self, scores, generator):
         return scores.argmax(-1)
 
 
-class Sample(DecodingStrategy):
-    """Ancestral sampling with temperature (and optional top-k / top-p filtering)."""
+class Sample(StepDecoding):
+    """Ancestral sampling with temperature; every sampling filter is available as a setting."""
 
-    def __init__(self, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
-        self.settings = {"temperature": {"temperature": temperature}, "top_k": {"top_k": top_k},
-                         "top_p": {"top_p": top_p}}
-        self._processors = self.processors()  # validates the settings now, not mid-generation
+    SAMPLES = True
+    DEFAULTS: dict[str, Any] = {}
 
-    def processors(self) -> list[LogitsProcessor]:
-        return [LOGITS_PROCESSORS.get(name)(**self.settings[name]) for name in PROCESSOR_ORDER if name in self.settings]
+    def __init__(self, **settings):
+        super().__init__(**{**self.DEFAULTS, **settings})
 
     def select(self, scores, generator):
         return sample_from_logits(scores, generator)
 
 
-class Nucleus(Sample):
-    """Nucleus (top-p) sampling: sampling restricted to the smallest set of tokens holding top_p of the mass."""
+class TopKSampling(Sample):
+    """Sampling from the ``top_k`` most likely tokens."""
 
-    def __init__(self, top_p: float = 0.9, temperature: float = 1.0, top_k: int = 0):
-        super().__init__(temperature=temperature, top_k=top_k, top_p=top_p)
+    DEFAULTS = {"top_k": 50}
+
+    @classmethod
+    def name(cls):
+        return "top_k"
+
+
+class Nucleus(Sample):
+    """Nucleus (top-p) sampling: the smallest set of tokens holding ``top_p`` of the mass."""
+
+    DEFAULTS = {"top_p": 0.9}
+
+
+class TypicalSampling(Sample):
+    """Locally typical sampling (``typical_p``)."""
+
+    DEFAULTS = {"typical_p": 0.9}
+
+    @classmethod
+    def name(cls):
+        return "typical"
+
+
+class MinPSampling(Sample):
+    """Min-p sampling: tokens at least ``min_p`` times as likely as the best one."""
+
+    DEFAULTS = {"min_p": 0.1}
+
+    @classmethod
+    def name(cls):
+        return "min_p"
+
+
+class EpsilonSampling(Sample):
+    """Epsilon sampling: tokens with probability at least ``epsilon``."""
+
+    DEFAULTS = {"epsilon": 3e-4}
+
+    @classmethod
+    def name(cls):
+        return "epsilon"
+
+
+class EtaSampling(Sample):
+    """Eta sampling: an entropy-dependent probability cut-off (``eta``)."""
+
+    DEFAULTS = {"eta": 3e-4}
+
+    @classmethod
+    def name(cls):
+        return "eta"

@@ -1,0 +1,227 @@
+"""Beam search, beam sampling and diverse (group) beam search, vectorised over batch x beams.
+
+All hypotheses of all prompts live in one batch of ``B * num_beams`` rows: one ``model.step`` per
+token for every hypothesis, and after each step the recurrent state follows the surviving beams
+through the cell contract, ``model.reorder_state(state, index)``. There is no Python loop over
+hypotheses (diverse beam search loops over its few groups only).
+
+The bookkeeping follows Hugging Face ``generate(num_beams=...)`` so that the same model gives the
+same sequences and scores (tests/unit/test_decoding_beam.py checks this against transformers):
+
+* each step keeps the ``2 * num_beams`` best continuations of every prompt; the best ``num_beams``
+  that do not end (end-of-sequence token, or the token budget reached) continue;
+* continuations that end and rank among the first ``num_beams`` become finished hypotheses, scored
+  ``sum of log-probs / generated_length ** length_penalty``; the best ``num_beams`` are kept;
+* ``early_stopping``: ``true`` stops a prompt once it has ``num_beams`` finished hypotheses;
+  ``false`` stops when the best running beam can no longer beat the worst finished one at its
+  current length; ``"never"`` assumes, with ``length_penalty > 0``, that it could at the budget's end.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .processors import LogitsProcessor
+from .stopping import StoppingCriteria
+from .strategies import DecodingStrategy, GenerationResult, prefill, prompt_history
+
+BIG = 1.0e9  # the penalty that takes a candidate out of the running (as in transformers)
+
+
+def _gather(t: Tensor, index: Tensor) -> Tensor:
+    """t (N, K, ...) rows picked per problem by index (N, K') -> (N, K', ...)."""
+    idx = index.reshape(*index.shape, *([1] * (t.dim() - 2))).expand(*index.shape, *t.shape[2:])
+    return t.gather(1, idx)
+
+
+class BeamSearch(DecodingStrategy):
+    """Beam search: ``num_beams`` hypotheses per prompt; returns the ``num_return_sequences`` best."""
+
+    OWN = {"num_beams": 4, "length_penalty": 1.0, "early_stopping": False, "num_return_sequences": 1}
+    streams = False
+
+    @classmethod
+    def name(cls):
+        return "beam"
+
+    def check(self) -> None:
+        s = self.settings
+        if not isinstance(s["num_beams"], int) or s["num_beams"] < 1:
+            raise ValueError(f"decoding.num_beams must be an int >= 1, got {s['num_beams']!r}")
+        if not isinstance(s["num_return_sequences"], int) or not 1 <= s["num_return_sequences"] <= s["num_beams"]:
+            raise ValueError(f"decoding.num_return_sequences ({s['num_return_sequences']}) must be between 1 and "
+                             f"decoding.num_beams ({s['num_beams']}): raise num_beams or lower num_return_sequences.")
+        if s["early_stopping"] not in (True, False, "never"):
+            raise ValueError(f"decoding.early_stopping must be true, false or never, got {s['early_stopping']!r}")
+
+    @property
+    def num_groups(self) -> int:
+        return 1
+
+    # -- candidate selection: the part the variants change ------------------------------------
+    def candidates(self, logp: Tensor, run_scores: Tensor, generator) -> tuple[Tensor, Tensor]:
+        """logp (N, K, V) processed log-probs, run_scores (N, K) ->
+        the 2K best continuations per problem: scores (N, 2K) (descending) and flat ids (N, 2K) into K*V."""
+        acc = (logp + run_scores[..., None]).flatten(1)  # (N, K*V)
+        return torch.topk(acc, 2 * logp.size(1), dim=-1)
+
+    # -- the search ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, model, prompts: Sequence[Sequence[int]], max_new_tokens: int = 100,
+                 eos_token_id: int | None = None, bos_token_id: int = 0, streamer=None,
+                 generator: torch.Generator | None = None, tokenizer=None, stop_strings: Sequence[str] = (),
+                 max_time: float | None = None) -> GenerationResult:
+        s = self.settings
+        if stop_strings:
+            raise ValueError("stop_strings are not supported with beam search; use eos_token instead.")
+        stopping = StoppingCriteria(eos_token_id, (), None, max_time)
+        G = self.num_groups
+        K = s["num_beams"] // G  # beams per group
+        lp, early = float(s["length_penalty"]), s["early_stopping"]
+        B = len(prompts)
+        N = B * G  # independent beam problems
+        logits, state = prefill(model, prompts, bos_token_id)
+        V, device = logits.size(-1), logits.device
+        hist = prompt_history(prompts, max_new_tokens, V, device)  # (B, L)
+        P, L = hist.size(1) - max_new_tokens, hist.size(1)
+        processors = self._setup(self.processors(), P, max_new_tokens, eos_token_id)
+
+        rows = torch.arange(B, device=device).repeat_interleave(G * K)  # (N*K,): prompt of each hypothesis
+        state = model.reorder_state(state, rows)
+        logits = logits.index_select(0, rows)
+        seqs = hist.index_select(0, rows).view(N, K, L)  # running hypotheses (prompt + generated)
+        run_scores = torch.zeros(N, K, device=device)
+        run_scores[:, 1:] = -BIG  # all beams start equal: only the first may expand at step one
+        fin_seqs = seqs.clone()
+        fin_scores = torch.full((N, K), -BIG, device=device)
+        fin_done = torch.zeros(N, K, dtype=torch.bool, device=device)
+        fin_len = torch.zeros(N, K, dtype=torch.long, device=device)
+        improvable = torch.ones(N, 1, dtype=torch.bool, device=device)
+        top_mask = torch.arange(2 * K, device=device) < K  # only the first K candidates may finish
+        offsets = torch.arange(N, device=device)[:, None] * K  # (N, 1): first row of each problem
+
+        for cur in range(max_new_tokens):
+            logp = torch.log_softmax(logits.float(), -1)  # (N*K, V)
+            for proc in processors:
+                logp = proc(seqs.view(N * K, L)[:, : P + cur], logp)
+            top_scores, top_ids = self.candidates(logp.view(N, K, V), run_scores, generator)  # (N, 2K)
+            beam, tok = top_ids // V, top_ids % V
+            cand = _gather(seqs, beam)  # (N, 2K, L)
+            cand[:, :, P + cur] = tok
+            last = cur + 1 == max_new_tokens or stopping.timed_out()
+            if last:
+                hits = torch.ones_like(tok, dtype=torch.bool)
+            elif eos_token_id is not None:
+                hits = tok == eos_token_id
+            else:
+                hits = torch.zeros_like(tok, dtype=torch.bool)
+
+            # the best K candidates that go on
+            alive = top_scores - hits.float() * BIG
+            keep = torch.topk(alive, K, dim=-1).indices  # (N, K)
+            seqs = _gather(cand, keep)
+            run_scores = alive.gather(1, keep)
+            parent = beam.gather(1, keep)  # (N, K) beam each survivor extends
+
+            # candidates that end become finished hypotheses when they beat the kept ones
+            just = hits & top_mask
+            final = top_scores / float(cur + 1) ** lp
+            full = fin_done.all(-1, keepdim=True) & (early is True)
+            final = final - full.float() * BIG - (~improvable).float() * BIG - (~just).float() * BIG
+            m_scores = torch.cat([fin_scores, final], 1)  # (N, 3K)
+            best = torch.topk(m_scores, K, dim=-1).indices
+            fin_seqs = _gather(torch.cat([fin_seqs, cand], 1), best)
+            fin_scores = m_scores.gather(1, best)
+            fin_done = torch.cat([fin_done, just], 1).gather(1, best)
+            fin_len = torch.cat([fin_len, torch.full_like(tok, cur + 1)], 1).gather(1, best)
+
+            # can a running beam still beat the worst finished hypothesis?
+            best_len = max_new_tokens if (early == "never" and lp > 0) else cur + 1
+            best_possible = run_scores[:, :1] / float(best_len) ** lp
+            worst = torch.where(fin_done, fin_scores.min(-1, keepdim=True).values, torch.full_like(fin_scores, -BIG))
+            improvable = improvable & (best_possible > worst).any(-1, keepdim=True)
+            if last or not bool(improvable.any()) or (bool(fin_done.all()) and early is True) or bool(hits.all()):
+                break
+            state = model.reorder_state(state, (offsets + parent).flatten())
+            logits, state = model.step(seqs[:, :, P + cur].flatten(), state)
+
+        return self._results(B, G, K, P, fin_seqs, fin_scores, fin_len)
+
+    def _results(self, B, G, K, P, fin_seqs, fin_scores, fin_len) -> GenerationResult:
+        R = self.settings["num_return_sequences"]
+        scores = fin_scores.view(B, G * K)
+        order = torch.sort(scores, dim=-1, descending=True, stable=True).indices[:, :R]  # groups merged
+        seqs = _gather(fin_seqs.view(B, G * K, -1), order)
+        lens = fin_len.view(B, G * K).gather(1, order)
+        out, out_scores = [], []
+        for b in range(B):
+            for r in range(R):
+                out.append(seqs[b, r, P: P + int(lens[b, r])].tolist())
+                out_scores.append(float(scores[b, order[b, r]]))
+        return GenerationResult(out, out_scores)
+
+
+class BeamSample(BeamSearch):
+    """Beam sampling: the 2K continuations of each prompt are *drawn* (without replacement) from the
+    processed distribution over all beams x tokens instead of taken as the best; sampling settings
+    (temperature, top_k, top_p, ...) shape that distribution."""
+
+    SAMPLES = True
+
+    @classmethod
+    def name(cls):
+        return "beam_sample"
+
+    def candidates(self, logp, run_scores, generator):
+        acc = (logp + run_scores[..., None]).flatten(1)  # (N, K*V)
+        # Gumbel-top-k: the top 2K of log-prob + Gumbel noise is a draw without replacement
+        u = torch.rand(acc.shape, generator=generator, device=acc.device).clamp_(min=1e-20)
+        ids = torch.topk(acc - torch.log(-torch.log(u)), 2 * logp.size(1), dim=-1).indices
+        picked = acc.gather(1, ids)
+        picked, order = picked.sort(-1, descending=True)
+        return picked, ids.gather(1, order)
+
+
+class DiverseBeamSearch(BeamSearch):
+    """Diverse (group) beam search: ``num_beam_groups`` groups of ``num_beams / num_beam_groups``
+    beams; within one step each group pays ``diversity_penalty`` per earlier group that chose the
+    same token, so the groups explore different continuations."""
+
+    OWN = {**BeamSearch.OWN, "num_beam_groups": 2, "diversity_penalty": 0.5}
+
+    @classmethod
+    def name(cls):
+        return "diverse_beam"
+
+    def check(self) -> None:
+        super().check()
+        s = self.settings
+        g = s["num_beam_groups"]
+        if not isinstance(g, int) or g < 1 or s["num_beams"] % g:
+            raise ValueError(f"decoding.num_beam_groups ({g}) must be an int >= 1 that divides "
+                             f"decoding.num_beams ({s['num_beams']}).")
+        if s["diversity_penalty"] < 0:
+            raise ValueError(f"decoding.diversity_penalty must be >= 0, got {s['diversity_penalty']}")
+
+    @property
+    def num_groups(self) -> int:
+        return self.settings["num_beam_groups"]
+
+    def candidates(self, logp, run_scores, generator):
+        G = self.num_groups
+        NG, K, V = logp.shape
+        B = NG // G
+        logp, run_scores = logp.view(B, G, K, V), run_scores.view(B, G, K)
+        chosen = torch.zeros(B, V, device=logp.device)  # (B, V): tokens taken by earlier groups this step
+        all_scores, all_ids = [], []
+        for g in range(G):  # a loop over the few groups, never over hypotheses
+            acc = (logp[:, g] - self.settings["diversity_penalty"] * chosen[:, None, :]
+                   + run_scores[:, g, :, None]).flatten(1)  # (B, K*V)
+            sc, ids = torch.topk(acc, 2 * K, dim=-1)
+            all_scores.append(sc)
+            all_ids.append(ids)
+            # the tokens this group goes on with (its best K candidates; ended ones count too)
+            chosen.scatter_add_(1, ids[:, :K] % V, torch.ones(B, K, device=logp.device))
+        return torch.stack(all_scores, 1).flatten(0, 1), torch.stack(all_ids, 1).flatten(0, 1)

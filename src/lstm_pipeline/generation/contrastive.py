@@ -1,0 +1,116 @@
+"""Contrastive search (Su et al., 2022) with the recurrent hidden state as the representation.
+
+Each step takes the ``top_k`` most likely tokens, advances the state once for all of them in one
+batched ``model.step`` (B * top_k rows), and picks per row the candidate maximising
+``(1 - penalty_alpha) * p(token) - penalty_alpha * max cosine(h_candidate, h_context)``, where ``h`` is
+the top layer of the first state tensor (for an LSTM: the output ``h`` of the last layer) and the
+context is the state after the prompt and after every generated token. The chosen candidate's
+state and logits are kept, so no step is recomputed. The context grows by one vector per token
+(hidden_size floats); ``context_window`` bounds it for very long outputs.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .stopping import StoppingCriteria
+from .strategies import DecodingStrategy, GenerationResult, prefill, prompt_history
+
+
+def representation(model, state) -> Tensor:
+    """(B, D): the top layer of the first state tensor, batch first."""
+    s = state[0].movedim(model.cell._batch_dims(state)[0], 0)  # (B, L, H) or (B, H)
+    return s[:, -1] if s.dim() == 3 else s.flatten(1)
+
+
+class ContrastiveSearch(DecodingStrategy):
+    OWN = {"top_k": 4, "penalty_alpha": 0.6, "context_window": 0}
+
+    @classmethod
+    def name(cls):
+        return "contrastive"
+
+    def check(self):
+        s = self.settings
+        if not isinstance(s["top_k"], int) or s["top_k"] < 1:
+            raise ValueError(f"decoding.top_k must be an int >= 1 for contrastive search, got {s['top_k']!r}")
+        if not 0 <= s["penalty_alpha"] <= 1:
+            raise ValueError(f"decoding.penalty_alpha must be in [0, 1], got {s['penalty_alpha']}")
+        if not isinstance(s["context_window"], int) or s["context_window"] < 0:
+            raise ValueError(f"decoding.context_window must be an int >= 0 (0 = whole context), got {s['context_window']!r}")
+
+    def processors(self):
+        # top_k here is the candidate count, not a filter: build only the constraint processors
+        return _constraints(self)
+
+    @torch.inference_mode()
+    def generate(self, model, prompts: Sequence[Sequence[int]], max_new_tokens: int = 100,
+                 eos_token_id: int | None = None, bos_token_id: int = 0, streamer=None,
+                 generator: torch.Generator | None = None, tokenizer=None, stop_strings: Sequence[str] = (),
+                 max_time: float | None = None) -> GenerationResult:
+        k, alpha, window = self.settings["top_k"], float(self.settings["penalty_alpha"]), self.settings["context_window"]
+        stopping = StoppingCriteria(eos_token_id, stop_strings, tokenizer, max_time)
+        logits, state = prefill(model, prompts, bos_token_id)
+        B, V = logits.shape
+        device = logits.device
+        history = prompt_history(prompts, max_new_tokens, V, device)
+        P = history.size(1) - max_new_tokens
+        processors = self._setup(self.processors(), P, max_new_tokens, eos_token_id)
+        context = [F.normalize(representation(model, state).float(), dim=-1)]  # list of (B, D)
+        scores = torch.zeros(B, dtype=torch.float64, device=device)
+        finished = torch.zeros(B, dtype=torch.bool, device=device)
+        lengths = torch.full((B,), max_new_tokens, dtype=torch.long, device=device)
+        fill = eos_token_id if eos_token_id is not None else 0
+        rows = torch.arange(B, device=device)
+        for n in range(max_new_tokens):
+            processed = logits.float()
+            for proc in processors:
+                processed = proc(history[:, : P + n], processed)
+            probs = processed.softmax(-1)
+            cand_p, cand = torch.topk(probs, min(k, V), dim=-1)  # (B, k)
+            kk = cand.size(1)
+            cand_logits, cand_state = model.step(cand.flatten(), model.reorder_state(state, rows.repeat_interleave(kk)))
+            h = F.normalize(representation(model, cand_state).float(), dim=-1).view(B, kk, -1)  # (B, k, D)
+            ctx = torch.stack(context[-window:] if window else context, 1)  # (B, t, D)
+            degeneration = torch.einsum("bkd,btd->bkt", h, ctx).amax(-1)  # (B, k)
+            pick = ((1 - alpha) * cand_p - alpha * degeneration).argmax(-1)  # (B,)
+            nxt = cand.gather(1, pick[:, None]).squeeze(1)
+            chosen = rows * kk + pick
+            raw = logits.float()
+            logp = raw.log_softmax(-1).gather(1, nxt[:, None]).squeeze(1)
+            nxt = nxt.masked_fill(finished, fill)
+            scores += logp.masked_fill(finished, 0.0)
+            history[:, P + n] = nxt
+            if streamer is not None and not bool(finished[0]):
+                streamer.put(int(nxt[0]))
+            done = stopping(history[:, P: P + n + 1], finished) & ~finished
+            lengths = torch.where(done, n + 1, lengths)
+            finished |= done
+            if bool(finished.all()):
+                break
+            if stopping.timed_out():
+                lengths = torch.where(finished, lengths, n + 1)
+                break
+            # the chosen candidate's step is the next step: keep its logits and state
+            logits = cand_logits.index_select(0, chosen)
+            state = model.reorder_state(cand_state, chosen)
+            context.append(h.flatten(0, 1).index_select(0, chosen))
+            if window and len(context) > window:
+                del context[0]
+        if streamer is not None:
+            streamer.end()
+        generated = history[:, P:].tolist()
+        return GenerationResult([r[:m] for r, m in zip(generated, lengths.tolist())], scores.tolist())
+
+
+def _constraints(strategy) -> list:
+    from .processors import build_processors
+
+    settings = {k: v for k, v in strategy.settings.items() if k not in strategy.OWN}
+    try:
+        return build_processors(settings)
+    except ValueError as exc:
+        raise ValueError(f"decoding 'contrastive': {exc}") from None
