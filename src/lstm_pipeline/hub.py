@@ -57,9 +57,10 @@ def generation_config(decoding: Mapping[str, Any] | None, bos_token_id: int | No
 
 def tokenizer_config(tokenizer: TextTokenizer, bos_token_id: int | None) -> dict:
     """``tokenizer_config.json``: what ``transformers.AutoTokenizer`` needs next to ``tokenizer.json``."""
-    bos = tokenizer.tk.id_to_token(bos_token_id) if bos_token_id is not None else None
+    # the start-of-text token (a newline for character models) is ordinary text, not a special
+    # token: declaring it bos/pad would make transformers drop it when decoding
     return {"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": tokenizer.unk_token,
-            "bos_token": bos, "pad_token": bos, "model_max_length": 1_000_000_000,
+            "model_max_length": 1_000_000_000,
             "clean_up_tokenization_spaces": False, "add_bos_token": False}
 
 
