@@ -252,3 +252,17 @@ def push_to_hub(model_dir: str | Path, repo_id: str, revision: str | None = None
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     return api.create_commit(repo_id, operations=operations, revision=revision, create_pr=create_pr,
                              commit_message=commit_message or "Upload lstm-pipeline model")
+
+
+def push_cmd(cfg) -> list:
+    """``lstm-pipeline push run=... repo_id=... [dry_run=true]``."""
+    result = push_to_hub(cfg.run, cfg.repo_id, revision=cfg.revision, private=cfg.private,
+                         commit_message=cfg.commit_message, create_pr=cfg.create_pr, dry_run=cfg.dry_run)
+    ops = push_operations(cfg.run)
+    verb = "Would upload" if cfg.dry_run else "Uploaded"
+    print(f"{verb} {len(ops)} files to https://huggingface.co/{cfg.repo_id}:")
+    for op in ops:
+        print(f"  {op.path_in_repo:<24} {Path(op.path_or_fileobj).stat().st_size:>12,} bytes")
+    if not cfg.dry_run:
+        print(getattr(result, "commit_url", result))
+    return ops
