@@ -256,8 +256,13 @@ def push_to_hub(model_dir: str | Path, repo_id: str, revision: str | None = None
 
 def push_cmd(cfg) -> list:
     """``lstm-pipeline push run=... repo_id=... [dry_run=true]``."""
-    result = push_to_hub(cfg.run, cfg.repo_id, revision=cfg.revision, private=cfg.private,
-                         commit_message=cfg.commit_message, create_pr=cfg.create_pr, dry_run=cfg.dry_run)
+    try:
+        result = push_to_hub(cfg.run, cfg.repo_id, revision=cfg.revision, private=cfg.private,
+                             commit_message=cfg.commit_message, create_pr=cfg.create_pr, dry_run=cfg.dry_run)
+    except ConnectionError as exc:  # includes huggingface_hub's OfflineModeIsEnabled
+        raise ValueError(f"Could not reach the Hugging Face Hub ({type(exc).__name__}: {exc}). Check the network, "
+                         f"unset HF_HUB_OFFLINE, log in with 'hf auth login' (or set HF_TOKEN); "
+                         f"dry_run=true lists what would be sent.") from exc
     ops = push_operations(cfg.run)
     verb = "Would upload" if cfg.dry_run else "Uploaded"
     print(f"{verb} {len(ops)} files to https://huggingface.co/{cfg.repo_id}:")
