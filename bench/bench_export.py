@@ -9,7 +9,7 @@
    (on wiki.valid: only valid/test are shipped under shared/data/wikitext-2), then the test text is
    scored token by token through each step module with the state carried (16 contiguous streams).
 
-    python bench/bench_export.py [--threads 1] [--train-seconds 150] [--steps 500] [--test-tokens 40000]
+    python bench/bench_export.py [--threads 1] [--train-seconds 150] [--steps 500] [--test-tokens 16000]
 """
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def train_briefly(train_ids: np.ndarray, vocab_size: int, seconds: float, seed: 
     torch.manual_seed(seed)
     model = RecurrentLM(vocab_size, **CFG)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    B, T = 32, 35
+    B, T = 16, 35  # small batches: more updates in a short budget
     L = (len(train_ids) - 1) // B
     data = torch.from_numpy(train_ids[: B * L + 1])
     streams = torch.stack([data[b * L: b * L + L + 1] for b in range(B)])
@@ -142,7 +142,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=500, help="timed steps per runtime (after 50 warm-up steps)")
     ap.add_argument("--train-seconds", type=float, default=150)
-    ap.add_argument("--test-tokens", type=int, default=40_000, help="score the first N test tokens (0: all 245k)")
+    ap.add_argument("--test-tokens", type=int, default=16_000, help="score the first N test tokens (0: all 245k)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp())
@@ -162,7 +162,7 @@ def main():
     torch.set_num_threads(os.cpu_count() or 1)  # training uses every core; measurements use --threads
     model, steps = train_briefly(train_ids, len(vocab), args.train_seconds)
     torch.set_num_threads(args.threads)
-    print(f"trained {steps} steps (batch 32 x 35) in {time.time() - t0:.0f}s on WikiText-2 valid "
+    print(f"trained {steps} steps (batch 16 x 35) in {time.time() - t0:.0f}s on WikiText-2 valid "
           f"({len(train_ids)} tokens); scoring {len(test_ids)} test tokens")
 
     run = runners(model, tmp, args.threads)

@@ -146,3 +146,27 @@ def test_push_goes_to_the_network_only_at_the_commit(model_dir, monkeypatch):
     with pytest.raises(Exception) as info:
         push_to_hub(d, "org/tiny-lstm", token="hf_dummy")
     assert "offline" in (str(info.value) + type(info.value).__name__).lower()
+
+
+@pytest.mark.parametrize("name,overrides,expect", [
+    ("push", ["run=r", "repo_id=org/x"], {"dry_run": False, "create_pr": False}),
+    ("export", ["run=r", "format=torchscript", "quantize=true"], {"format": "torchscript", "quantize": True}),
+    ("plot", ["run=[a,b]"], {"metrics": ["loss", "bpc", "lr", "tokens_per_sec"]}),
+    ("evaluate", ["run=r", "cache.enabled=true"], {"dump_logprobs": False}),
+])
+def test_command_configs_compose_and_reject_typos(name, overrides, expect):
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lstm_pipeline.config import register_schemas
+
+    register_schemas()
+    GlobalHydra.instance().clear()
+    with initialize_config_module("lstm_pipeline.conf", version_base="1.3"):
+        cfg = compose(name, overrides=overrides)
+        for k, v in expect.items():
+            assert cfg[k] == v
+        with pytest.raises(Exception, match="dryrun|quantise|metric|dump_logprob"):
+            compose(name, overrides=overrides + [{"push": "dryrun=true", "export": "quantise=true",
+                                                   "plot": "metric=[x]", "evaluate": "dump_logprob=true"}[name]])
+    GlobalHydra.instance().clear()
