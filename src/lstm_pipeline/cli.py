@@ -15,6 +15,9 @@ COMMANDS = {
     "train": ("train", "train a model; writes a run directory"),
     "generate": ("generate", "generate text from a run directory"),
     "evaluate": ("evaluate", "loss, perplexity and bpc of a run's model on its splits"),
+    "export": ("export", "export a run's model as a TorchScript/ONNX step module (state in, state out)"),
+    "plot": ("plot", "PNG training curves of one or more runs (run=[a,b] overlays)"),
+    "push": ("push", "upload a run's model directory to the Hugging Face Hub"),
     "plugins": (None, "list registered components per group (and their distributions)"),
 }
 
@@ -28,6 +31,7 @@ Examples:
   lstm-pipeline train model/cell=gru trainer.max_steps=500
   lstm-pipeline generate run=runs/<date>/<time> prompt="ROMEO:" max_new_tokens=300
   lstm-pipeline evaluate run=runs/<date>/<time>
+  lstm-pipeline export run=runs/<date>/<time> format=onnx quantize=true
   lstm-pipeline train --help                            # config groups and the composed config
 Set HYDRA_FULL_ERROR=1 for a full traceback."""
 
@@ -116,6 +120,24 @@ def _evaluate(cfg):
     return evaluate(cfg)
 
 
+def _export(cfg):
+    from .export import export_cmd
+
+    return export_cmd(cfg)
+
+
+def _plot(cfg):
+    from .plot import plot_cmd
+
+    return plot_cmd(cfg)
+
+
+def _push(cfg):
+    from .hub import push_cmd
+
+    return push_cmd(cfg)
+
+
 def _plugins(args: list[str]) -> int:
     from .registry import ALL, RegistryError
 
@@ -156,7 +178,8 @@ def main(argv: list[str] | None = None) -> int | None:
     rest = _quote_free_text(rest)
     if command == "train":
         rest = _resume_overrides(rest)
-    fn = {"train": _train, "generate": _generate, "evaluate": _evaluate}[command]
+    fn = {"train": _train, "generate": _generate, "evaluate": _evaluate, "export": _export, "plot": _plot,
+          "push": _push}[command]
     # argv[0] stays the real program, so that Lightning's DDP launcher can re-execute it; the command
     # reaches the re-executed workers through the environment
     os.environ["LSTM_PIPELINE_COMMAND"] = command

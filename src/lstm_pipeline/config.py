@@ -74,6 +74,34 @@ class GenerateJob:
 
 
 @dataclass
+class DynamicEvalSchema:
+    enabled: bool = False
+    lr: float = 2e-5
+    decay: float = 0.02
+    epsilon: float = 1e-3
+    bptt: int = 32
+
+
+@dataclass
+class CacheSchema:
+    enabled: bool = False
+    size: int = 500
+    theta: float = 0.3
+    lam: float = 0.1
+
+
+@dataclass
+class GenerationEvalSchema:
+    enabled: bool = False
+    num_samples: int = 8
+    max_new_tokens: int = 200
+    prompt: str = ""
+    seed: int = 0
+    max_n: int = 4
+    decoding: Any = field(default_factory=lambda: {"name": "sample", "temperature": 1.0})
+
+
+@dataclass
 class EvaluateJob:
     run: str = MISSING
     splits: list = field(default_factory=lambda: ["validation", "test"])
@@ -81,6 +109,38 @@ class EvaluateJob:
     bptt: int = 256
     device: str = "cpu"
     data: Any = None
+    dump_logprobs: bool = False
+    dynamic_eval: DynamicEvalSchema = field(default_factory=DynamicEvalSchema)
+    cache: CacheSchema = field(default_factory=CacheSchema)
+    generation: GenerationEvalSchema = field(default_factory=GenerationEvalSchema)
+    report: Optional[str] = None
+
+
+@dataclass
+class ExportJob:
+    run: str = MISSING
+    format: str = "onnx"
+    quantize: bool = False
+    out: Optional[str] = None
+
+
+@dataclass
+class PlotJob:
+    run: Any = MISSING
+    out: Optional[str] = None
+    metrics: list = field(default_factory=lambda: ["loss", "bpc", "lr", "tokens_per_sec"])
+    labels: Optional[list] = None
+
+
+@dataclass
+class PushJob:
+    run: str = MISSING
+    repo_id: str = MISSING
+    revision: Optional[str] = None
+    private: Optional[bool] = None
+    commit_message: Optional[str] = None
+    create_pr: bool = False
+    dry_run: bool = False
 
 
 def register_schemas() -> None:
@@ -88,6 +148,9 @@ def register_schemas() -> None:
     cs.store(name="train_schema", node=TrainJob)
     cs.store(name="generate_schema", node=GenerateJob)
     cs.store(name="evaluate_schema", node=EvaluateJob)
+    cs.store(name="export_schema", node=ExportJob)
+    cs.store(name="plot_schema", node=PlotJob)
+    cs.store(name="push_schema", node=PushJob)
 
 
 def to_dict(node: Any) -> Any:

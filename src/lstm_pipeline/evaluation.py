@@ -1,11 +1,20 @@
 """``evaluate(cfg)``: loss, perplexity and bits per character of an exported model on each split,
-with the recurrent state carried across the whole split (contiguous streams)."""
+with the recurrent state carried across the whole split (contiguous streams), and optionally:
+
+* a per-token log-probability dump (``dump_logprobs=true``: ``<run>/eval/<split>.logprobs.tsv``);
+* dynamic evaluation (``dynamic_eval.enabled=true``, see ``lstm_pipeline.eval.dynamic``);
+* the neural cache pointer (``cache.enabled=true``, see ``lstm_pipeline.eval.cache``);
+* generation-quality metrics of sampled continuations (``generation.enabled=true``).
+
+The JSON report goes to ``<run>/eval.json`` (or ``report=<path>``).
+"""
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -18,38 +27,110 @@ from .hub import load_pretrained, resolve_model_dir
 
 
 @torch.no_grad()
-def evaluate_ids(model, ids, batch_size: int = 16, bptt: int = 256, device: str = "cpu") -> dict:
+def evaluate_ids(model, ids, batch_size: int = 16, bptt: int = 256, device: str = "cpu",
+                 return_logprobs: bool = False) -> dict:
+    """Carried-state evaluation. With ``return_logprobs``, ``logprobs`` (N,) and ``positions`` (N,)
+    give the log-probability (nats) of each scored token ``ids[position]``, in text order."""
     batches = StreamBatches(ids, batch_size, bptt, split="eval")
     model = model.to(device).eval()
     state, nll, correct, count = None, 0.0, 0, 0
+    rows = []
     for x, y in batches:
         x, y = x.to(device), y.to(device)
-        logits, state = model(x, state)
-        nll += F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), reduction="sum").item()
+        logits, state = model(x, state)  # (B, T, V)
+        logp = torch.log_softmax(logits.float(), -1).gather(-1, y[..., None]).squeeze(-1)  # (B, T)
+        nll -= logp.double().sum().item()
         correct += int((logits.argmax(-1) == y).sum())
         count += y.numel()
+        if return_logprobs:
+            rows.append(logp.cpu())
     loss = nll / count
-    return {"loss": loss, "ppl": math.exp(min(loss, 50)), "bits_per_token": loss / math.log(2),
-            "acc": correct / count, "tokens": count}
+    out = {"loss": loss, "ppl": math.exp(min(loss, 50)), "bits_per_token": loss / math.log(2),
+           "acc": correct / count, "tokens": count}
+    if return_logprobs:
+        # stream b holds ids[b*L : b*L+L+1]; its t-th target is ids[b*L + t + 1]
+        out["logprobs"] = torch.cat(rows, 1).reshape(-1).numpy()
+        L = batches.stream_len
+        out["positions"] = (np.arange(batch_size)[:, None] * L + np.arange(L)[None, :] + 1).reshape(-1)
+    return out
+
+
+def write_logprobs(path: Path, ids, positions, logprobs, tokenizer) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        f.write("position\ttoken_id\ttoken\tlogprob\n")
+        for pos, lp in zip(positions.tolist(), logprobs.tolist()):
+            tid = int(ids[pos])
+            f.write(f"{pos}\t{tid}\t{json.dumps(tokenizer.tk.id_to_token(tid))}\t{lp:.6f}\n")
+
+
+def generation_quality(model, tokenizer, config: dict, gen_cfg: dict, device: str = "cpu") -> dict:
+    from .eval.generation_metrics import generation_report
+    from .registry import DECODERS
+
+    if gen_cfg["num_samples"] < 2:
+        raise ValueError("generation.num_samples must be >= 2 (self-BLEU compares samples with each other)")
+    decoder = DECODERS.build(dict(gen_cfg["decoding"]))
+    prompt = tokenizer.encode_checked(gen_cfg["prompt"], on_unknown="error", what="generation.prompt")
+    gen = torch.Generator(device=device).manual_seed(int(gen_cfg["seed"]))
+    result = decoder.generate(model.to(device).eval(), [prompt] * gen_cfg["num_samples"],
+                              max_new_tokens=gen_cfg["max_new_tokens"], bos_token_id=config.get("bos_token_id", 0),
+                              generator=gen)
+    report = generation_report(result.sequences, result.scores, gen_cfg["max_n"])
+    report["decoding"] = dict(gen_cfg["decoding"])
+    report["examples"] = [gen_cfg["prompt"] + tokenizer.decode(s) for s in result.sequences[:3]]
+    return report
 
 
 def evaluate(cfg: DictConfig) -> dict:
+    from .eval.cache import cache_evaluate
+    from .eval.dynamic import dynamic_evaluate
+
     model_dir = resolve_model_dir(cfg.run)
     model, tokenizer, config = load_pretrained(model_dir, map_location=cfg.device)
     data_cfg = to_dict(cfg.data) or config.get("data")
     if not data_cfg:
         raise DataError(f"{model_dir}/config.json does not record its data; pass data=... to evaluate on.")
     corpus = prepare_corpus(data_cfg, {}, tokenizer_path=model_dir / "tokenizer.json")
-    report = {}
+    run_dir = Path(model_dir).parent if Path(model_dir).name == "model" else Path(model_dir)
+    dyn, cache = to_dict(cfg.dynamic_eval), to_dict(cfg.cache)
+    report: dict = {}
     for split in cfg.splits:
         if split not in corpus.ids:
             raise DataError(f"No split '{split}'; the data has: {', '.join(corpus.ids)}.")
-        m = evaluate_ids(model, corpus.ids[split], cfg.batch_size, cfg.bptt, cfg.device)
-        m["bpc"] = m["bits_per_token"] / corpus.chars_per_token(split)
-        report[split] = m
+        ids = corpus.ids[split]
+        cpt = corpus.chars_per_token(split)
+        m = evaluate_ids(model, ids, cfg.batch_size, cfg.bptt, cfg.device, return_logprobs=cfg.dump_logprobs)
+        if cfg.dump_logprobs:
+            path = run_dir / "eval" / f"{split}.logprobs.tsv"
+            write_logprobs(path, ids, m.pop("positions"), m.pop("logprobs"), tokenizer)
+            m["logprobs_file"] = str(path)
+        m["bpc"] = m["bits_per_token"] / cpt
         print(f"{split:>10}: loss {m['loss']:.4f}  ppl {m['ppl']:.3f}  bpc {m['bpc']:.4f}  "
               f"acc {m['acc']:.4f}  ({m['tokens']} tokens)")
-    out = Path(model_dir).parent / "eval.json" if Path(model_dir).name == "model" else None
-    if out is not None:
-        out.write_text(json.dumps(report, indent=2))
+        if dyn["enabled"]:
+            d = dynamic_evaluate(model, ids, cfg.batch_size, dyn["bptt"], dyn["lr"], dyn["decay"], dyn["epsilon"],
+                                 cfg.device)
+            d["bpc"] = d["bits_per_token"] / cpt
+            m["dynamic_eval"] = {**d, "settings": {k: v for k, v in dyn.items() if k != "enabled"}}
+            print(f"{'':>10}  dynamic eval: loss {d['loss']:.4f}  ppl {d['ppl']:.3f}  bpc {d['bpc']:.4f}")
+        if cache["enabled"]:
+            c = cache_evaluate(model, ids, cfg.batch_size, cfg.bptt, cache["size"], cache["theta"], cache["lam"],
+                               cfg.device)
+            c["bpc"] = c["bits_per_token"] / cpt
+            m["cache"] = {**c, "settings": {k: v for k, v in cache.items() if k != "enabled"}}
+            print(f"{'':>10}  neural cache: loss {c['loss']:.4f}  ppl {c['ppl']:.3f}  bpc {c['bpc']:.4f}")
+        report[split] = m
+    gen_cfg = to_dict(cfg.generation)
+    if gen_cfg["enabled"]:
+        g = generation_quality(model, tokenizer, config, gen_cfg, cfg.device)
+        report["generation"] = g
+        n = gen_cfg["max_n"]
+        print(f"generation: " + "  ".join(f"distinct-{k} {g[f'distinct_{k}']:.3f}" for k in range(1, n + 1))
+              + f"  rep-{n} {g[f'repetition_rate_{n}']:.3f}  self-BLEU-{n} {g[f'self_bleu_{n}']:.3f}"
+              f"  own ppl {g['own_ppl']:.3f}  ({g['num_samples']} samples x {gen_cfg['max_new_tokens']} tokens)")
+    out = Path(cfg.report) if cfg.report else run_dir / "eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"report: {out}")
     return report

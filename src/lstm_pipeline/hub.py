@@ -1,7 +1,13 @@
-"""The exported model directory: ``config.json`` + ``model.safetensors`` + ``tokenizer.json``.
+"""The exported model directory, laid out the way the Hugging Face Hub expects it:
+
+``config.json`` (our keys plus ``model_type``/``architectures`` for ``transformers``),
+``model.safetensors``, ``tokenizer.json`` + ``tokenizer_config.json``, ``generation_config.json``
+(the default decoding) and a generated ``README.md`` model card.
 
 Writing is atomic (a temporary sibling directory renamed into place); loading reads JSON and
-safetensors only, so opening a shared model never runs code.
+safetensors only, so opening a shared model never runs code. ``from_pretrained`` also accepts a
+Hub repo id (through ``huggingface_hub.snapshot_download``: revisions, the local cache and
+``HF_HUB_OFFLINE`` work as everywhere else on the Hub); ``push_to_hub`` uploads a model directory.
 """
 from __future__ import annotations
 
@@ -20,29 +26,84 @@ from .tokenization.base import TextTokenizer
 
 FORMAT_VERSION = 1
 MODEL_DIRNAME = "model"
+#: ``model_type`` under which the transformers adapter registers itself (see ``hf_adapter``)
+HF_MODEL_TYPE = "lstm_pipeline"
+HF_ARCHITECTURE = "LstmPipelineForCausalLM"
+#: the files a model directory is made of (what a push uploads and a download fetches)
+MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+               "generation_config.json", "README.md")
+DEFAULT_DECODING = {"name": "sample", "temperature": 0.8}
 
 
 class ModelDirError(FileNotFoundError):
     pass
 
 
+def generation_config(decoding: Mapping[str, Any] | None, bos_token_id: int | None,
+                      eos_token_id: int | None = None, max_new_tokens: int = 200) -> dict:
+    """``generation_config.json``: our decoding (``decoding``) and the same in transformers' keys."""
+    decoding = dict(decoding or DEFAULT_DECODING)
+    name = decoding.get("name", "sample")
+    hf: dict[str, Any] = {"do_sample": name in ("sample", "nucleus"), "num_beams": 1,
+                          "max_new_tokens": max_new_tokens}
+    if name in ("sample", "nucleus"):
+        hf.update(temperature=float(decoding.get("temperature", 1.0)), top_k=int(decoding.get("top_k", 0)),
+                  top_p=float(decoding.get("top_p", 0.9 if name == "nucleus" else 1.0)))
+    elif name == "beam":
+        hf["num_beams"] = int(decoding.get("num_beams", 4))
+    return {"decoding": decoding, "bos_token_id": bos_token_id, "eos_token_id": eos_token_id,
+            "pad_token_id": bos_token_id, "decoder_start_token_id": bos_token_id, **hf}
+
+
+def tokenizer_config(tokenizer: TextTokenizer, bos_token_id: int | None) -> dict:
+    """``tokenizer_config.json``: what ``transformers.AutoTokenizer`` needs next to ``tokenizer.json``."""
+    # the start-of-text token (a newline for character models) is ordinary text, not a special
+    # token: declaring it bos/pad would make transformers drop it when decoding
+    return {"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": tokenizer.unk_token,
+            "model_max_length": 1_000_000_000,
+            "clean_up_tokenization_spaces": False, "add_bos_token": False}
+
+
 def save_pretrained(model: RecurrentLM, model_cfg: Mapping[str, Any], tokenizer: TextTokenizer,
-                    out_dir: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
+                    out_dir: str | Path, extra: Mapping[str, Any] | None = None,
+                    model_card: bool = True) -> Path:
+    """Write the model directory atomically. ``extra`` adds keys to ``config.json`` (``metrics``,
+    ``data``, ``tokenizer``, ``bos_token_id``, ``decoding``, ``sample`` are used by the model card)."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    extra = dict(extra or {})
     try:
+        bos = extra.get("bos_token_id")
+        decoding = extra.pop("decoding", None)
+        if not decoding and (extra.get("sample") or {}).get("temperature"):
+            decoding = {"name": "sample", "temperature": float(extra["sample"]["temperature"])}
+        decoding = decoding or DEFAULT_DECODING
         config = {
             "format": "lstm-pipeline",
             "format_version": FORMAT_VERSION,
             "architecture": "RecurrentLM",
             "vocab_size": model.vocab_size,
             "model": dict(model_cfg),
-            **(dict(extra) if extra else {}),
+            **extra,
+            # what transformers needs (the adapter in lstm_pipeline.hf_adapter reads our keys above)
+            "model_type": HF_MODEL_TYPE,
+            "architectures": [HF_ARCHITECTURE],
+            "tie_word_embeddings": bool(model_cfg.get("tie_weights", False)),
         }
+        if bos is not None:
+            config.setdefault("pad_token_id", bos)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
         save_model(model, str(tmp / "model.safetensors"))  # handles tied weights
         tokenizer.save(tmp / "tokenizer.json")
+        (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(tokenizer, bos), indent=2))
+        max_new = int((extra.get("sample") or {}).get("max_new_tokens", 200) or 200)
+        (tmp / "generation_config.json").write_text(
+            json.dumps(generation_config(decoding, bos, max_new_tokens=max_new), indent=2))
+        if model_card:
+            from .model_card import write_model_card
+
+            write_model_card(tmp, model, tokenizer, config)
         # swap into place: the old directory (if any) is removed only after the new one is complete
         old = None
         if out_dir.exists():
@@ -83,3 +144,130 @@ def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu"
     model.eval()
     tokenizer = TextTokenizer.load(model_dir / "tokenizer.json")
     return model, tokenizer, config
+
+
+# -- the Hub ------------------------------------------------------------------------------
+def _looks_local(name: str) -> bool:
+    return os.path.exists(os.path.expanduser(name)) or name.startswith((".", "/", "~")) or name.count("/") > 1
+
+
+def resolve_pretrained(path_or_repo_id: str | Path, revision: str | None = None, cache_dir: str | None = None,
+                       local_files_only: bool | None = None, token: str | bool | None = None) -> Path:
+    """A local run/model directory as is; anything else is a Hub repo id, fetched (or found in the
+    local cache) with ``huggingface_hub.snapshot_download``."""
+    name = str(path_or_repo_id)
+    if _looks_local(name):
+        return resolve_model_dir(name)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        snapshot = snapshot_download(name, revision=revision, cache_dir=cache_dir, token=token,
+                                     local_files_only=bool(local_files_only), allow_patterns=list(MODEL_FILES))
+    except LocalEntryNotFoundError as exc:
+        raise ModelDirError(
+            f"'{name}' is not a local directory and revision {revision or 'main'} of the Hub repo '{name}' is not in "
+            f"the local cache ({cache_dir or os.environ.get('HF_HUB_CACHE', 'the default HF cache')}), and the Hub "
+            f"could not be reached (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}). Check the name, "
+            f"download it once while online, or pass a local path.") from exc
+    return resolve_model_dir(snapshot)
+
+
+class PretrainedLM:
+    """What :func:`from_pretrained` returns: the model, its tokenizer and config, and the directory
+    it was read from. Call it like the model; ``generate(text)``, ``save_pretrained(dir)`` and
+    ``push_to_hub(repo_id)`` work on the whole."""
+
+    def __init__(self, model: RecurrentLM, tokenizer: TextTokenizer, config: dict, model_dir: Path):
+        self.model, self.tokenizer, self.config, self.model_dir = model, tokenizer, config, Path(model_dir)
+
+    def __call__(self, tokens: torch.Tensor, state=None):
+        return self.model(tokens, state)
+
+    def __repr__(self) -> str:
+        return f"PretrainedLM({self.model_dir}, vocab_size={self.model.vocab_size}, model={self.config['model']})"
+
+    def generation_config(self) -> dict:
+        path = self.model_dir / "generation_config.json"
+        return json.loads(path.read_text()) if path.is_file() else generation_config(None, self.config.get("bos_token_id"))
+
+    def generate(self, prompt: str = "", max_new_tokens: int = 100, decoding: Mapping[str, Any] | None = None,
+                 seed: int | None = None, on_unknown: str = "error") -> str:
+        """Text after ``prompt`` with the given decoding (default: the model's generation_config.json)."""
+        from .registry import DECODERS
+
+        decoder = DECODERS.build(dict(decoding or self.generation_config()["decoding"]))
+        ids = self.tokenizer.encode_checked(prompt, on_unknown=on_unknown, what="prompt")
+        gen = torch.Generator()
+        gen.manual_seed(seed) if seed is not None else gen.seed()
+        out = decoder.generate(self.model, [ids], max_new_tokens=max_new_tokens,
+                               bos_token_id=self.config.get("bos_token_id", 0), generator=gen)
+        return self.tokenizer.decode(out.sequences[0])
+
+    def save_pretrained(self, out_dir: str | Path) -> Path:
+        keep = {k: v for k, v in self.config.items() if k not in (
+            "format", "format_version", "architecture", "vocab_size", "model", "model_type", "architectures",
+            "tie_word_embeddings")}
+        keep["decoding"] = self.generation_config().get("decoding")
+        return save_pretrained(self.model, self.config["model"], self.tokenizer, out_dir, extra=keep)
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        return push_to_hub(self.model_dir, repo_id, **kwargs)
+
+
+def from_pretrained(path_or_repo_id: str | Path, revision: str | None = None, cache_dir: str | None = None,
+                    local_files_only: bool | None = None, token: str | bool | None = None,
+                    map_location: str | torch.device = "cpu") -> PretrainedLM:
+    """Load a model from a run directory, a model directory, or a Hub repo id (``org/name``)."""
+    model_dir = resolve_pretrained(path_or_repo_id, revision, cache_dir, local_files_only, token)
+    model, tokenizer, config = load_pretrained(model_dir, map_location)
+    return PretrainedLM(model, tokenizer, config, model_dir)
+
+
+def push_operations(model_dir: str | Path) -> list:
+    """The ``CommitOperationAdd`` list a push sends: every model file, by its name in the repo."""
+    from huggingface_hub import CommitOperationAdd
+
+    model_dir = resolve_model_dir(model_dir)
+    missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json") if not (model_dir / f).is_file()]
+    if missing:
+        raise ModelDirError(f"{model_dir} lacks {', '.join(missing)}; re-export it with save_pretrained.")
+    return [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(model_dir / f))
+            for f in MODEL_FILES if (model_dir / f).is_file()]
+
+
+def push_to_hub(model_dir: str | Path, repo_id: str, revision: str | None = None, private: bool | None = None,
+                token: str | bool | None = None, commit_message: str | None = None, create_pr: bool = False,
+                dry_run: bool = False):
+    """Upload a model directory (or a run's model/) to the Hub repo ``repo_id`` in one commit.
+    ``dry_run=True`` returns the operations without touching the network."""
+    if not repo_id or repo_id.count("/") > 1 or repo_id.strip() != repo_id:
+        raise ValueError(f"repo_id must look like 'name' or 'org/name', got {repo_id!r}")
+    operations = push_operations(model_dir)
+    if dry_run:
+        return operations
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    return api.create_commit(repo_id, operations=operations, revision=revision, create_pr=create_pr,
+                             commit_message=commit_message or "Upload lstm-pipeline model")
+
+
+def push_cmd(cfg) -> list:
+    """``lstm-pipeline push run=... repo_id=... [dry_run=true]``."""
+    try:
+        result = push_to_hub(cfg.run, cfg.repo_id, revision=cfg.revision, private=cfg.private,
+                             commit_message=cfg.commit_message, create_pr=cfg.create_pr, dry_run=cfg.dry_run)
+    except ConnectionError as exc:  # includes huggingface_hub's OfflineModeIsEnabled
+        raise ValueError(f"Could not reach the Hugging Face Hub ({type(exc).__name__}: {exc}). Check the network, "
+                         f"unset HF_HUB_OFFLINE, log in with 'hf auth login' (or set HF_TOKEN); "
+                         f"dry_run=true lists what would be sent.") from exc
+    ops = push_operations(cfg.run)
+    verb = "Would upload" if cfg.dry_run else "Uploaded"
+    print(f"{verb} {len(ops)} files to https://huggingface.co/{cfg.repo_id}:")
+    for op in ops:
+        print(f"  {op.path_in_repo:<24} {Path(op.path_or_fileobj).stat().st_size:>12,} bytes")
+    if not cfg.dry_run:
+        print(getattr(result, "commit_url", result))
+    return ops

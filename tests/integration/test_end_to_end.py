@@ -15,7 +15,9 @@ def test_run_directory_layout(tiny_run):
     assert (tiny_run / "checkpoints" / "last.ckpt").is_file()
     assert list((tiny_run / "checkpoints").glob("best-*.ckpt"))
     model_dir = tiny_run / "model"
-    assert sorted(p.name for p in model_dir.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert sorted(p.name for p in model_dir.iterdir()) == [
+        "README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+        "tokenizer_config.json"]
     config = json.loads((model_dir / "config.json").read_text())
     assert config["model"]["hidden_size"] == 32 and "val_bpc" in config["metrics"]
     assert not list(tiny_run.glob(".model.tmp-*"))  # the atomic export left no temporary dir

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from lstm_pipeline.config import register_schemas, validate_train_config
 
 CONF = Path(__file__).resolve().parents[2] / "src" / "lstm_pipeline" / "conf"
-TOP = {"train.yaml", "generate.yaml", "evaluate.yaml"}
+TOP = {"train.yaml", "generate.yaml", "evaluate.yaml", "export.yaml", "plot.yaml", "push.yaml"}
 
 
 def _compose(config_name: str, overrides=()):

@@ -134,7 +134,7 @@ def train(cfg: DictConfig) -> dict:
     metrics = {k: v for k, v in result.items() if k.startswith("val_")}
     out = save_pretrained(model, model_cfg, tokenizer, run_dir / MODEL_DIRNAME, extra={
         "bos_token_id": bos_token_id(tokenizer), "metrics": metrics,
-        "data": to_dict(cfg.data), "tokenizer": to_dict(cfg.tokenizer)})
+        "data": to_dict(cfg.data), "tokenizer": to_dict(cfg.tokenizer), "sample": to_dict(cfg.sample)})
     log.info("exported model to %s", out)
     print(f"\nRun directory: {run_dir}\nExported model: {out}")
     if "val_bpc" in result:

@@ -1,0 +1,52 @@
+"""The neural cache pointer (Grave et al., 2017, "Improving Neural Language Models with a
+Continuous Cache"), as AWD-LSTM applies it at evaluation time.
+
+The last ``size`` hidden outputs h_i of the top layer are kept with the token that followed each.
+The next-token distribution mixes the model's softmax with a pointer over that memory:
+
+    p(w) = (1 - lam) * p_model(w) + lam * sum_{i: x_{i+1} = w} softmax_i(theta * h_t . h_i)
+
+No parameter changes; ``theta`` (flatness) and ``lam`` (interpolation) are tuned on validation data.
+With an empty memory (the first token of each stream) p = p_model.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..data.batching import StreamBatches
+
+
+@torch.no_grad()
+def cache_evaluate(model, ids, batch_size: int = 16, bptt: int = 256, size: int = 500, theta: float = 0.3,
+                   lam: float = 0.1, device: str = "cpu") -> dict:
+    if size < 1 or not 0 <= lam <= 1:
+        raise ValueError(f"cache needs size >= 1 and 0 <= lam <= 1 (got size={size}, lam={lam})")
+    model = model.to(device).eval()
+    mem_h = mem_y = None  # (B, S', H), (B, S') with S' <= size
+    state, nll, count = None, 0.0, 0
+    for x, y in StreamBatches(ids, batch_size, bptt, split="eval"):
+        x, y = x.to(device), y.to(device)
+        h, state = model.cell(model.embedding(x), state)  # (B, T, H)
+        logits = model.head(h).float()  # (B, T, V)
+        p_model = logits.softmax(-1)
+        B, T, V = logits.shape
+        keys = h if mem_h is None else torch.cat([mem_h, h], 1)  # (B, S'+T, H)
+        targets = y if mem_y is None else torch.cat([mem_y, y], 1)  # (B, S'+T)
+        S = keys.size(1) - T  # memory entries from earlier windows
+        q = torch.arange(T, device=device)[:, None]  # query t
+        k = torch.arange(S + T, device=device)[None, :]
+        # query t sees the `size` entries just before it: keys S+t-size .. S+t-1
+        allowed = (k < S + q) & (k >= S + q - size)  # (T, S+T)
+        scores = theta * torch.einsum("bth,bkh->btk", h.float(), keys.float())  # (B, T, S+T)
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        has_mem = allowed.any(-1)  # (T,)
+        weights = torch.nan_to_num(scores.softmax(-1), nan=0.0)  # rows with no memory -> 0
+        p_cache = torch.zeros(B, T, V, device=device).scatter_add_(-1, targets[:, None, :].expand(B, T, -1), weights)
+        mix = torch.where(has_mem[None, :, None], (1 - lam) * p_model + lam * p_cache, p_model)
+        nll -= mix.gather(-1, y[..., None]).clamp_min(1e-30).log().sum().item()
+        count += y.numel()
+        mem_h, mem_y = keys[:, -size:], targets[:, -size:]
+    loss = nll / count
+    return {"loss": loss, "ppl": math.exp(min(loss, 50)), "bits_per_token": loss / math.log(2), "tokens": count}

@@ -1,0 +1,54 @@
+"""Dynamic evaluation (Krause et al., 2018, "Dynamic Evaluation of Neural Sequence Models").
+
+The text is read in segments of ``bptt`` tokens. Each segment is first *scored* with the current
+weights (that is the reported loss: no token is ever predicted by weights that saw it), then the
+weights take one gradient step on that segment's loss, so the model adapts to the text as it goes.
+The update is Krause et al.'s RMS-normalised rule with a decay towards the original weights:
+
+    ms  <- mean of g^2 (running average over the segments seen so far)
+    th  <- th - lr * g / (sqrt(ms) + epsilon) + decay * (th0 - th)
+
+(The paper estimates ``ms`` on training data; here it is estimated online from the gradients of
+already-scored segments, which needs no training data and uses nothing from the future.)
+The state is carried across segments (detached), as in the plain evaluation.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..data.batching import StreamBatches
+
+
+def dynamic_evaluate(model, ids, batch_size: int = 1, bptt: int = 32, lr: float = 2e-5, decay: float = 0.02,
+                     epsilon: float = 1e-3, device: str = "cpu") -> dict:
+    if lr < 0 or decay < 0 or epsilon <= 0 or bptt < 1:
+        raise ValueError(f"dynamic_eval needs lr >= 0, decay >= 0, epsilon > 0, bptt >= 1 "
+                         f"(got lr={lr}, decay={decay}, epsilon={epsilon}, bptt={bptt})")
+    model = copy.deepcopy(model).to(device).eval()  # eval mode: no dropout; gradients still flow
+    params = [p for p in model.parameters() if p.requires_grad]
+    original = [p.detach().clone() for p in params]
+    ms = [torch.zeros_like(p) for p in params]
+    state, nll, count, seen = None, 0.0, 0, 0
+    for x, y in StreamBatches(ids, batch_size, bptt, split="eval"):
+        x, y = x.to(device), y.to(device)
+        if state is not None:
+            state = tuple(s.detach() for s in state)
+        logits, state = model(x, state)  # (B, T, V)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
+        nll += loss.item() * y.numel()
+        count += y.numel()
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        seen += 1
+        with torch.no_grad():
+            for p, p0, m in zip(params, original, ms):
+                if p.grad is None:
+                    continue
+                m.mul_((seen - 1) / seen).add_(p.grad.square(), alpha=1.0 / seen)
+                p.add_(-lr * p.grad / (m.sqrt() + epsilon) + decay * (p0 - p))
+    loss = nll / count
+    return {"loss": loss, "ppl": math.exp(min(loss, 50)), "bits_per_token": loss / math.log(2), "tokens": count}

@@ -1,0 +1,118 @@
+"""The generated ``README.md`` model card of an exported model directory: Hub metadata (YAML
+front matter), then architecture, data, tokenizer, metrics, a sample and how to load it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+
+def _sample(model, tokenizer, config: Mapping[str, Any], decoding: Mapping[str, Any]) -> tuple[str, str]:
+    from .registry import DECODERS
+
+    sample_cfg = config.get("sample") or {}
+    prompt = str(sample_cfg.get("prompt", ""))
+    ids = tokenizer.encode_checked(prompt, on_unknown="skip")
+    decoder = DECODERS.build(dict(decoding))
+    out = decoder.generate(model.eval(), [ids], max_new_tokens=min(int(sample_cfg.get("max_new_tokens", 200) or 200), 300),
+                           bos_token_id=config.get("bos_token_id", 0), generator=torch.Generator().manual_seed(0))
+    return prompt, tokenizer.decode(out.sequences[0])
+
+
+def render_model_card(model, tokenizer, config: Mapping[str, Any], decoding: Mapping[str, Any],
+                      repo_id: str | None = None) -> str:
+    m = dict(config.get("model") or {})
+    cell = dict(m.get("cell") or {})
+    n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    data = config.get("data") or {}
+    tok = config.get("tokenizer") or {}
+    metrics = config.get("metrics") or {}
+    prompt, text = _sample(model, tokenizer, config, decoding)
+    name = repo_id or "path/to/model"
+    lines = [
+        "---",
+        "library_name: lstm-pipeline",
+        "pipeline_tag: text-generation",
+        "tags:",
+        "- lstm-pipeline",
+        f"- {cell.get('name', 'rnn')}",
+        "- recurrent-language-model",
+        "---",
+        "",
+        f"# {cell.get('name', 'recurrent').upper()} language model (lstm-pipeline)",
+        "",
+        "A recurrent language model trained with lstm-pipeline. Loading it reads "
+        "JSON and safetensors only: no code runs.",
+        "",
+        "## Architecture",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| cell | `{json.dumps(cell, sort_keys=True)}` |",
+        f"| layers x hidden size | {m.get('num_layers')} x {m.get('hidden_size')} |",
+        f"| input | {m.get('input_encoding', 'embedding')}"
+        + (f" ({m.get('embedding_dim')} dims)" if m.get("input_encoding", "embedding") == "embedding" else "") + " |",
+        f"| dropout | {m.get('dropout')} |",
+        f"| tied input/output weights | {m.get('tie_weights', False)} |",
+        f"| vocabulary | {config.get('vocab_size')} tokens |",
+        f"| parameters | {n_params:,} |",
+        "",
+        "## Data",
+        "",
+        f"`{json.dumps(data, sort_keys=True)}`" if data else "Not recorded.",
+        "",
+        "## Tokenizer",
+        "",
+        f"`{json.dumps(tok, sort_keys=True)}` ({tokenizer.vocab_size} tokens, saved as `tokenizer.json`).",
+        "",
+        "## Metrics",
+        "",
+    ]
+    if metrics:
+        lines += ["| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4f} |" if isinstance(v, (int, float)) else f"| {k} | {v} |"
+                  for k, v in sorted(metrics.items())]
+    else:
+        lines.append("None recorded.")
+    lines += [
+        "",
+        f"## Sample ({json.dumps(dict(decoding), sort_keys=True)}, seed 0)",
+        "",
+        "```text",
+        (prompt + text).replace("```", "'''"),
+        "```",
+        "",
+        "## How to load",
+        "",
+        "```python",
+        "import lstm_pipeline",
+        f"lm = lstm_pipeline.from_pretrained(\"{name}\")",
+        f"print(lm.generate({prompt!r}, max_new_tokens=200))",
+        "```",
+        "",
+        "From the command line (a local directory):",
+        "",
+        "```bash",
+        "lstm-pipeline generate run=path/to/model prompt=\"...\" max_new_tokens=200",
+        "```",
+        "",
+        "With `transformers` (`pip install lstm-pipeline[hf]`):",
+        "",
+        "```python",
+        "import lstm_pipeline.hf_adapter  # registers the architecture with the Auto classes",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        f"model = AutoModelForCausalLM.from_pretrained(\"{name}\")",
+        f"tokenizer = AutoTokenizer.from_pretrained(\"{name}\")",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_model_card(model_dir: Path, model, tokenizer, config: Mapping[str, Any]) -> Path:
+    gen = json.loads((Path(model_dir) / "generation_config.json").read_text())
+    path = Path(model_dir) / "README.md"
+    path.write_text(render_model_card(model, tokenizer, config, gen["decoding"]))
+    return path

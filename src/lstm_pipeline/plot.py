@@ -1,0 +1,124 @@
+"""``lstm-pipeline plot run=...``: PNG curves (loss, bpc, learning rate, tokens/s) from each run's
+``logs/metrics.csv`` (Lightning's CSV logger). Several runs overlay in one figure per metric:
+one colour per run, training solid, validation dashed. matplotlib (extra ``plot``), Agg backend."""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Sequence
+
+#: metric -> the CSV columns that feed it (prefix match for the learning-rate monitor's "lr-<optim>")
+METRIC_COLUMNS = {
+    "loss": ("train_loss", "val_loss"),
+    "bpc": ("train_bpc", "val_bpc"),
+    "ppl": ("train_ppl", "val_ppl"),
+    "acc": ("train_acc", "val_acc"),
+    "lr": ("lr-",),
+    "tokens_per_sec": ("tokens_per_sec",),
+}
+TITLES = {"loss": "loss (nats/token)", "bpc": "bits per character", "ppl": "perplexity", "acc": "accuracy",
+          "lr": "learning rate", "tokens_per_sec": "training throughput (tokens/s)"}
+
+
+def metrics_csv(run: str | Path) -> Path:
+    run = Path(run).expanduser()
+    for p in (run / "logs" / "metrics.csv", run / "metrics.csv"):
+        if p.is_file():
+            return p
+    found = sorted(run.glob("**/metrics.csv")) if run.is_dir() else []
+    if found:
+        return found[-1]
+    raise FileNotFoundError(f"No metrics.csv under {run} (looked in {run / 'logs'}). Pass run=<a run directory "
+                            f"trained with the csv logger (logger=csv, the default)>.")
+
+
+def read_series(path: Path) -> dict[str, tuple[list[float], list[float]]]:
+    """column -> (steps, values), skipping the empty cells of Lightning's sparse CSV."""
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            step = row.get("step")
+            if not step:
+                continue
+            for col, val in row.items():
+                if col in ("step", "epoch") or val in ("", None):
+                    continue
+                try:
+                    v = float(val)
+                except ValueError:
+                    continue
+                if math.isfinite(v):
+                    xs, ys = series.setdefault(col, ([], []))
+                    xs.append(float(step))
+                    ys.append(v)
+    return series
+
+
+def columns_for(metric: str, available: Sequence[str]) -> list[str]:
+    wanted = METRIC_COLUMNS.get(metric, (metric,))
+    return [c for c in available for w in wanted if c == w or (w.endswith("-") and c.startswith(w))]
+
+
+def plot_runs(runs: Sequence[str | Path], out_dir: str | Path, metrics: Sequence[str] = ("loss", "bpc", "lr", "tokens_per_sec"),
+              labels: Sequence[str] | None = None) -> list[Path]:
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise ImportError("plot needs matplotlib: pip install 'lstm-pipeline[plot]'") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not runs:
+        raise ValueError("run= is empty: pass one run directory or a list, e.g. run=[runs/a,runs/b]")
+    labels = list(labels) if labels else [Path(r).name or str(r) for r in runs]
+    if len(labels) != len(runs):
+        raise ValueError(f"labels has {len(labels)} names for {len(runs)} runs; give one per run.")
+    unknown = [m for m in metrics if m not in METRIC_COLUMNS]
+    if unknown:
+        raise ValueError(f"Unknown metric(s) {unknown}; choose from {', '.join(METRIC_COLUMNS)}.")
+    data = [read_series(metrics_csv(r)) for r in runs]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for metric in metrics:
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+        drawn = 0
+        for i, (series, label) in enumerate(zip(data, labels)):
+            color = f"C{i % 10}"
+            for col in columns_for(metric, list(series)):
+                xs, ys = series[col]
+                style = "--" if col.startswith("val_") else "-"
+                marker = "o" if col.startswith("val_") and len(xs) < 30 else None
+                ax.plot(xs, ys, style, color=color, marker=marker, markersize=3, linewidth=1.4,
+                        label=f"{label}: {col}")
+                drawn += 1
+        if not drawn:
+            plt.close(fig)
+            continue
+        ax.set_xlabel("step")
+        ax.set_ylabel(TITLES[metric])
+        ax.set_title(TITLES[metric])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"{metric}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    if not written:
+        raise ValueError(f"None of the metrics {list(metrics)} is in the logs of {', '.join(map(str, runs))}; "
+                         f"columns there: {', '.join(sorted({c for s in data for c in s}))}.")
+    return written
+
+
+def plot_cmd(cfg) -> list[Path]:
+    from omegaconf import ListConfig
+
+    runs = list(cfg.run) if isinstance(cfg.run, (list, ListConfig)) else [cfg.run]
+    out = Path(cfg.out) if cfg.out else Path(runs[0]) / "plots"
+    labels = list(cfg.labels) if cfg.labels else None
+    written = plot_runs(runs, out, list(cfg.metrics), labels)
+    for p in written:
+        print(f"wrote {p}")
+    return written
