@@ -15,7 +15,7 @@ COMMANDS = {
     "train": ("train", "train a model; writes a run directory"),
     "generate": ("generate", "generate text from a run directory"),
     "evaluate": ("evaluate", "loss, perplexity and bpc of a run's model on its splits"),
-    "plugins": (None, "list registered components per group (and their distributions)"),
+    "plugins": (None, "list registered components per group; --check imports each; new <name> scaffolds one"),
 }
 
 USAGE = """usage: lstm-pipeline <command> [overrides ...]
@@ -116,14 +116,32 @@ def _evaluate(cfg):
     return evaluate(cfg)
 
 
+PLUGINS_USAGE = """usage: lstm-pipeline plugins [--check]
+       lstm-pipeline plugins new <name> --group <group> [--dir D]
+
+Lists the components registered in each entry-point group and the distribution that provides
+each. Listing imports nothing; --check imports every component and reports, per entry, its plugin
+API version or the error it fails with (exit status 1 if any fails)."""
+
+
 def _plugins(args: list[str]) -> int:
-    from .registry import ALL, RegistryError
+    from .registry import ALL, API_VERSION, RegistryError, check_entry
 
     if args and args[0] == "new":
         from .scaffold import main as scaffold_main  # issue-7 scaffold
 
         return scaffold_main(args[1:])
+    if args and args[0] in ("-h", "--help"):
+        print(PLUGINS_USAGE)
+        return 0
+    unknown = [a for a in args if a != "--check"]
+    if unknown:
+        print(f"lstm-pipeline plugins: unknown argument '{unknown[0]}'.\n{PLUGINS_USAGE}", file=sys.stderr)
+        return 2
+    check = "--check" in args
     status = 0
+    if check:
+        print(f"plugin API provided: {API_VERSION}")
     for reg in ALL:
         print(f"{reg.group}" + (f"   (select with {reg.config_group}=<name>)" if reg.config_group else ""))
         try:
@@ -133,7 +151,15 @@ def _plugins(args: list[str]) -> int:
             status = 1
             continue
         for name, e in entries.items():
-            print(f"  {name:<22} {e.distribution:<28} {e.value}")
+            line = f"  {name:<22} {e.distribution:<28} {e.value}"
+            if check:
+                st = check_entry(reg, e)
+                if st.ok:
+                    line += f"   ok (API {st.api})" if st.api else "   ok (API not declared: taken as current)"
+                else:
+                    line += f"\n    FAILED: {st.error}"
+                    status = 1
+            print(line)
         if not entries:
             print("  (none)")
     return status
