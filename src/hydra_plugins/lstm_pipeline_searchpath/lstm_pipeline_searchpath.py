@@ -41,7 +41,7 @@ def _findable(pkg: str) -> bool:
 class LstmPipelineSearchPathPlugin(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
         # only for lstm-pipeline's own apps (the primary config is ours); other Hydra apps untouched
-        if not any(el.path == PRIMARY for el in search_path.get_path()):
+        if not any(el.path in (PRIMARY, f"pkg://{PRIMARY}") for el in search_path.get_path()):
             return
         for pkg in plugin_config_packages():
             if _findable(pkg):
