@@ -304,15 +304,15 @@ class DataSourceContract:
         assert set(self.splits) <= set(dd), f"load() must return the splits {list(self.splits)}; got {list(dd)}"
         for split in self.splits:
             assert src.text_column in dd[split].column_names, f"split '{split}' lacks column '{src.text_column}'"
-            assert all(isinstance(t, str) for t in dd[split][src.text_column][:50])
-        assert len(dd["train"]) > 0 and sum(len(t) for t in dd["train"][src.text_column]) > 0, "train has no text"
+            assert all(isinstance(t, str) for t in list(dd[split][src.text_column])[:50])
+        assert len(dd["train"]) > 0 and sum(len(t) for t in list(dd["train"][src.text_column])) > 0, "train has no text"
 
     def test_loading_is_deterministic(self, tmp_path):
         a = self.make_source(tmp_path).load()
         b = self.make_source(tmp_path).load()
         col = self.make_source(tmp_path).text_column
         for split in self.splits:
-            assert a[split][col] == b[split][col]
+            assert list(a[split][col]) == list(b[split][col])
 
 
 # ------------------------------------------------------------------------------------------
