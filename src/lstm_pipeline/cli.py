@@ -98,6 +98,32 @@ def _quote_free_text(args: list[str]) -> list[str]:
     return out
 
 
+def _check_component_choices(args: list[str]) -> None:
+    """``model/cell=<x>`` (and data=, tokenizer=, decoding=) where no config file ``<x>.yaml`` is
+    installed: fail with the registry's message (unknown cell, available: ...) instead of Hydra's
+    missing-file error, or say how to select a component that is registered but ships no file."""
+    from .registry import CELLS, DATA_SOURCES, DECODERS, TOKENIZERS, UnknownComponentError, config_options
+
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("+~")
+        reg = next((r for r in (CELLS, DATA_SOURCES, TOKENIZERS, DECODERS) if r.config_group == key), None)
+        if not sep or reg is None or not value or value == "null":
+            continue
+        options = config_options(key)
+        if value in options:
+            continue
+        field = key.replace("/", ".")
+        if value in reg:
+            raise UnknownComponentError(
+                f"{reg.kind} '{value}' is installed ({reg.entries()[value].distribution}) but ships no config file "
+                f"{key}/{value}.yaml: select it with {field}.name={value}. Config files in {key}: {', '.join(options)}.")
+        try:
+            reg.entry(value)  # raises: unknown <kind> '<value>'. Available ...: ...
+        except UnknownComponentError as exc:
+            raise UnknownComponentError(f"{exc} Config files in {key}: {', '.join(options)}.") from None
+
+
 def _train(cfg):
     from .training.train import train
 
@@ -177,6 +203,11 @@ def main(argv: list[str] | None = None) -> int | None:
     if command == "plugins":
         return _plugins(rest)
     rest = _quote_free_text(rest)
+    try:
+        _check_component_choices(rest)
+    except LookupError as exc:
+        print(f"lstm-pipeline {command}: error: {exc}", file=sys.stderr)
+        return 1
     if command == "train":
         rest = _resume_overrides(rest)
     fn = {"train": _train, "generate": _generate, "evaluate": _evaluate}[command]

@@ -228,3 +228,39 @@ CALLBACKS = Registry("lstm_pipeline.callbacks", "callback", "callbacks")
 CONF = Registry("lstm_pipeline.conf", "config package")
 
 ALL: tuple[Registry, ...] = (DATA_SOURCES, TOKENIZERS, CELLS, DECODERS, LOGITS_PROCESSORS, CALLBACKS, CONF)
+
+
+# Config files that components ship (our config package and installed plugins') -----------
+def _config_folders(config_group: str):
+    from importlib import resources
+
+    packages = ["lstm_pipeline.conf"] + [e.value for e in CONF.entries().values() if e.value != "lstm_pipeline.conf"]
+    for pkg in packages:
+        try:
+            folder = resources.files(pkg).joinpath(*config_group.split("/"))
+        except Exception:  # a plugin whose config package fails to import: `plugins --check` says why
+            continue
+        if folder.is_dir():
+            yield folder
+
+
+def config_options(config_group: str) -> list[str]:
+    """The options of a Hydra config group across our config package and installed plugins'."""
+    return sorted({f.name[:-5] for folder in _config_folders(config_group) for f in folder.iterdir()
+                   if f.name.endswith(".yaml")})
+
+
+def shipped_config(config_group: str, name: str) -> dict[str, Any] | None:
+    """The config node a component ships for itself: ``<config_group>/<name>.yaml`` in our config
+    package or an installed plugin's (entry-point group ``lstm_pipeline.conf``), else the first
+    file of that group whose ``name:`` is ``name``. ``defaults`` lists are dropped. None if none."""
+    from omegaconf import OmegaConf
+
+    candidates = [f for folder in _config_folders(config_group) for f in folder.iterdir() if f.name.endswith(".yaml")]
+    candidates.sort(key=lambda f: f.name != f"{name}.yaml")
+    for f in candidates:
+        node = OmegaConf.to_container(OmegaConf.create(f.read_text()))
+        if isinstance(node, dict) and node.get("name") == name:
+            node.pop("defaults", None)
+            return node
+    return None

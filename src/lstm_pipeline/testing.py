@@ -33,9 +33,10 @@ from typing import Any, Sequence
 import pytest
 import torch
 
-from .registry import API_VERSION, api_compatible, declared_api
+from .registry import API_VERSION, api_compatible, config_options, declared_api, shipped_config
 
-__all__ = ["CellContract", "DecoderContract", "DataSourceContract", "TokenizerContract"]
+__all__ = ["CellContract", "DecoderContract", "DataSourceContract", "TokenizerContract", "ThrowawayEnv",
+           "config_options", "shipped_config"]
 
 
 def _assert_close(a: torch.Tensor, b: torch.Tensor, atol: float, what: str) -> None:
@@ -375,31 +376,47 @@ class TokenizerContract:
 
 
 # ------------------------------------------------------------------------------------------
-def shipped_config(config_group: str, name: str) -> dict[str, Any] | None:
-    """The config node a component ships for itself: ``<config_group>/<name>.yaml`` in our config
-    package or an installed plugin's (entry-point group ``lstm_pipeline.conf``), else the first
-    file of that group whose ``name:`` is ``name``. ``defaults`` lists are dropped. None if none."""
-    from importlib import resources
+class ThrowawayEnv:
+    """A virtual environment layered over the running one, to ``pip install`` / ``pip uninstall``
+    plugin packages for real without touching the running environment.
 
-    from omegaconf import OmegaConf
+    The new environment sees every package of the current interpreter's site directories
+    (torch, lstm-pipeline itself, editable installs included) through a ``.pth`` hook, and installs
+    into its own ``site-packages``, so entry points of what is installed there are visible only
+    to its ``python``. Packages are built without build isolation (no network needed)."""
 
-    from .registry import CONF
+    def __init__(self, root):
+        import site
+        import subprocess
+        import sys
+        import sysconfig
+        from pathlib import Path
 
-    packages = ["lstm_pipeline.conf"] + [e.value for n, e in CONF.entries().items() if e.value != "lstm_pipeline.conf"]
-    candidates = []
-    for pkg in packages:
-        try:
-            folder = resources.files(pkg).joinpath(*config_group.split("/"))
-        except (ModuleNotFoundError, ImportError, TypeError):
-            continue
-        if not folder.is_dir():
-            continue
-        files = sorted((f for f in folder.iterdir() if f.name.endswith(".yaml")), key=lambda f: f.name != f"{name}.yaml")
-        candidates.extend(files)
-    candidates.sort(key=lambda f: f.name != f"{name}.yaml")
-    for f in candidates:
-        node = OmegaConf.to_container(OmegaConf.create(f.read_text()))
-        if isinstance(node, dict) and node.get("name") == name:
-            node.pop("defaults", None)
-            return node
-    return None
+        self.root = Path(root)
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(self.root)], check=True)
+        self.python = str(self.root / "bin" / "python")
+        purelib = subprocess.run([self.python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                 check=True, capture_output=True, text=True).stdout.strip()
+        parents = [p for p in [*site.getsitepackages(), site.getusersitepackages(), sysconfig.get_paths()["purelib"]]
+                   if Path(p).is_dir()]
+        lines = "".join(f"import site; site.addsitedir({p!r})\n" for p in dict.fromkeys(parents))
+        (Path(purelib) / "_lstm_pipeline_parent_env.pth").write_text(lines)
+
+    def run(self, *args: str, check: bool = True, timeout: int = 600, cwd=None, env=None):
+        """Run ``python <args>`` in the environment; raise with its output when it fails."""
+        import os
+        import subprocess
+
+        proc = subprocess.run([self.python, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                              env={**os.environ, **(env or {}), "PYTHONNOUSERSITE": "1"})
+        if check and proc.returncode != 0:
+            raise AssertionError(f"python {' '.join(args)} failed ({proc.returncode}):\n"
+                                 f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        return proc
+
+    def pip_install(self, *paths) -> None:
+        self.run("-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+                 *map(str, paths))
+
+    def pip_uninstall(self, *dists: str) -> None:
+        self.run("-m", "pip", "uninstall", "-y", "-q", *dists)
