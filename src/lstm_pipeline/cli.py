@@ -18,7 +18,7 @@ COMMANDS = {
     "export": ("export", "export a run's model as a TorchScript/ONNX step module (state in, state out)"),
     "plot": ("plot", "PNG training curves of one or more runs (run=[a,b] overlays)"),
     "push": ("push", "upload a run's model directory to the Hugging Face Hub"),
-    "plugins": (None, "list registered components per group (and their distributions)"),
+    "plugins": (None, "list registered components per group; --check imports each; new <name> scaffolds one"),
 }
 
 USAGE = """usage: lstm-pipeline <command> [overrides ...]
@@ -102,6 +102,32 @@ def _quote_free_text(args: list[str]) -> list[str]:
     return out
 
 
+def _check_component_choices(args: list[str]) -> None:
+    """``model/cell=<x>`` (and data=, tokenizer=, decoding=) where no config file ``<x>.yaml`` is
+    installed: fail with the registry's message (unknown cell, available: ...) instead of Hydra's
+    missing-file error, or say how to select a component that is registered but ships no file."""
+    from .registry import CELLS, DATA_SOURCES, DECODERS, TOKENIZERS, UnknownComponentError, config_options
+
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("+~")
+        reg = next((r for r in (CELLS, DATA_SOURCES, TOKENIZERS, DECODERS) if r.config_group == key), None)
+        if not sep or reg is None or not value or value == "null":
+            continue
+        options = config_options(key)
+        if value in options:
+            continue
+        field = key.replace("/", ".")
+        if value in reg:
+            raise UnknownComponentError(
+                f"{reg.kind} '{value}' is installed ({reg.entries()[value].distribution}) but ships no config file "
+                f"{key}/{value}.yaml: select it with {field}.name={value}. Config files in {key}: {', '.join(options)}.")
+        try:
+            reg.entry(value)  # raises: unknown <kind> '<value>'. Available ...: ...
+        except UnknownComponentError as exc:
+            raise UnknownComponentError(f"{exc} Config files in {key}: {', '.join(options)}.") from None
+
+
 def _train(cfg):
     from .training.train import train
 
@@ -138,14 +164,32 @@ def _push(cfg):
     return push_cmd(cfg)
 
 
+PLUGINS_USAGE = """usage: lstm-pipeline plugins [--check]
+       lstm-pipeline plugins new <name> --group <group> [--dir D]
+
+Lists the components registered in each entry-point group and the distribution that provides
+each. Listing imports nothing; --check imports every component and reports, per entry, its plugin
+API version or the error it fails with (exit status 1 if any fails)."""
+
+
 def _plugins(args: list[str]) -> int:
-    from .registry import ALL, RegistryError
+    from .registry import ALL, API_VERSION, RegistryError, check_entry
 
     if args and args[0] == "new":
         from .scaffold import main as scaffold_main  # issue-7 scaffold
 
         return scaffold_main(args[1:])
+    if args and args[0] in ("-h", "--help"):
+        print(PLUGINS_USAGE)
+        return 0
+    unknown = [a for a in args if a != "--check"]
+    if unknown:
+        print(f"lstm-pipeline plugins: unknown argument '{unknown[0]}'.\n{PLUGINS_USAGE}", file=sys.stderr)
+        return 2
+    check = "--check" in args
     status = 0
+    if check:
+        print(f"plugin API provided: {API_VERSION}")
     for reg in ALL:
         print(f"{reg.group}" + (f"   (select with {reg.config_group}=<name>)" if reg.config_group else ""))
         try:
@@ -155,7 +199,15 @@ def _plugins(args: list[str]) -> int:
             status = 1
             continue
         for name, e in entries.items():
-            print(f"  {name:<22} {e.distribution:<28} {e.value}")
+            line = f"  {name:<22} {e.distribution:<28} {e.value}"
+            if check:
+                st = check_entry(reg, e)
+                if st.ok:
+                    line += f"   ok (API {st.api})" if st.api else "   ok (API not declared: taken as current)"
+                else:
+                    line += f"\n    FAILED: {st.error}"
+                    status = 1
+            print(line)
         if not entries:
             print("  (none)")
     return status
@@ -176,6 +228,11 @@ def main(argv: list[str] | None = None) -> int | None:
     if command == "plugins":
         return _plugins(rest)
     rest = _quote_free_text(rest)
+    try:
+        _check_component_choices(rest)
+    except LookupError as exc:
+        print(f"lstm-pipeline {command}: error: {exc}", file=sys.stderr)
+        return 1
     if command == "train":
         rest = _resume_overrides(rest)
     fn = {"train": _train, "generate": _generate, "evaluate": _evaluate, "export": _export, "plot": _plot,

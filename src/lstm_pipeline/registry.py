@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import sys
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from types import ModuleType
 from typing import Any, Mapping
 
-#: Major version of the plugin API. A component may declare the API it was written for
-#: with a class attribute ``lstm_pipeline_api = "1"`` (or ``"1.x"``); another major is refused.
+#: Major version of the plugin API. A component declares the API it was written for with a class
+#: attribute ``lstm_pipeline_api = "1"`` (or ``"1.x"``), or its package with a module-level
+#: constant ``LSTM_PIPELINE_API = "1"``; another major is refused when the component is loaded.
 API_VERSION = "1"
 
 
@@ -136,17 +139,58 @@ class Registry:
         return factory(**cfg, **runtime)
 
 
-def check_api(obj: Any, what: str) -> None:
+def declared_api(obj: Any) -> str | None:
+    """The plugin API ``obj`` says it was written for: its ``lstm_pipeline_api`` attribute, else the
+    ``LSTM_PIPELINE_API`` constant of its module or of one of that module's parent packages."""
     wanted = getattr(obj, "lstm_pipeline_api", None)
-    if wanted is None:
+    if wanted is not None:
+        return str(wanted)
+    module = getattr(obj, "__module__", None) or (obj.__name__ if isinstance(obj, ModuleType) else None)
+    parts = module.split(".") if module else []
+    while parts:
+        mod = sys.modules.get(".".join(parts))
+        if mod is not None and getattr(mod, "LSTM_PIPELINE_API", None) is not None:
+            return str(mod.LSTM_PIPELINE_API)
+        parts.pop()
+    return None
+
+
+def api_compatible(wanted: str) -> bool:
+    """``"1"``, ``"1.2"``, ``"1.x"`` are API 1; only the major number decides."""
+    return wanted.strip().split(".")[0] == API_VERSION.split(".")[0]
+
+
+def check_api(obj: Any, what: str) -> None:
+    """Refuse a component written for another major version of the plugin API. A component that
+    declares nothing is taken as written for the current API."""
+    wanted = declared_api(obj)
+    if wanted is None or api_compatible(wanted):
         return
-    major = str(wanted).split(".")[0]
-    if major != API_VERSION.split(".")[0]:
-        raise PluginAPIError(
-            f"{what} was written for lstm-pipeline plugin API {wanted}, but this lstm-pipeline provides "
-            f"API {API_VERSION}. Install a release of the plugin made for API {API_VERSION}, or an "
-            f"lstm-pipeline that provides API {wanted}."
-        )
+    raise PluginAPIError(
+        f"{what} was written for lstm-pipeline plugin API {wanted}, but this lstm-pipeline provides "
+        f"API {API_VERSION}. Install a release of the plugin made for API {API_VERSION}, or an "
+        f"lstm-pipeline that provides API {wanted}."
+    )
+
+
+@dataclass(frozen=True)
+class EntryStatus:
+    """The result of importing one entry point (``lstm-pipeline plugins --check``)."""
+    entry: Entry
+    ok: bool
+    api: str | None
+    error: str | None = None
+
+
+def check_entry(registry: "Registry", entry: Entry) -> EntryStatus:
+    """Import one entry point and check its API version; never raises."""
+    try:
+        obj = registry.get(entry.name)
+    except RegistryError as exc:
+        return EntryStatus(entry, False, None, str(exc))
+    except Exception as exc:  # a conf package that fails to import
+        return EntryStatus(entry, False, None, f"{type(exc).__name__}: {exc}")
+    return EntryStatus(entry, True, declared_api(obj))
 
 
 def validate_kwargs(factory: Any, kwargs: Mapping[str, Any], what: str, config_group: str | None = None) -> None:
@@ -184,3 +228,39 @@ CALLBACKS = Registry("lstm_pipeline.callbacks", "callback", "callbacks")
 CONF = Registry("lstm_pipeline.conf", "config package")
 
 ALL: tuple[Registry, ...] = (DATA_SOURCES, TOKENIZERS, CELLS, DECODERS, LOGITS_PROCESSORS, CALLBACKS, CONF)
+
+
+# Config files that components ship (our config package and installed plugins') -----------
+def _config_folders(config_group: str):
+    from importlib import resources
+
+    packages = ["lstm_pipeline.conf"] + [e.value for e in CONF.entries().values() if e.value != "lstm_pipeline.conf"]
+    for pkg in packages:
+        try:
+            folder = resources.files(pkg).joinpath(*config_group.split("/"))
+        except Exception:  # a plugin whose config package fails to import: `plugins --check` says why
+            continue
+        if folder.is_dir():
+            yield folder
+
+
+def config_options(config_group: str) -> list[str]:
+    """The options of a Hydra config group across our config package and installed plugins'."""
+    return sorted({f.name[:-5] for folder in _config_folders(config_group) for f in folder.iterdir()
+                   if f.name.endswith(".yaml")})
+
+
+def shipped_config(config_group: str, name: str) -> dict[str, Any] | None:
+    """The config node a component ships for itself: ``<config_group>/<name>.yaml`` in our config
+    package or an installed plugin's (entry-point group ``lstm_pipeline.conf``), else the first
+    file of that group whose ``name:`` is ``name``. ``defaults`` lists are dropped. None if none."""
+    from omegaconf import OmegaConf
+
+    candidates = [f for folder in _config_folders(config_group) for f in folder.iterdir() if f.name.endswith(".yaml")]
+    candidates.sort(key=lambda f: f.name != f"{name}.yaml")
+    for f in candidates:
+        node = OmegaConf.to_container(OmegaConf.create(f.read_text()))
+        if isinstance(node, dict) and node.get("name") == name:
+            node.pop("defaults", None)
+            return node
+    return None

@@ -1,0 +1,19 @@
+"""A generated plugin package installs for real and its tests pass as generated."""
+import pytest
+
+from lstm_pipeline.scaffold import write
+from lstm_pipeline.testing import ThrowawayEnv
+
+
+@pytest.mark.slow
+def test_generated_cell_plugin_installs_and_passes_its_tests(tmp_path):
+    root = write("peephole", "cells", tmp_path)
+    env = ThrowawayEnv(tmp_path / "venv")
+    env.pip_install(root)
+    out = env.run("-m", "lstm_pipeline.cli", "plugins", "--check").stdout
+    assert "peephole               lstm-pipeline-peephole" in out and "FAILED" not in out
+    res = env.run("-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests"), cwd=tmp_path)
+    assert " passed" in res.stdout and "failed" not in res.stdout and "skipped" not in res.stdout
+    # the config it ships composes: model/cell=peephole
+    cfg = env.run("-m", "lstm_pipeline.cli", "train", "model/cell=peephole", "--cfg", "job").stdout
+    assert "name: peephole" in cfg
