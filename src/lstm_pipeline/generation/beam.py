@@ -41,6 +41,7 @@ class BeamSearch(DecodingStrategy):
 
     OWN = {"num_beams": 4, "length_penalty": 1.0, "early_stopping": False, "num_return_sequences": 1}
     streams = False
+    scores_are_logprob_sums = False  # beam scores: log-prob sums divided by length ** length_penalty
 
     @classmethod
     def name(cls):

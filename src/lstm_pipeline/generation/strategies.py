@@ -99,6 +99,8 @@ class DecodingStrategy:
     SAMPLES = False
     #: whether ``generate`` can stream row 0 as it is produced (beam search cannot: beams change)
     streams = True
+    #: ``GenerationResult.scores`` are the sums of the model's log-probabilities of the generated ids
+    scores_are_logprob_sums = True
 
     def __init__(self, **settings):
         allowed = {**COMMON, **(SAMPLING if self.SAMPLES else {}), **self.OWN}

@@ -2,6 +2,8 @@
 vocabulary-size check and GPT-2's byte <-> printable-character table."""
 from __future__ import annotations
 
+import json
+
 from functools import lru_cache
 from typing import Sequence
 
@@ -68,7 +70,38 @@ class TrainedTokenizer:
                 f"tokenizer.vocab_size={self.vocab_size} is larger than the train split allows: training found only "
                 f"{got} tokens ({type(self).__name__}, min_frequency={self.min_frequency}). "
                 f"Set tokenizer.vocab_size to {got} or less, or train on more text.")
+        return canonical_ids(tok)
+
+
+def canonical_ids(tok: Tokenizer) -> Tokenizer:
+    """Give a trained vocabulary deterministic ids.
+
+    The WordPiece, Unigram and WordLevel trainers of ``tokenizers`` learn the same tokens on every run
+    but number them in hash-map order, which changes from process to process: two DDP ranks, or a
+    rerun, would disagree about what id 42 means. Special tokens keep their ids; the other tokens are
+    renumbered in a fixed order (Unigram: by score, then text; the others: by text). BPE ids are
+    already deterministic and are left alone."""
+    j = json.loads(tok.to_str())
+    model = j["model"]
+    special = {a["content"] for a in j.get("added_tokens", [])}
+    if model["type"] in ("WordPiece", "WordLevel"):
+        vocab: dict[str, int] = model["vocab"]
+        fixed = {t: i for t, i in vocab.items() if t in special}
+        free = iter(sorted(set(range(len(vocab))) - set(fixed.values())))
+        rest = sorted(t for t in vocab if t not in special)
+        model["vocab"] = {**fixed, **{t: next(free) for t in rest}}
+    elif model["type"] == "Unigram":
+        rows = model["vocab"]  # [[piece, score], ...]; the id is the position
+        fixed = {i: r for i, r in enumerate(rows) if r[0] in special}
+        rest = iter(sorted((r for r in rows if r[0] not in special), key=lambda r: (-r[1], r[0])))
+        new_rows = [fixed[i] if i in fixed else next(rest) for i in range(len(rows))]
+        if model.get("unk_id") is not None:
+            unk = rows[model["unk_id"]][0]
+            model["unk_id"] = next(i for i, r in enumerate(new_rows) if r[0] == unk)
+        model["vocab"] = new_rows
+    else:
         return tok
+    return Tokenizer.from_str(json.dumps(j))
 
 
 @lru_cache(maxsize=1)

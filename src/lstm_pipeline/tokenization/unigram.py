@@ -11,6 +11,9 @@ from .common import TrainedTokenizer
 
 
 class UnigramTokenizer(TrainedTokenizer):
+    #: tokenizers' Unigram trainer is not reproducible from process to process (its EM keeps hash-map
+    #: order), so the run's saved tokenizer.json is what resume, evaluate, generate and DDP ranks use
+    deterministic = False
     lossless = True
 
     def __init__(self, vocab_size: int = 8000, unk_token: str = "<unk>",

@@ -53,6 +53,25 @@ def bos_token_id(tokenizer) -> int:
     return 0
 
 
+def _global_rank() -> int:
+    """This process's rank before the Trainer exists (torchrun/SLURM/Lightning's launcher env)."""
+    from lightning.fabric.utilities.rank_zero import _get_rank
+
+    if "RANK" not in os.environ and int(os.environ.get("NODE_RANK", 0) or 0) > 0:
+        return 1  # a later node under Lightning's own launcher: not the global rank 0
+    return _get_rank() or 0
+
+
+def _wait_for(path: Path, timeout: float = 1800.0) -> None:
+    import time
+
+    start = time.monotonic()
+    while not path.is_file():
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"rank {os.environ.get('RANK')} waited {timeout:.0f} s for rank 0 to write {path}")
+        time.sleep(0.2)
+
+
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list, ModelCheckpoint]:
     ckpt_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{step}", monitor="val_loss",
                               mode="min", save_top_k=1, save_last=True)
@@ -93,11 +112,16 @@ def train(cfg: DictConfig) -> dict:
     tok_path = run_dir / "tokenizer.json"
     if ckpt is not None and not tok_path.is_file():
         tok_path = run_dir_of_checkpoint(ckpt) / "tokenizer.json"
+    is_rank_zero = _global_rank() == 0
+    if not is_rank_zero:
+        # every rank must use rank 0's tokenizer: some trainers (Unigram) are not deterministic
+        _wait_for(tok_path)
     corpus = prepare_corpus(to_dict(cfg.data), to_dict(cfg.tokenizer), tokenizer_path=tok_path)
     tokenizer = corpus.tokenizer
-    is_rank_zero = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0
     if is_rank_zero and not (run_dir / "tokenizer.json").is_file():
-        tokenizer.save(run_dir / "tokenizer.json")
+        tmp = run_dir / f".tokenizer.json.tmp-{os.getpid()}"
+        tokenizer.save(tmp)
+        os.replace(tmp, run_dir / "tokenizer.json")  # atomic: other ranks never read half a file
 
     model_cfg = to_dict(cfg.model)
     task = LanguageModelTask(
