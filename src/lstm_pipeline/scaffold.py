@@ -111,7 +111,7 @@ class $cls(RecurrentCell):
     "decoders": '''"""$cls: a decoding strategy for lstm-pipeline.
 
 TODO: replace the rule in ``select`` (here: the most likely token, i.e. greedy) with yours.
-``DecodingStrategy.generate`` drives ``model.step`` (prompt consumed once, state carried) and
+``StepDecoding.generate`` drives ``model.step`` (prompt consumed once, state carried) and
 calls ``select(scores (B, V), generator) -> next ids (B,)`` once per generated token.
 """
 from __future__ import annotations
@@ -119,10 +119,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lstm_pipeline.generation.strategies import DecodingStrategy
+from lstm_pipeline.generation.strategies import StepDecoding
 
 
-class $cls(DecodingStrategy):
+class $cls(StepDecoding):
     lstm_pipeline_api = "$api"
 
     # TODO: your settings as keyword arguments (the config file passes them)

@@ -90,7 +90,12 @@ def prompt_history(prompts: Sequence[Sequence[int]], extra: int, pad_id: int, de
 
 
 class DecodingStrategy:
-    """Base of every strategy: keeps the settings, checks them, builds the processors."""
+    """Base of every strategy: keeps the settings, checks them, builds the processors.
+
+    A plugin decoder usually subclasses :class:`StepDecoding` (the token-by-token loop) and writes
+    ``select(scores, generator)``; its own ``__init__`` may take just its own settings without calling
+    this one, and then runs with no logits processors. A strategy with its own search (beam-like)
+    subclasses this class and writes ``generate``."""
 
     lstm_pipeline_api = "1"
     #: the strategy's own settings and their defaults (subclasses extend)
@@ -101,6 +106,8 @@ class DecodingStrategy:
     streams = True
     #: ``GenerationResult.scores`` are the sums of the model's log-probabilities of the generated ids
     scores_are_logprob_sums = True
+    #: decoding setting -> value (set by ``__init__``); empty means no logits processors
+    settings: dict[str, Any] = {}
 
     def __init__(self, **settings):
         allowed = {**COMMON, **(SAMPLING if self.SAMPLES else {}), **self.OWN}

@@ -18,12 +18,12 @@ import math
 import torch
 from torch import Tensor
 
-from lstm_pipeline.generation.strategies import DecodingStrategy, sample_from_logits
+from lstm_pipeline.generation.strategies import StepDecoding, sample_from_logits
 
 LN2 = math.log(2.0)
 
 
-class MirostatV2(DecodingStrategy):
+class MirostatV2(StepDecoding):
     lstm_pipeline_api = "1"
 
     def __init__(self, tau: float = 5.0, eta: float = 0.1, temperature: float = 1.0):
