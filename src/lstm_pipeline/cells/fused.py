@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import RecurrentCell, State
+from .base import RecurrentCell, State, step_weight
 
 
 class LSTM(RecurrentCell):
@@ -44,16 +44,18 @@ class LSTM(RecurrentCell):
         h0, c0 = state  # (L, B, P|H), (L, B, H)
         hs, cs = [], []
         inp = x  # (B, E)
+        rnn = self.rnn
         for layer in range(self.num_layers):
-            w_ih = getattr(self.rnn, f"weight_ih_l{layer}")
-            w_hh = getattr(self.rnn, f"weight_hh_l{layer}")
-            b = getattr(self.rnn, f"bias_ih_l{layer}") + getattr(self.rnn, f"bias_hh_l{layer}")
-            gates = torch.addmm(b, inp, w_ih.t()).addmm_(h0[layer], w_hh.t())  # (B, 4H)
+            # (E|H, 4H) and (P|H, 4H) step layouts and the summed bias, cached outside autograd
+            w_ih = step_weight(rnn, f"ih{layer}", lambda: getattr(rnn, f"weight_ih_l{layer}").t())
+            w_hh = step_weight(rnn, f"hh{layer}", lambda: getattr(rnn, f"weight_hh_l{layer}").t())
+            b = step_weight(rnn, f"b{layer}", lambda: getattr(rnn, f"bias_ih_l{layer}") + getattr(rnn, f"bias_hh_l{layer}"))
+            gates = torch.addmm(b, inp, w_ih).addmm_(h0[layer], w_hh)  # (B, 4H)
             i, f, g, o = gates.chunk(4, dim=1)
             c = torch.sigmoid(f) * c0[layer] + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)
             if self.proj_size:
-                h = h @ getattr(self.rnn, f"weight_hr_l{layer}").t()
+                h = h @ step_weight(rnn, f"hr{layer}", lambda: getattr(rnn, f"weight_hr_l{layer}").t())
             hs.append(h)
             cs.append(c)
             inp = h
@@ -83,9 +85,12 @@ class GRU(RecurrentCell):
         (h0,) = state
         hs = []
         inp = x
+        rnn = self.rnn
         for layer in range(self.num_layers):
-            gi = F.linear(inp, getattr(self.rnn, f"weight_ih_l{layer}"), getattr(self.rnn, f"bias_ih_l{layer}"))
-            gh = F.linear(h0[layer], getattr(self.rnn, f"weight_hh_l{layer}"), getattr(self.rnn, f"bias_hh_l{layer}"))
+            w_ih = step_weight(rnn, f"ih{layer}", lambda: getattr(rnn, f"weight_ih_l{layer}").t())  # (E|H, 3H)
+            w_hh = step_weight(rnn, f"hh{layer}", lambda: getattr(rnn, f"weight_hh_l{layer}").t())  # (H, 3H)
+            gi = torch.addmm(getattr(rnn, f"bias_ih_l{layer}"), inp, w_ih)
+            gh = torch.addmm(getattr(rnn, f"bias_hh_l{layer}"), h0[layer], w_hh)
             ir, iz, in_ = gi.chunk(3, dim=1)
             hr, hz, hn = gh.chunk(3, dim=1)
             r = torch.sigmoid(ir + hr)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ..cells.base import RecurrentCell, State
+from ..cells.base import RecurrentCell, State, step_weight
 from ..registry import CELLS
 from .dropout import LockedDropout, drop_hidden_weights, embedding_dropout, hidden_weight_names
 
@@ -194,4 +194,7 @@ class RecurrentLM(nn.Module):
                 x, st = cell.step(x, st)
                 states.append(st)
             y, state = x, tuple(s for st in states for s in st)
-        return self._logits(y), state
+        if self.proj is not None:
+            y = self.proj(y)
+        w = step_weight(self.head, "weight", lambda: self.head.weight.t())  # (H, V): fast at batch 1
+        return torch.addmm(self.head.bias, y, w), state
