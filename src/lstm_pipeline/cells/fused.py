@@ -47,15 +47,15 @@ class LSTM(RecurrentCell):
         rnn = self.rnn
         for layer in range(self.num_layers):
             # (E|H, 4H) and (P|H, 4H) step layouts and the summed bias, cached outside autograd
-            w_ih = step_weight(rnn, f"ih{layer}", lambda: getattr(rnn, f"weight_ih_l{layer}").t())
-            w_hh = step_weight(rnn, f"hh{layer}", lambda: getattr(rnn, f"weight_hh_l{layer}").t())
-            b = step_weight(rnn, f"b{layer}", lambda: getattr(rnn, f"bias_ih_l{layer}") + getattr(rnn, f"bias_hh_l{layer}"))
+            w_ih = step_weight(rnn, f"ih{layer}", torch.t, getattr(rnn, f"weight_ih_l{layer}"))
+            w_hh = step_weight(rnn, f"hh{layer}", torch.t, getattr(rnn, f"weight_hh_l{layer}"))
+            b = step_weight(rnn, f"b{layer}", torch.add, getattr(rnn, f"bias_ih_l{layer}"), getattr(rnn, f"bias_hh_l{layer}"))
             gates = torch.addmm(b, inp, w_ih).addmm_(h0[layer], w_hh)  # (B, 4H)
             i, f, g, o = gates.chunk(4, dim=1)
             c = torch.sigmoid(f) * c0[layer] + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)
             if self.proj_size:
-                h = h @ step_weight(rnn, f"hr{layer}", lambda: getattr(rnn, f"weight_hr_l{layer}").t())
+                h = h @ step_weight(rnn, f"hr{layer}", torch.t, getattr(rnn, f"weight_hr_l{layer}"))
             hs.append(h)
             cs.append(c)
             inp = h
@@ -87,8 +87,8 @@ class GRU(RecurrentCell):
         inp = x
         rnn = self.rnn
         for layer in range(self.num_layers):
-            w_ih = step_weight(rnn, f"ih{layer}", lambda: getattr(rnn, f"weight_ih_l{layer}").t())  # (E|H, 3H)
-            w_hh = step_weight(rnn, f"hh{layer}", lambda: getattr(rnn, f"weight_hh_l{layer}").t())  # (H, 3H)
+            w_ih = step_weight(rnn, f"ih{layer}", torch.t, getattr(rnn, f"weight_ih_l{layer}"))  # (E|H, 3H)
+            w_hh = step_weight(rnn, f"hh{layer}", torch.t, getattr(rnn, f"weight_hh_l{layer}"))  # (H, 3H)
             gi = torch.addmm(getattr(rnn, f"bias_ih_l{layer}"), inp, w_ih)
             gh = torch.addmm(getattr(rnn, f"bias_hh_l{layer}"), h0[layer], w_hh)
             ir, iz, in_ = gi.chunk(3, dim=1)

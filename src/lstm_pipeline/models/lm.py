@@ -196,5 +196,5 @@ class RecurrentLM(nn.Module):
             y, state = x, tuple(s for st in states for s in st)
         if self.proj is not None:
             y = self.proj(y)
-        w = step_weight(self.head, "weight", lambda: self.head.weight.t())  # (H, V): fast at batch 1
+        w = step_weight(self.head, "weight", torch.t, self.head.weight)  # (H, V): fast at batch 1
         return torch.addmm(self.head.bias, y, w), state
