@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .stopping import StoppingCriteria
-from .strategies import DecodingStrategy, GenerationResult, prefill, prompt_history
+from .strategies import DecodingStrategy, GenerationResult, Rows, prefill
 
 
 def representation(model, state) -> Tensor:
@@ -55,20 +55,14 @@ class ContrastiveSearch(DecodingStrategy):
         stopping = StoppingCriteria(eos_token_id, stop_strings, tokenizer, max_time)
         logits, state = prefill(model, prompts, bos_token_id)
         B, V = logits.shape
-        device = logits.device
-        history = prompt_history(prompts, max_new_tokens, V, device)
-        P = history.size(1) - max_new_tokens
-        processors = self._setup(self.processors(), P, max_new_tokens, eos_token_id)
+        book = Rows(prompts, max_new_tokens, V, logits.device, stopping, eos_token_id, streamer)
+        processors = self._setup(self.processors(), book.P, max_new_tokens, eos_token_id)
         context = [F.normalize(representation(model, state).float(), dim=-1)]  # list of (B, D)
-        scores = torch.zeros(B, dtype=torch.float64, device=device)
-        finished = torch.zeros(B, dtype=torch.bool, device=device)
-        lengths = torch.full((B,), max_new_tokens, dtype=torch.long, device=device)
-        fill = eos_token_id if eos_token_id is not None else 0
-        rows = torch.arange(B, device=device)
+        rows = torch.arange(B, device=logits.device)
         for n in range(max_new_tokens):
             processed = logits.float()
             for proc in processors:
-                processed = proc(history[:, : P + n], processed)
+                processed = proc(book.seen(n), processed)
             probs = processed.softmax(-1)
             cand_p, cand = torch.topk(probs, min(k, V), dim=-1)  # (B, k)
             kk = cand.size(1)
@@ -77,22 +71,9 @@ class ContrastiveSearch(DecodingStrategy):
             ctx = torch.stack(context[-window:] if window else context, 1)  # (B, t, D)
             degeneration = torch.einsum("bkd,btd->bkt", h, ctx).amax(-1)  # (B, k)
             pick = ((1 - alpha) * cand_p - alpha * degeneration).argmax(-1)  # (B,)
-            nxt = cand.gather(1, pick[:, None]).squeeze(1)
             chosen = rows * kk + pick
-            raw = logits.float()
-            logp = raw.log_softmax(-1).gather(1, nxt[:, None]).squeeze(1)
-            nxt = nxt.masked_fill(finished, fill)
-            scores += logp.masked_fill(finished, 0.0)
-            history[:, P + n] = nxt
-            if streamer is not None and not bool(finished[0]):
-                streamer.put(int(nxt[0]))
-            done = stopping(history[:, P: P + n + 1], finished) & ~finished
-            lengths = torch.where(done, n + 1, lengths)
-            finished |= done
-            if bool(finished.all()):
-                break
-            if stopping.timed_out():
-                lengths = torch.where(finished, lengths, n + 1)
+            _, stop = book.record(n, cand.gather(1, pick[:, None]).squeeze(1), logits)
+            if stop:
                 break
             # the chosen candidate's step is the next step: keep its logits and state
             logits = cand_logits.index_select(0, chosen)
@@ -100,11 +81,7 @@ class ContrastiveSearch(DecodingStrategy):
             context.append(h.flatten(0, 1).index_select(0, chosen))
             if window and len(context) > window:
                 del context[0]
-        if streamer is not None:
-            streamer.end()
-        generated = history[:, P:].tolist()
-        return GenerationResult([r[:m] for r, m in zip(generated, lengths.tolist())], scores.tolist())
-
+        return book.result()
 
 def _constraints(strategy) -> list:
     from .processors import build_processors

@@ -141,6 +141,57 @@ class DecodingStrategy:
         return processors
 
 
+class Rows:
+    """Per-row bookkeeping of the token-by-token strategies (``StepDecoding``, contrastive search):
+    the history buffer (prompts left-padded, then the generated ids), scores (model log-probs of the
+    generated ids), which rows finished and at what length, streaming of row 0, and stopping."""
+
+    def __init__(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, vocab_size: int, device,
+                 stopping: StoppingCriteria, eos_token_id: int | None, streamer=None):
+        B = len(prompts)
+        self.history = prompt_history(prompts, max_new_tokens, vocab_size, device)  # (B, P + N)
+        self.P = self.history.size(1) - max_new_tokens
+        self.stopping, self.streamer = stopping, streamer
+        self.scores = torch.zeros(B, dtype=torch.float64, device=device)
+        self.finished = torch.zeros(B, dtype=torch.bool, device=device)
+        self.lengths = torch.full((B,), max_new_tokens, dtype=torch.long, device=device)
+        self.fill = eos_token_id if eos_token_id is not None else 0
+        self.check_rows = eos_token_id is not None or bool(stopping.stop_strings)
+
+    def seen(self, n: int) -> Tensor:
+        """The prompt plus the first ``n`` generated ids: (B, P + n)."""
+        return self.history[:, : self.P + n]
+
+    def record(self, n: int, nxt: Tensor, logits: Tensor) -> tuple[Tensor, bool]:
+        """Write generated token ``n`` (nxt (B,), chosen from the model's logits (B, V)); return the
+        ids as written (finished rows padded) and whether generation stops here."""
+        logp = logits.float().log_softmax(-1).gather(1, nxt[:, None]).squeeze(1)  # (B,)
+        if self.check_rows:
+            nxt = nxt.masked_fill(self.finished, self.fill)
+            logp = logp.masked_fill(self.finished, 0.0)
+        self.scores += logp
+        self.history[:, self.P + n] = nxt
+        if self.streamer is not None and not bool(self.finished[0]):
+            self.streamer.put(int(nxt[0]))
+        if self.check_rows:
+            done = self.stopping(self.history[:, self.P: self.P + n + 1], self.finished) & ~self.finished
+            self.lengths = torch.where(done, n + 1, self.lengths)
+            self.finished |= done
+            if bool(self.finished.all()):
+                return nxt, True
+        if self.stopping.timed_out():
+            self.lengths = torch.where(self.finished, self.lengths, n + 1)
+            return nxt, True
+        return nxt, False
+
+    def result(self) -> GenerationResult:
+        if self.streamer is not None:
+            self.streamer.end()
+        generated = self.history[:, self.P:].tolist()
+        sequences = [row[:length] for row, length in zip(generated, self.lengths.tolist())]
+        return GenerationResult(sequences, self.scores.tolist())
+
+
 class StepDecoding(DecodingStrategy):
     """One loop for greedy and every sampling strategy: process the logits, select a token per row."""
 
@@ -154,47 +205,18 @@ class StepDecoding(DecodingStrategy):
                  max_time: float | None = None) -> GenerationResult:
         stopping = StoppingCriteria(eos_token_id, stop_strings, tokenizer, max_time)
         logits, state = prefill(model, prompts, bos_token_id)
-        B, V = logits.shape
-        device = logits.device
-        history = prompt_history(prompts, max_new_tokens, V, device)  # (B, P + N)
-        P = history.size(1) - max_new_tokens
-        processors = self._setup(self.processors(), P, max_new_tokens, eos_token_id)
-        scores = torch.zeros(B, dtype=torch.float64, device=device)
-        finished = torch.zeros(B, dtype=torch.bool, device=device)
-        lengths = torch.full((B,), max_new_tokens, dtype=torch.long, device=device)
-        fill = eos_token_id if eos_token_id is not None else 0
-        check_rows = eos_token_id is not None or bool(stopping.stop_strings)
-        n = 0
+        rows = Rows(prompts, max_new_tokens, logits.size(1), logits.device, stopping, eos_token_id, streamer)
+        processors = self._setup(self.processors(), rows.P, max_new_tokens, eos_token_id)
         for n in range(max_new_tokens):
             processed = logits.float()
             for proc in processors:
-                processed = proc(history[:, : P + n], processed)
-            nxt = self.select(processed, generator)  # (B,)
-            raw = logits.float()
-            logp = raw.log_softmax(-1).gather(1, nxt[:, None]).squeeze(1)  # (B,)
-            if check_rows:
-                nxt = nxt.masked_fill(finished, fill)
-                logp = logp.masked_fill(finished, 0.0)
-            scores += logp
-            history[:, P + n] = nxt
-            if streamer is not None and not bool(finished[0]):
-                streamer.put(int(nxt[0]))
-            if check_rows:
-                done = stopping(history[:, P: P + n + 1], finished) & ~finished
-                lengths = torch.where(done, n + 1, lengths)
-                finished |= done
-                if bool(finished.all()):
-                    break
-            if stopping.timed_out():
-                lengths = torch.where(finished, lengths, n + 1)
+                processed = proc(rows.seen(n), processed)
+            nxt, stop = rows.record(n, self.select(processed, generator), logits)
+            if stop:
                 break
             if n + 1 < max_new_tokens:
                 logits, state = model.step(nxt, state)
-        if streamer is not None:
-            streamer.end()
-        generated = history[:, P:].tolist()
-        sequences = [row[:length] for row, length in zip(generated, lengths.tolist())]
-        return GenerationResult(sequences, scores.tolist())
+        return rows.result()
 
 
 class Greedy(StepDecoding):
