@@ -24,3 +24,28 @@ def test_step_equals_forward_before_and_after_weights_change(cell):
         for p in model.parameters():  # in-place update, as an optimiser or load_state_dict does
             p.add_(0.1 * torch.randn_like(p))
         assert torch.allclose(stepped(), model(tokens)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("out", [12, 1000, 1001])  # one block; two blocks; two blocks with padding
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_step_linear_equals_linear(batch, out, with_bias):
+    from lstm_pipeline.cells.base import step_linear
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(24, out, bias=with_bias)
+    x = torch.randn(batch, 24)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the batch-1 path splits the weight into one block per thread
+    try:
+        with torch.inference_mode():
+            for _ in range(2):  # built, then served from the cache
+                got = step_linear(layer, "w", x, layer.weight, layer.bias)
+                torch.testing.assert_close(got, torch.nn.functional.linear(x, layer.weight, layer.bias))
+                assert got.shape == (batch, out)
+            with torch.no_grad():
+                layer.weight.mul_(-2.0)  # the cached blocks follow an in-place change
+            got = step_linear(layer, "w", x, layer.weight, layer.bias)
+            torch.testing.assert_close(got, torch.nn.functional.linear(x, layer.weight, layer.bias))
+    finally:
+        torch.set_num_threads(threads)

@@ -10,7 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import RecurrentCell, State, step_weight
+from .base import RecurrentCell, State, step_linear, step_weight
+
+
+def _cat1(a: Tensor, b: Tensor) -> Tensor:
+    return torch.cat([a, b], 1)
 
 
 class LSTM(RecurrentCell):
@@ -46,16 +50,15 @@ class LSTM(RecurrentCell):
         inp = x  # (B, E)
         rnn = self.rnn
         for layer in range(self.num_layers):
-            # (E|H, 4H) and (P|H, 4H) step layouts and the summed bias, cached outside autograd
-            w_ih = step_weight(rnn, f"ih{layer}", torch.t, getattr(rnn, f"weight_ih_l{layer}"))
-            w_hh = step_weight(rnn, f"hh{layer}", torch.t, getattr(rnn, f"weight_hh_l{layer}"))
+            # one (4H, E|H + P|H) weight and the summed bias, cached outside autograd: one product per layer
+            w = step_weight(rnn, f"w{layer}", _cat1, getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}"))
             b = step_weight(rnn, f"b{layer}", torch.add, getattr(rnn, f"bias_ih_l{layer}"), getattr(rnn, f"bias_hh_l{layer}"))
-            gates = torch.addmm(b, inp, w_ih).addmm_(h0[layer], w_hh)  # (B, 4H)
+            gates = step_linear(rnn, f"w{layer}", torch.cat([inp, h0[layer]], 1), w, b)  # (B, 4H)
             i, f, g, o = gates.chunk(4, dim=1)
             c = torch.sigmoid(f) * c0[layer] + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)
             if self.proj_size:
-                h = h @ step_weight(rnn, f"hr{layer}", torch.t, getattr(rnn, f"weight_hr_l{layer}"))
+                h = step_linear(rnn, f"hr{layer}", h, getattr(rnn, f"weight_hr_l{layer}"))
             hs.append(h)
             cs.append(c)
             inp = h
@@ -87,10 +90,8 @@ class GRU(RecurrentCell):
         inp = x
         rnn = self.rnn
         for layer in range(self.num_layers):
-            w_ih = step_weight(rnn, f"ih{layer}", torch.t, getattr(rnn, f"weight_ih_l{layer}"))  # (E|H, 3H)
-            w_hh = step_weight(rnn, f"hh{layer}", torch.t, getattr(rnn, f"weight_hh_l{layer}"))  # (H, 3H)
-            gi = torch.addmm(getattr(rnn, f"bias_ih_l{layer}"), inp, w_ih)
-            gh = torch.addmm(getattr(rnn, f"bias_hh_l{layer}"), h0[layer], w_hh)
+            gi = step_linear(rnn, f"ih{layer}", inp, getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"bias_ih_l{layer}"))
+            gh = step_linear(rnn, f"hh{layer}", h0[layer], getattr(rnn, f"weight_hh_l{layer}"), getattr(rnn, f"bias_hh_l{layer}"))
             ir, iz, in_ = gi.chunk(3, dim=1)
             hr, hz, hn = gh.chunk(3, dim=1)
             r = torch.sigmoid(ir + hr)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ..cells.base import RecurrentCell, State, step_weight
+from ..cells.base import RecurrentCell, State, step_linear
 from ..registry import CELLS
 from .dropout import LockedDropout, drop_hidden_weights, embedding_dropout, hidden_weight_names
 
@@ -195,6 +195,5 @@ class RecurrentLM(nn.Module):
                 states.append(st)
             y, state = x, tuple(s for st in states for s in st)
         if self.proj is not None:
-            y = self.proj(y)
-        w = step_weight(self.head, "weight", torch.t, self.head.weight)  # (H, V): fast at batch 1
-        return torch.addmm(self.head.bias, y, w), state
+            y = step_linear(self.proj, "weight", y, self.proj.weight, self.proj.bias)
+        return step_linear(self.head, "weight", y, self.head.weight, self.head.bias), state
