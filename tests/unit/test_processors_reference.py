@@ -172,8 +172,8 @@ def test_bad_settings_are_refused_naming_them(cls, kwargs, match):
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("p", [0.5, 0.9, 0.99])
 def test_top_p_fast_path_on_a_large_vocabulary(seed, p):
-    """On a large vocabulary only the candidates are sorted (fast path); flat rows fall back to the
-    full sort; both equal transformers."""
+    """On a large vocabulary only the boundary band is sorted (fast path); rows where one band holds
+    most tokens fall back to the full sort; both equal transformers."""
     g = torch.Generator().manual_seed(seed)
     scale = torch.tensor([1, 2, 4, 6, 8, 12, 20, 40])[:, None]
     logits = torch.randn(8, 5000, generator=g) * scale
@@ -182,6 +182,21 @@ def test_top_p_fast_path_on_a_large_vocabulary(seed, p):
     assert proc._candidates_only(logits.clone()) is not None  # the fast path is taken
     same(proc, TopPLogitsWarper(p), history, logits)
     same(P.TopP(p, min_tokens_to_keep=3), TopPLogitsWarper(p, min_tokens_to_keep=3), history, logits)
-    flat = torch.randn(4, 5000, generator=g) * 0.01
-    assert proc._candidates_only(flat.clone()) is None  # nearly uniform: the full sort
-    same(proc, TopPLogitsWarper(p), history[:4], flat)
+    for spread in (0.01, 0.1):  # flat rows: the boundary band holds many tokens
+        flat = torch.randn(4, 5000, generator=g) * spread
+        same(proc, TopPLogitsWarper(p), history[:4], flat)
+        same(P.TopP(p, min_tokens_to_keep=3), TopPLogitsWarper(p, min_tokens_to_keep=3), history[:4], flat)
+    uniform = torch.randn(4, 5000, generator=g) * 1e-4  # one band holds every token
+    assert proc._candidates_only(uniform.clone()) is None  # so the full sort runs
+    same(proc, TopPLogitsWarper(p), history[:4], uniform)
+
+
+def test_top_p_keeps_min_tokens_beyond_the_boundary_band():
+    """A peaked row: the nucleus is one token, but min_tokens_to_keep reaches into lower bands."""
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(6, 4000, generator=g)
+    logits[:, 7] += 20.0  # ~0.999 of the mass on one token
+    history = torch.zeros(6, 0, dtype=torch.long)
+    for keep in (1, 2, 40):
+        same(P.TopP(0.9, min_tokens_to_keep=keep), TopPLogitsWarper(0.9, min_tokens_to_keep=keep), history, logits)
+    assert int(torch.isfinite(P.TopP(0.9, min_tokens_to_keep=40)(history, logits)).sum(-1).min()) == 40

@@ -95,11 +95,19 @@ class TopK(LogitsProcessor):
 class TopP(LogitsProcessor):
     """Nucleus filtering: keep the smallest set of most likely tokens whose mass reaches ``top_p``.
 
-    Sorting a (B, V) row set is the slow part (64 x 10k: ~100 ms on one CPU core). The fast path
-    sorts only candidates: a weighted histogram of the probabilities' binary exponents gives, per
-    row, the smallest power-of-two bound ``c`` with ``mass(p >= c) >= top_p``; the nucleus lies inside
-    ``{p >= c}``, usually a few hundred tokens, and only those are sorted (all rows in one sort).
-    Rows with fewer than ``min_tokens_to_keep`` candidates take the plain full sort."""
+    Sorting a (B, V) row set is the slow part (64 x 10k: ~20 ms on this 2-core CPU). The fast path
+    sorts almost nothing. Probabilities are non-negative, so their float32 bit patterns order like
+    the values; the top 11 bits (exponent and 3 mantissa bits) bucket each row into 2048 bands whose
+    masses one ``scatter_add`` gives. The band where the running mass (most likely first) crosses
+    ``top_p`` is the only one that needs sorting: every band above it is kept whole and every band
+    below it dropped. Rows whose boundary band holds a quarter of the vocabulary (near-uniform
+    rows) take the plain full sort.
+
+    The decision ``mass of the more likely tokens < top_p`` is made in float64; transformers makes
+    it in float32 over the ascending cumulative sum, so a token whose mass sits within float32
+    rounding (~1e-7) of the cut can fall on the other side (the test compares on random rows)."""
+
+    BUCKET_SHIFT = 20  # 31 - 20 = 11 bits: 8 exponent + 3 mantissa
 
     def __init__(self, top_p: float = 1.0, min_tokens_to_keep: int = 1):
         if not 0 < top_p <= 1:
@@ -125,29 +133,40 @@ class TopP(LogitsProcessor):
 
     def _candidates_only(self, logits: Tensor) -> Tensor | None:
         B, V = logits.shape
+        nb = 1 << (31 - self.BUCKET_SHIFT)
         probs = logits.softmax(-1)  # (B, V)
-        expo = (probs.view(torch.int32) >> 23).long()  # binary exponent of each probability (p >= 0)
-        mass = torch.zeros(B, 256, dtype=torch.float64, device=logits.device)
-        mass.scatter_add_(1, expo, probs.double())  # (B, 256) probability mass per exponent
-        at_or_above = mass.flip(-1).cumsum(-1).flip(-1)  # mass of tokens whose exponent >= e
-        cut = ((at_or_above >= self.top_p + 1e-6).sum(-1, keepdim=True) - 1).clamp_(min=0)  # (B, 1)
-        cand = expo >= cut  # (B, V) the nucleus is inside
-        counts = cand.sum(-1)  # (B,)
-        if bool((counts < self.min_tokens_to_keep).any()) or int(counts.sum()) > B * V // 4:
-            return None  # flat rows: sorting everything is as cheap
-        rows, cols = cand.nonzero(as_tuple=True)  # row-major
-        lc = logits[rows, cols].double()
-        span = 2 * float(lc.abs().max()) + 1  # one sort: by row, then most likely first
-        order = torch.sort(rows.double() * span - lc).indices
-        rows, cols, pc = rows[order], cols[order], probs[rows[order], cols[order]].double()
-        before = pc.cumsum(0) - pc  # mass of the more likely candidates, across rows
-        starts = counts.cumsum(0) - counts  # first position of each row
-        before = before - before[starts][rows]  # ... within the row
-        rank = torch.arange(rows.numel(), device=logits.device) - starts[rows]
-        keep = (before < self.top_p) | (rank < self.min_tokens_to_keep)
-        kept = torch.zeros_like(cand)
-        kept[rows, cols] = keep
-        return logits.masked_fill(~kept, NEG_INF)
+        band = probs.view(torch.int32) >> self.BUCKET_SHIFT  # (B, V) in [0, nb): monotone in p
+        mass = torch.zeros(B, nb + 1, dtype=torch.float64, device=logits.device)
+        mass.scatter_add_(1, band.long(), probs.double())
+        above = mass.flip(-1).cumsum_(-1).flip(-1)  # above[b, k]: mass of the bands >= k (above[:, nb] = 0)
+        cut = ((above[:, :nb] >= self.top_p).sum(-1, keepdim=True) - 1).clamp_(min=0)  # (B, 1) boundary band
+        mass_above = above.gather(1, cut + 1)  # (B, 1) mass of the bands kept whole
+        cut32 = cut.to(torch.int32)
+        flat = (band == cut32).view(-1).nonzero().squeeze(1)  # the boundary band's tokens, row-major
+        if flat.numel() > B * V // 4:
+            return None  # near-uniform rows: sorting everything is as cheap
+        rows = flat // V
+        pb = probs.view(-1)[flat]
+        # sort by row, then most likely first: one int64 key (row, inverted bit pattern)
+        order = torch.sort((rows << 31) | (0x7FFFFFFF - pb.view(torch.int32)).long()).indices
+        flat, rows, pb = flat[order], rows[order], pb[order].double()
+        counts = torch.bincount(rows, minlength=B)  # (B,) boundary tokens per row
+        starts = counts.cumsum(0) - counts
+        cum = pb.cumsum(0)
+        first = cum.new_zeros(B)  # mass of the earlier rows' boundary tokens, at each row start
+        first[1:] = cum[(starts[1:] - 1).clamp_(min=0)]
+        first[1:].masked_fill_(starts[1:] == 0, 0.0)
+        before = mass_above.view(-1)[rows] + (cum - pb) - first[rows]  # mass of the more likely tokens
+        drop = before >= self.top_p
+        if self.min_tokens_to_keep > 1:
+            n_above = (band > cut32).sum(-1)  # (B,) tokens in the bands kept whole
+            if bool((n_above + counts < self.min_tokens_to_keep).any()):
+                return None  # the kept minimum reaches below the boundary band
+            rank = n_above[rows] + torch.arange(rows.numel(), device=logits.device) - starts[rows]
+            drop &= rank >= self.min_tokens_to_keep
+        out = logits.masked_fill(band < cut32, NEG_INF)
+        out.view(-1)[flat[drop]] = NEG_INF
+        return out
 
 
 class Typical(LogitsProcessor):
