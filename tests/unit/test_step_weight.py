@@ -49,3 +49,16 @@ def test_step_linear_equals_linear(batch, out, with_bias):
             torch.testing.assert_close(got, torch.nn.functional.linear(x, layer.weight, layer.bias))
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("cell", [{"name": "lstm"}, {"name": "gru"}, {"name": "layernorm_lstm"}])
+def test_prefill_gives_the_last_positions_logits_and_state(cell):
+    torch.manual_seed(0)
+    model = RecurrentLM(17, cell, embedding_dim=8, hidden_size=12, num_layers=2).eval()
+    tokens = torch.randint(0, 17, (3, 6))
+    with torch.no_grad():
+        logits, state = model(tokens)
+        last, state2 = model.prefill(tokens)
+    torch.testing.assert_close(last, logits[:, -1])
+    for a, b in zip(state, state2):
+        torch.testing.assert_close(a, b)

@@ -170,6 +170,13 @@ class RecurrentLM(nn.Module):
         _, y, state = self._features(tokens, state)
         return self._logits(y), state
 
+    @torch.no_grad()
+    def prefill(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """Consume a prompt: tokens (B, T) -> logits after the last token (B, V), state. Only the last
+        position goes through the output layer (the head is most of a step's cost)."""
+        _, y, state = self._features(tokens, state)
+        return self._logits(y[:, -1]), state
+
     def forward_train(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State, Tensor]:
         """As :meth:`forward`, plus the AR/TAR penalty (a scalar, 0 when both are off) to add to the loss."""
         raw, y, state = self._features(tokens, state)
