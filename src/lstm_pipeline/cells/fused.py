@@ -13,8 +13,18 @@ from torch import Tensor, nn
 from .base import RecurrentCell, State, step_linear, step_weight
 
 
-def _cat1(a: Tensor, b: Tensor) -> Tensor:
-    return torch.cat([a, b], 1)
+def _ifog(t: Tensor) -> Tensor:
+    """PyTorch's gate order (i, f, g, o) along dim 0 -> (i, f, o, g): the three sigmoid gates adjacent."""
+    i, f, g, o = t.chunk(4, 0)
+    return torch.cat([i, f, o, g], 0)
+
+
+def _step_gate_weight(w_ih: Tensor, w_hh: Tensor) -> Tensor:
+    return _ifog(torch.cat([w_ih, w_hh], 1))
+
+
+def _step_gate_bias(b_ih: Tensor, b_hh: Tensor) -> Tensor:
+    return _ifog(b_ih + b_hh)
 
 
 class LSTM(RecurrentCell):
@@ -50,13 +60,17 @@ class LSTM(RecurrentCell):
         inp = x  # (B, E)
         rnn = self.rnn
         for layer in range(self.num_layers):
-            # one (4H, E|H + P|H) weight and the summed bias, cached outside autograd: one product per layer
-            w = step_weight(rnn, f"w{layer}", _cat1, getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}"))
-            b = step_weight(rnn, f"b{layer}", torch.add, getattr(rnn, f"bias_ih_l{layer}"), getattr(rnn, f"bias_hh_l{layer}"))
+            # one (4H, E|H + P|H) weight and the summed bias in (i, f, o, g) order, cached outside
+            # autograd: one product per layer, one sigmoid over three gates
+            w = step_weight(rnn, f"w{layer}", _step_gate_weight, getattr(rnn, f"weight_ih_l{layer}"),
+                            getattr(rnn, f"weight_hh_l{layer}"))
+            b = step_weight(rnn, f"b{layer}", _step_gate_bias, getattr(rnn, f"bias_ih_l{layer}"),
+                            getattr(rnn, f"bias_hh_l{layer}"))
             gates = step_linear(rnn, f"w{layer}", torch.cat([inp, h0[layer]], 1), w, b)  # (B, 4H)
-            i, f, g, o = gates.chunk(4, dim=1)
-            c = torch.sigmoid(f) * c0[layer] + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
+            H = self.hidden_size
+            sig = torch.sigmoid(gates[:, : 3 * H])
+            c = torch.addcmul(sig[:, H: 2 * H] * c0[layer], sig[:, :H], torch.tanh(gates[:, 3 * H:]))
+            h = sig[:, 2 * H:] * torch.tanh(c)
             if self.proj_size:
                 h = step_linear(rnn, f"hr{layer}", h, getattr(rnn, f"weight_hr_l{layer}"))
             hs.append(h)
