@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..cells.base import RecurrentCell, State, step_linear
+from .linear import linear
 from ..registry import CELLS
 from .dropout import LockedDropout, drop_hidden_weights, embedding_dropout, hidden_weight_names
 
@@ -163,7 +164,8 @@ class RecurrentLM(nn.Module):
         return raw, self.drop(self.lock_out(raw)), state
 
     def _logits(self, y: Tensor) -> Tensor:
-        return self.head(self.proj(y) if self.proj is not None else y)
+        # the head's products run on oneDNN on the CPU (models/linear.py): most of a word-level step
+        return linear(self.proj(y) if self.proj is not None else y, self.head.weight, self.head.bias)
 
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """tokens (B, T) -> logits (B, T, V), state."""
