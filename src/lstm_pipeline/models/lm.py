@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..cells.base import RecurrentCell, State, step_linear
-from .linear import linear
+from .linear import linear, linear_cross_entropy
 from ..registry import CELLS
 from .dropout import LockedDropout, drop_hidden_weights, embedding_dropout, hidden_weight_names
 
@@ -179,15 +179,28 @@ class RecurrentLM(nn.Module):
         _, y, state = self._features(tokens, state)
         return self._logits(y[:, -1]), state
 
-    def forward_train(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State, Tensor]:
-        """As :meth:`forward`, plus the AR/TAR penalty (a scalar, 0 when both are off) to add to the loss."""
+    def features_train(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State, Tensor]:
+        """tokens (B, T) -> (the output layer's input (B, T, H'), state, AR/TAR penalty): what
+        :meth:`head_loss` takes. The penalty is a scalar, 0 when both are off."""
         raw, y, state = self._features(tokens, state)
         penalty = y.new_zeros(())
         if self.training and self.ar_alpha:
             penalty = penalty + self.ar_alpha * y.float().pow(2).mean()
         if self.training and self.tar_beta and raw.size(1) > 1:
             penalty = penalty + self.tar_beta * (raw[:, 1:] - raw[:, :-1]).float().pow(2).mean()
-        return self._logits(y), state, penalty
+        return (self.proj(y) if self.proj is not None else y), state, penalty
+
+    def head_loss(self, features: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """features (..., H') from :meth:`features_train`, targets (...) -> (mean cross-entropy,
+        number of targets predicted right, number of targets), skipping targets of -100. The output
+        layer and the loss run as one (models/linear.py: ``linear_cross_entropy``)."""
+        return linear_cross_entropy(features.reshape(-1, features.size(-1)), self.head.weight, self.head.bias,
+                                    targets.reshape(-1))
+
+    def forward_train(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State, Tensor]:
+        """As :meth:`forward`, plus the AR/TAR penalty (a scalar, 0 when both are off) to add to the loss."""
+        features, state, penalty = self.features_train(tokens, state)
+        return linear(features, self.head.weight, self.head.bias), state, penalty
 
     @torch.no_grad()
     def step(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:

@@ -54,21 +54,20 @@ class LanguageModelTask(L.LightningModule):
             state = tuple(s.to(x.device) for s in state)
         penalties = []
 
-        def forward(inp, st):  # (B, t) -> logits (B, t, V), state; collects the AR/TAR penalty
-            out, st, pen = self.model.forward_train(inp, st)
+        def forward(inp, st):  # (B, t) -> the output layer's input (B, t, H'), state; collects the AR/TAR penalty
+            out, st, pen = self.model.features_train(inp, st)
             penalties.append(pen)
             return out, st
 
         # documents / random_windows batches carry a reset mask: the state is zeroed where a document starts
-        logits, state = forward_with_resets(self.model, x, state, reset[0] if reset else None, forward=forward)
+        features, state = forward_with_resets(self.model, x, state, reset[0] if reset else None, forward=forward)
         penalty = torch.stack(penalties).mean()
         self._train_state = tuple(s.detach() for s in state)
-        logits = logits.reshape(-1, logits.size(-1)).float()  # (B*T, V)
-        loss = F.cross_entropy(logits, y.reshape(-1))
-        self._log_train_metrics(x, y, logits, loss, penalty)
+        loss, correct, count = self.model.head_loss(features, y)  # output layer + cross-entropy in one
+        self._log_train_metrics(x, loss, correct, count, penalty)
         return loss + penalty if self.model.ar_alpha or self.model.tar_beta else loss
 
-    def _log_train_metrics(self, x, y, logits, loss, penalty) -> None:
+    def _log_train_metrics(self, x, loss, correct, count, penalty) -> None:
         now = time.perf_counter()
         detached = loss.detach()
         self.log("train_loss", detached, prog_bar=True)
@@ -77,8 +76,7 @@ class LanguageModelTask(L.LightningModule):
         cpt = self.chars_per_token.get("train")
         if cpt:
             self.log("train_bpc", detached / LN2 / cpt)
-        with torch.no_grad():
-            self.log("train_acc", (logits.argmax(-1) == y.reshape(-1)).float().mean())
+        self.log("train_acc", correct.float() / count.clamp(min=1))
         if self.model.ar_alpha or self.model.tar_beta:
             self.log("train_ar_tar", penalty.detach())
         self.log("lr", float(self.trainer.optimizers[0].param_groups[0]["lr"]))
