@@ -200,3 +200,18 @@ def test_top_p_keeps_min_tokens_beyond_the_boundary_band():
     for keep in (1, 2, 40):
         same(P.TopP(0.9, min_tokens_to_keep=keep), TopPLogitsWarper(0.9, min_tokens_to_keep=keep), history, logits)
     assert int(torch.isfinite(P.TopP(0.9, min_tokens_to_keep=40)(history, logits)).sum(-1).min()) == 40
+
+
+@pytest.mark.parametrize("rows", [1, 3, 8, 16])
+@pytest.mark.parametrize("p", [0.5, 0.9, 0.99])
+def test_top_p_small_batch_and_band_paths_equal_transformers(rows, p):
+    """Up to 8 rows take the top-k-first path (k grows until it covers top_p), more rows the band
+    path; nuclei of a few tokens to thousands; both equal transformers."""
+    g = torch.Generator().manual_seed(rows)
+    scale = torch.tensor([0.3, 1, 3, 8, 20])[torch.arange(rows) % 5][:, None]
+    logits = torch.randn(rows, 6000, generator=g) * scale
+    history = torch.zeros(rows, 0, dtype=torch.long)
+    proc = P.TopP(p)
+    for _ in range(2):  # the second call starts from the k the first one needed
+        same(proc, TopPLogitsWarper(p), history, logits)
+    same(P.TopP(p, min_tokens_to_keep=5), TopPLogitsWarper(p, min_tokens_to_keep=5), history, logits)

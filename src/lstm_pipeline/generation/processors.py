@@ -119,10 +119,32 @@ class TopP(LogitsProcessor):
         if self.top_p >= 1.0:
             return logits
         if logits.dtype == torch.float32 and logits.size(-1) >= 1024:
-            out = self._candidates_only(logits)
+            out = self._most_likely_first(logits) if logits.size(0) <= 8 else self._candidates_only(logits)
             if out is not None:
                 return out
         return self._full_sort(logits)
+
+    def _most_likely_first(self, logits: Tensor) -> Tensor | None:
+        """A few rows (batch-1 generation): ``topk`` of the k most likely tokens (k = 256, 1024,
+        4096, starting from the k the call before needed), enough once they hold ``top_p`` of every
+        row's mass; ~10 small ops against ~25 for the band path, whose cost is per op at this size
+        (batch 1, 10k vocabulary: 0.28 -> 0.10 ms). None when no k up to V / 4 covers."""
+        V = logits.size(-1)
+        probs = logits.softmax(-1)
+        k = min(getattr(self, "_k", 256), V)  # the k the step before needed: nuclei change slowly
+        while True:
+            top, idx = probs.topk(k, dim=-1)  # (B, k), most likely first
+            cum = top.cumsum(-1)
+            if bool((cum[:, -1] >= self.top_p).all()):
+                break
+            if 4 * k > V // 4:
+                return None
+            k *= 4
+        keep = (cum - top) < self.top_p  # mass of the more likely tokens
+        keep[:, : self.min_tokens_to_keep] = True
+        self._k = k // 4 if k > 256 and int(keep.sum(-1).max()) * 16 < k else k
+        out = torch.full_like(logits, NEG_INF)
+        return out.scatter_(-1, idx, logits.gather(-1, idx).masked_fill_(~keep, NEG_INF))
 
     def _full_sort(self, logits: Tensor) -> Tensor:
         asc, order = torch.sort(logits, dim=-1)  # (B, V), least likely first
