@@ -202,16 +202,32 @@ def test_top_p_keeps_min_tokens_beyond_the_boundary_band():
     assert int(torch.isfinite(P.TopP(0.9, min_tokens_to_keep=40)(history, logits)).sum(-1).min()) == 40
 
 
+def _mass_before(logits: torch.Tensor) -> torch.Tensor:
+    """For each token, the float64 mass of the tokens more likely than it."""
+    probs = logits.double().softmax(-1)
+    srt, order = probs.sort(-1, descending=True)
+    return torch.empty_like(probs).scatter_(-1, order, srt.cumsum(-1) - srt)
+
+
 @pytest.mark.parametrize("rows", [1, 3, 8, 16])
 @pytest.mark.parametrize("p", [0.5, 0.9, 0.99])
 def test_top_p_small_batch_and_band_paths_equal_transformers(rows, p):
     """Up to 8 rows take the top-k-first path (k grows until it covers top_p), more rows the band
-    path; nuclei of a few tokens to thousands; both equal transformers."""
+    path; nuclei of a few tokens to thousands. Equal to transformers except for a token whose mass
+    before it is within 1e-6 of top_p: there float32 rounding decides (transformers' own float32
+    and float64 runs disagree there too)."""
     g = torch.Generator().manual_seed(rows)
     scale = torch.tensor([0.3, 1, 3, 8, 20])[torch.arange(rows) % 5][:, None]
     logits = torch.randn(rows, 6000, generator=g) * scale
     history = torch.zeros(rows, 0, dtype=torch.long)
-    proc = P.TopP(p)
-    for _ in range(2):  # the second call starts from the k the first one needed
-        same(proc, TopPLogitsWarper(p), history, logits)
-    same(P.TopP(p, min_tokens_to_keep=5), TopPLogitsWarper(p, min_tokens_to_keep=5), history, logits)
+    tie = (_mass_before(logits) - p).abs() < 1e-6
+    for keep in (1, 5):
+        proc, ref = P.TopP(p, min_tokens_to_keep=keep), TopPLogitsWarper(p, min_tokens_to_keep=keep)
+        expected = torch.isinf(ref(history, logits.clone()))
+        for _ in range(2):  # the second call starts from the k the first one needed
+            out = proc(history, logits.clone())
+            differ = torch.isinf(out) != expected
+            assert not (differ & ~tie).any(), "different tokens filtered"
+            assert int(differ.sum()) <= 1
+            kept = ~torch.isinf(out)
+            torch.testing.assert_close(out[kept], logits[kept])
