@@ -62,3 +62,21 @@ def test_prefill_gives_the_last_positions_logits_and_state(cell):
     torch.testing.assert_close(last, logits[:, -1])
     for a, b in zip(state, state2):
         torch.testing.assert_close(a, b)
+
+
+def test_onednn_layout_is_shared_by_batches_of_one_power_of_two():
+    from lstm_pipeline.cells.base import _onednn_reorder, step_linear
+
+    if _onednn_reorder is None or not torch.backends.mkldnn.is_available():
+        pytest.skip("no oneDNN in this torch build")
+    layer = torch.nn.Linear(24, 40)
+    with torch.inference_mode():
+        for batch in (3, 4, 5):
+            x = torch.randn(batch, 24)
+            torch.testing.assert_close(step_linear(layer, "w", x, layer.weight, layer.bias),
+                                       torch.nn.functional.linear(x, layer.weight, layer.bias))
+            if batch == 3:
+                first = layer._step_weight_cache["w/onednn"][1]
+            if batch == 4:  # 3 and 4 share the layout reordered for 4
+                assert layer._step_weight_cache["w/onednn"][1] is first
+        assert layer._step_weight_cache["w/onednn"][0][0] == 8  # 5 needs the one for 8

@@ -60,8 +60,8 @@ def step_linear(owner: nn.Module, name: str, x: Tensor, weight: Tensor, bias: Te
       one contiguous (in, out) slab per thread (a cached copy) and ``baddbmm`` gives each thread its
       slab (0.9 ms);
     * batch > 1: oneDNN's matmul (``mkldnn._linear_pointwise``, the kernel ``torch.compile`` uses)
-      on a weight that oneDNN has reordered for the batch size (cached): 2-3x faster than MKL's
-      ``addmm`` at batch 4-64 (the head at batch 64: 8.8 -> 3.8 ms).
+      on a weight that oneDNN has reordered for the batch size (cached per power of two): 2-3x
+      faster than MKL's ``addmm`` at batch 4-64 (the head at batch 64: 8.8 -> 3.8 ms).
     Elsewhere (GPU, other dtypes, autograd, a build without oneDNN) it is ``F.linear``."""
     cpu_fast = (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
                 and not torch.is_grad_enabled() and x.dim() == 2)
@@ -79,9 +79,8 @@ def step_linear(owner: nn.Module, name: str, x: Tensor, weight: Tensor, bias: Te
             y = torch.baddbmm(b, x.expand(blocks, 1, -1), w)
         return y.view(1, -1)[:, :out]  # (blocks, 1, cols) is (1, blocks * cols) in memory
     if _onednn_linear is not None and _onednn_reorder is not None and torch.backends.mkldnn.is_available():
-        batch = x.size(0)
-        packed = step_weight(owner, f"{name}/onednn", lambda w: _onednn_reorder(w, batch),
-                             weight, tag=batch)
+        bucket = 1 << (x.size(0) - 1).bit_length()  # reordered per power of two: few rebuilds when batches vary
+        packed = step_weight(owner, f"{name}/onednn", lambda w: _onednn_reorder(w, bucket), weight, tag=bucket)
         return _onednn_linear(x, packed, bias, "none", [], "")
     return torch.nn.functional.linear(x, weight, bias)
 
