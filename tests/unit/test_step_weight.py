@@ -80,3 +80,30 @@ def test_onednn_layout_is_shared_by_batches_of_one_power_of_two():
             if batch == 4:  # 3 and 4 share the layout reordered for 4
                 assert layer._step_weight_cache["w/onednn"][1] is first
         assert layer._step_weight_cache["w/onednn"][0][0] == 8  # 5 needs the one for 8
+
+
+@pytest.mark.parametrize("name", ["lstm_cell", "gru_cell", "rnn", "cifg_lstm", "peephole_lstm", "layernorm_lstm", "min_gru"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_custom_cell_generation_steps_equal_forward(name, batch):
+    """Without gradients a custom cell steps through step_linear (float32, the fast layouts);
+    the result equals its forward over the window."""
+    from lstm_pipeline.registry import CELLS
+
+    torch.manual_seed(0)
+    cell = CELLS.build({"name": name}, input_size=24, hidden_size=128, num_layers=2, dropout=0.0).eval()
+    x = torch.randn(batch, 6, 24)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            y, state = cell(x)
+            s, ys = cell.init_state(batch), []
+            for t in range(x.size(1)):
+                y_t, s = cell.step(x[:, t], s)
+                ys.append(y_t)
+    finally:
+        torch.set_num_threads(threads)
+    assert cell.__dict__.get("_step_weight_cache"), "the steps did not go through step_linear"
+    torch.testing.assert_close(torch.stack(ys, 1), y, atol=1e-5, rtol=1e-4)
+    for a, b in zip(s, state):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

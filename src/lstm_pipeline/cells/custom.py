@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import RecurrentCell, State
+from .base import RecurrentCell, State, step_linear
 
 PointwiseFn = Callable[[Tensor, Tensor, List[Tensor], List[Tensor]], List[Tensor]]
 
@@ -228,6 +228,32 @@ class CustomCell(RecurrentCell):
             inp, layer_state = self.run_layer(k, inp, [s[k] for s in state])
             for i, s in enumerate(layer_state):
                 new[i].append(s)
+            if k < self.num_layers - 1 and self.dropout > 0:
+                inp = F.dropout(inp, self.dropout, self.training)
+        return inp, tuple(torch.stack(s) for s in new)
+
+    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """One token for generation, x (B, in) -> y (B, H): ``forward`` on T=1 with the products
+        through ``step_linear`` (per-thread weight slabs at batch 1, oneDNN above; with gradients
+        enabled it is ``forward`` itself). A cell that overrides ``input_projection`` keeps it."""
+        if torch.is_grad_enabled() or not self.recurrent:
+            return super().step(x, state)
+        self.check_state(state, x.size(0))
+        own_projection = type(self).input_projection is not CustomCell.input_projection
+        fn = self.step_fn
+        new = [[] for _ in range(self.state_size)]
+        inp = x
+        for k in range(self.num_layers):
+            w_ih, b_ih, w_hh, b_hh, extra = self.layer_params(k)
+            if own_projection:
+                xg = self.input_projection(k, inp.unsqueeze(1)).squeeze(1)
+            else:
+                xg = step_linear(self, f"ih{k}", inp, w_ih, b_ih)
+            layer_state = [s[k] for s in state]
+            layer_state = fn(xg, step_linear(self, f"hh{k}", layer_state[0], w_hh, b_hh), layer_state, extra)
+            for i, s in enumerate(layer_state):
+                new[i].append(s)
+            inp = layer_state[0]
             if k < self.num_layers - 1 and self.dropout > 0:
                 inp = F.dropout(inp, self.dropout, self.training)
         return inp, tuple(torch.stack(s) for s in new)

@@ -16,10 +16,9 @@ from __future__ import annotations
 from typing import List
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from .base import State
+from .base import State, step_linear
 from .custom import CustomCell
 
 
@@ -66,7 +65,7 @@ class MinGRU(CustomCell):
         inp = x
         for k in range(self.num_layers):
             w_ih, b_ih, _, _, _ = self.layer_params(k)
-            (h,) = self.step_fn(F.linear(inp, w_ih, b_ih), inp, [h0[k]], [])
+            (h,) = self.step_fn(step_linear(self, f"ih{k}", inp, w_ih, b_ih), inp, [h0[k]], [])
             hs.append(h)
             inp = h  # dropout between layers is a training-time thing; step is for generation
         return inp, (torch.stack(hs),)
