@@ -107,3 +107,29 @@ def test_custom_cell_generation_steps_equal_forward(name, batch):
     torch.testing.assert_close(torch.stack(ys, 1), y, atol=1e-5, rtol=1e-4)
     for a, b in zip(s, state):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_a_model_that_has_generated_can_still_be_copied_and_pickled():
+    """The step caches (oneDNN's reordered weights among them) are not copied or saved: a deepcopy
+    (dynamic evaluation makes one) or torch.save of the module starts with empty caches."""
+    import copy
+    import io
+
+    torch.manual_seed(0)
+    model = RecurrentLM(50, {"name": "lstm"}, embedding_dim=16, hidden_size=16, num_layers=2).eval()
+    tokens = torch.randint(0, 50, (4, 5))
+    with torch.inference_mode():
+        _, state = model.prefill(tokens)
+        for batch in (4, 1):
+            model.step(torch.zeros(batch, dtype=torch.long), tuple(s[:, :batch] for s in state))
+    assert model.head._step_weight_cache
+    clone = copy.deepcopy(model)
+    assert not clone.head._step_weight_cache
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    with torch.inference_mode():
+        expected = model.step(tokens[:, 0], model.init_state(4))[0]
+        for other in (clone, loaded):
+            torch.testing.assert_close(other.step(tokens[:, 0], other.init_state(4))[0], expected)

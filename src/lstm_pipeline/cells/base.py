@@ -18,6 +18,17 @@ from torch import Tensor, nn
 State = tuple[Tensor, ...]
 
 
+class _StepCache(dict):
+    """The step layouts of one module. Copies and pickles of the module start empty (the layouts
+    are rebuilt on the next step): oneDNN's reordered weights have no storage to copy or save."""
+
+    def __deepcopy__(self, memo):
+        return _StepCache()
+
+    def __reduce__(self):
+        return (_StepCache, ())
+
+
 def step_weight(owner: nn.Module, name: str, make, *sources: Tensor, tag=None) -> Tensor:
     """``make(*sources)``, cached on ``owner`` while the ``sources`` are unchanged: the weight layouts
     one-token steps read (a concatenation, a summed bias, a blocked copy) are built once per weight
@@ -30,7 +41,9 @@ def step_weight(owner: nn.Module, name: str, make, *sources: Tensor, tag=None) -
         return make(*sources)
     # cached values made under inference_mode are inference tensors: no version counter, never changed
     key = (tag, *((t.data_ptr(), 0 if t.is_inference() else t._version) for t in sources))
-    cache = owner.__dict__.setdefault("_step_weight_cache", {})
+    cache = owner.__dict__.get("_step_weight_cache")
+    if cache is None:
+        cache = owner.__dict__["_step_weight_cache"] = _StepCache()
     hit = cache.get(name)
     if hit is not None and hit[0] == key:
         return hit[1]
