@@ -65,9 +65,10 @@ def test_prefill_gives_the_last_positions_logits_and_state(cell):
 
 
 def test_onednn_layout_is_shared_by_batches_of_one_power_of_two():
-    from lstm_pipeline.cells.base import _onednn_reorder, step_linear
+    from lstm_pipeline import onednn
+    from lstm_pipeline.cells.base import step_linear
 
-    if _onednn_reorder is None or not torch.backends.mkldnn.is_available():
+    if not onednn.available():
         pytest.skip("no oneDNN in this torch build")
     layer = torch.nn.Linear(24, 40)
     with torch.inference_mode():

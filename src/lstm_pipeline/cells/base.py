@@ -15,6 +15,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from .. import onednn
+
 State = tuple[Tensor, ...]
 
 
@@ -52,10 +54,6 @@ def step_weight(owner: nn.Module, name: str, make, *sources: Tensor, tag=None) -
     return value
 
 
-_onednn_linear = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
-_onednn_reorder = getattr(torch.ops.mkldnn, "_reorder_linear_weight", None)
-
-
 def _column_blocks(weight: Tensor, blocks: int) -> Tensor:
     """(out, in) -> (blocks, in, ceil(out / blocks)): each block a contiguous (in, out) slab."""
     out, inp = weight.shape
@@ -91,10 +89,10 @@ def step_linear(owner: nn.Module, name: str, x: Tensor, weight: Tensor, bias: Te
                             lambda b: torch.nn.functional.pad(b, (0, w.size(0) * w.size(2) - out)).view(blocks, 1, -1), bias)
             y = torch.baddbmm(b, x.expand(blocks, 1, -1), w)
         return y.view(1, -1)[:, :out]  # (blocks, 1, cols) is (1, blocks * cols) in memory
-    if _onednn_linear is not None and _onednn_reorder is not None and torch.backends.mkldnn.is_available():
+    if onednn.available():
         bucket = 1 << (x.size(0) - 1).bit_length()  # reordered per power of two: few rebuilds when batches vary
-        packed = step_weight(owner, f"{name}/onednn", lambda w: _onednn_reorder(w, bucket), weight, tag=bucket)
-        return _onednn_linear(x, packed, bias, "none", [], "")
+        packed = step_weight(owner, f"{name}/onednn", lambda w: onednn.reorder(w, bucket), weight, tag=bucket)
+        return onednn.matmul(x, packed, bias)
     return torch.nn.functional.linear(x, weight, bias)
 
 

@@ -2,12 +2,11 @@
 
 Training runs the fused kernel over whole windows. Generation steps one token at a time, and
 ``nn.LSTM`` with T=1 takes a slow path on the CPU, so ``step`` runs the same weights through plain
-cell math (addmm + elementwise), which is numerically the same function.
+cell math (``step_linear`` products + elementwise), which is numerically the same function.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import RecurrentCell, State, step_linear, step_weight

@@ -55,11 +55,7 @@ def prefill(model, prompts: Sequence[Sequence[int]], bos_token_id: int) -> tuple
     device = next(model.parameters()).device
     lengths = {len(r) for r in rows}
     if len(lengths) == 1:  # one fused call over the whole prompt
-        tokens = torch.tensor(rows, device=device)
-        if hasattr(model, "prefill"):  # only the last position's logits
-            return model.prefill(tokens)
-        logits, state = model(tokens)
-        return logits[:, -1], state
+        return model.prefill(torch.tensor(rows, device=device))  # only the last position's logits
     # ragged prompts: step all rows together; rows whose prompt ended keep their state
     B, T = len(rows), max(lengths)
     tokens = torch.zeros(B, T, dtype=torch.long, device=device)

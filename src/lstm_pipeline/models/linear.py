@@ -1,4 +1,4 @@
-"""The output layer's matrix products on oneDNN for CPU training.
+"""The output layer's matrix products on oneDNN on the CPU (training and evaluation).
 
 At word level the output layer is most of a training step (a 650 x 13,777 tied head: 57% of the
 FLOPs). On the CPU, PyTorch runs ``F.linear`` and its two backward products on MKL; oneDNN's matmul
@@ -22,11 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-_lp = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
-
-
-def _onednn(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
-    return _lp(x, w, b, "none", [], "")
+from .. import onednn
 
 
 class _OneDNNLinear(torch.autograd.Function):
@@ -34,20 +30,20 @@ class _OneDNNLinear(torch.autograd.Function):
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # x (N, in), weight (out, in)
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return _onednn(x, weight, bias)
+        return onednn.matmul(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # grad (N, out)
         x, weight = ctx.saved_tensors
         grad = grad.contiguous()
-        gx = _onednn(grad, weight.t(), None) if ctx.needs_input_grad[0] else None  # (N, in) = G W
-        gw = _onednn(grad.t(), x.t(), None) if ctx.needs_input_grad[1] else None  # (out, in) = G^T x
+        gx = onednn.matmul(grad, weight.t(), None) if ctx.needs_input_grad[0] else None  # (N, in) = G W
+        gw = onednn.matmul(grad.t(), x.t(), None) if ctx.needs_input_grad[1] else None  # (out, in) = G^T x
         gb = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return gx, gw, gb
 
 
 def onednn_applies(x: Tensor, weight: Tensor) -> bool:
-    return (_lp is not None and torch.backends.mkldnn.is_available() and x.device.type == "cpu"
+    return (onednn.available() and x.device.type == "cpu"
             and x.dtype == torch.float32 and weight.dtype == torch.float32
             and not torch.is_autocast_enabled("cpu"))
 
@@ -72,7 +68,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, ignore_index: int):
-        zt = _onednn(weight, h, None)  # (V, N) logits, transposed
+        zt = onednn.matmul(weight, h, None)  # (V, N) logits, transposed
         if bias is not None:
             zt.add_(bias[:, None])
         cols = torch.arange(h.size(0), device=h.device)
@@ -99,7 +95,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         h, weight, gt = ctx.saved_tensors[:3]
         scale = grad_loss / ctx.saved_tensors[3]
         gh = torch.mm(gt.t(), weight).mul_(scale) if ctx.needs_input_grad[0] else None  # (N, H)
-        gw = _onednn(gt, (h.t() * scale).contiguous(), None) if ctx.needs_input_grad[1] else None  # (V, H)
+        gw = onednn.matmul(gt, (h.t() * scale).contiguous(), None) if ctx.needs_input_grad[1] else None  # (V, H)
         gb = gt.sum(1).mul_(scale) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return gh, gw, gb, None, None
 
