@@ -110,3 +110,25 @@ def test_bad_format_is_a_clear_error(tiny_run, capsys):
         main(["export", f"run={tiny_run}", "format=tflite"])
     assert info.value.code == 1
     assert "format must be one of torchscript, onnx, got 'tflite'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cell", ["lstm_cell", "gru_cell"])
+def test_custom_cell_exports_run_at_other_batch_sizes(cell, tmp_path):
+    """A custom cell's step goes through step_linear; traced for export it must record plain
+    products (no batch-1 blocked layout, no oneDNN op), so the file runs at any batch size."""
+    from lstm_pipeline.export import export_step
+    from lstm_pipeline.models.lm import RecurrentLM
+
+    torch.manual_seed(0)
+    model = RecurrentLM(40, {"name": cell}, embedding_dim=16, hidden_size=160, num_layers=1).eval()
+    tokens = torch.randint(0, 40, (3,))
+    with torch.inference_mode():
+        logits, state = model.step(tokens, model.init_state(3))
+    ts = export_step(model, tmp_path / "m.pt", "torchscript", batch_size=1)
+    got, *_ = torch.jit.load(str(ts))(tokens, *model.init_state(3))
+    torch.testing.assert_close(got, logits, atol=1e-4, rtol=0)
+    ort = pytest.importorskip("onnxruntime")
+    onnx_path = export_step(model, tmp_path / "m.onnx", "onnx", batch_size=4)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    feed = {"token": tokens.numpy(), **{f"state_{i}": s.numpy() for i, s in enumerate(model.init_state(3))}}
+    np.testing.assert_allclose(sess.run(None, feed)[0], logits.numpy(), atol=1e-4, rtol=0)

@@ -73,9 +73,10 @@ def step_linear(owner: nn.Module, name: str, x: Tensor, weight: Tensor, bias: Te
     * batch > 1: oneDNN's matmul (``mkldnn._linear_pointwise``, the kernel ``torch.compile`` uses)
       on a weight that oneDNN has reordered for the batch size (cached per power of two): 2-3x
       faster than MKL's ``addmm`` at batch 4-64 (the head at batch 64: 8.8 -> 3.8 ms).
-    Elsewhere (GPU, other dtypes, autograd, a build without oneDNN) it is ``F.linear``."""
+    Elsewhere (GPU, other dtypes, autograd, tracing for export, a build without oneDNN) it is ``F.linear``."""
     cpu_fast = (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-                and not torch.is_grad_enabled() and x.dim() == 2)
+                and not torch.is_grad_enabled() and x.dim() == 2
+                and not torch.jit.is_tracing())  # an export must record F.linear: any batch size, ONNX ops
     if not cpu_fast:
         return torch.nn.functional.linear(x, weight, bias)
     out = weight.size(0)
