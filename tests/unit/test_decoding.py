@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lstm_pipeline.generation.contrastive import ContrastiveSearch, representation
+from lstm_pipeline.generation.contrastive import ContrastiveSearch
 from lstm_pipeline.generation.strategies import Greedy, Nucleus, Sample, prefill, sample_from_logits
 from lstm_pipeline.registry import DECODERS
 from lstm_pipeline.tokenization.base import TextTokenizer
@@ -17,11 +17,11 @@ def tok():
     return TextTokenizer(CharTokenizer(special_tokens=["<eos>"]).train([TEXT]))
 
 
-def tiny_lm(vocab, seed=0, sharp=4.0, cell="lstm"):
+def tiny_lm(vocab, seed=0, sharp=4.0, cell="lstm", **model):
     from lstm_pipeline.models.lm import RecurrentLM
 
     torch.manual_seed(seed)
-    m = RecurrentLM(vocab, {"name": cell}, embedding_dim=8, hidden_size=16, num_layers=2).eval()
+    m = RecurrentLM(vocab, {"name": cell}, embedding_dim=8, hidden_size=16, num_layers=2, **model).eval()
     with torch.no_grad():
         m.head.weight.mul_(sharp)
     return m
@@ -146,7 +146,7 @@ def test_repetition_constraints_hold_in_generated_text():
 def naive_contrastive(model, prompt, n, k, alpha):
     """Contrastive search by its definition: one row, every candidate stepped on its own."""
     logits, state = prefill(model, [prompt], 0)
-    ctx = [F.normalize(representation(model, state), dim=-1)[0]]
+    ctx = [F.normalize(model.top_hidden(state), dim=-1)[0]]
     out = []
     for _ in range(n):
         probs = logits[0].softmax(-1)
@@ -154,7 +154,7 @@ def naive_contrastive(model, prompt, n, k, alpha):
         best, best_score = None, None
         for p, t in zip(top_p.tolist(), top.tolist()):
             lg, st = model.step(torch.tensor([t]), state)
-            h = F.normalize(representation(model, st), dim=-1)[0]
+            h = F.normalize(model.top_hidden(st), dim=-1)[0]
             score = (1 - alpha) * p - alpha * max(float(h @ c) for c in ctx)
             if best_score is None or score > best_score:
                 best, best_score = (t, lg, st, h), score
@@ -185,3 +185,15 @@ def test_contrastive_search_matches_its_definition_and_alpha_0_is_greedy():
 def test_bad_settings_name_the_setting(cfg, match):
     with pytest.raises(ValueError, match=match):
         DECODERS.build(cfg)
+
+
+def test_layerwise_models_decode_like_fused_ones():
+    """With dropout between layers each layer is its own cell (a longer state tuple): contrastive
+    search and ragged prompts read the state through the model, not through one cell."""
+    model = tiny_lm(20, seed=6, sharp=1.5, dropout_hidden=0.3)
+    assert model.layerwise
+    prompts = [[1, 2, 3], [4, 5]]
+    r = ContrastiveSearch(top_k=4, penalty_alpha=0.6).generate(model, prompts, 8)
+    assert r.sequences == [naive_contrastive(model, p, 8, 4, 0.6) for p in prompts]
+    together = Greedy().generate(model, prompts, 8).sequences
+    assert together == [Greedy().generate(model, [p], 8).sequences[0] for p in prompts]

@@ -10,17 +10,10 @@ import torch
 from torch import Tensor
 
 
-def _batch_dims(model, state) -> list[int]:
-    cell = getattr(model, "cell", None)
-    if cell is not None and hasattr(cell, "_batch_dims"):
-        return list(cell._batch_dims(state))
-    return [1] * len(state)
-
-
 def reset_state(model, state, keep: Tensor):
     """Multiply each state tensor by ``keep`` (B,) along its batch dimension: 0 zeroes that row."""
     out = []
-    for s, d in zip(state, _batch_dims(model, state)):
+    for s, d in zip(state, model.state_batch_dims(state)):
         shape = [1] * s.dim()
         shape[d] = -1
         out.append(s * keep.to(s.dtype).view(shape))

@@ -14,16 +14,9 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
 from .stopping import StoppingCriteria
 from .strategies import DecodingStrategy, GenerationResult, Rows, prefill
-
-
-def representation(model, state) -> Tensor:
-    """(B, D): the top layer of the first state tensor, batch first."""
-    s = state[0].movedim(model.cell._batch_dims(state)[0], 0)  # (B, L, H) or (B, H)
-    return s[:, -1] if s.dim() == 3 else s.flatten(1)
 
 
 class ContrastiveSearch(DecodingStrategy):
@@ -57,7 +50,7 @@ class ContrastiveSearch(DecodingStrategy):
         B, V = logits.shape
         book = Rows(prompts, max_new_tokens, V, logits.device, stopping, eos_token_id, streamer)
         processors = self._setup(self.processors(), book.P, max_new_tokens, eos_token_id)
-        context = [F.normalize(representation(model, state).float(), dim=-1)]  # list of (B, D)
+        context = [F.normalize(model.top_hidden(state).float(), dim=-1)]  # list of (B, D)
         rows = torch.arange(B, device=logits.device)
         for n in range(max_new_tokens):
             processed = logits.float()
@@ -67,7 +60,7 @@ class ContrastiveSearch(DecodingStrategy):
             cand_p, cand = torch.topk(probs, min(k, V), dim=-1)  # (B, k)
             kk = cand.size(1)
             cand_logits, cand_state = model.step(cand.flatten(), model.reorder_state(state, rows.repeat_interleave(kk)))
-            h = F.normalize(representation(model, cand_state).float(), dim=-1).view(B, kk, -1)  # (B, k, D)
+            h = F.normalize(model.top_hidden(cand_state).float(), dim=-1).view(B, kk, -1)  # (B, k, D)
             ctx = torch.stack(context[-window:] if window else context, 1)  # (B, t, D)
             degeneration = torch.einsum("bkd,btd->bkt", h, ctx).amax(-1)  # (B, k)
             pick = ((1 - alpha) * cand_p - alpha * degeneration).argmax(-1)  # (B,)

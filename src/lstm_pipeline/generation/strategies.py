@@ -67,7 +67,7 @@ def prefill(model, prompts: Sequence[Sequence[int]], bos_token_id: int) -> tuple
     for t in range(T):
         logits, new_state = model.step(tokens[:, t], state)
         live = t < lens  # (B,)
-        state = tuple(_where_rows(live, n, o, d) for n, o, d in zip(new_state, state, model.cell._batch_dims(state)))
+        state = tuple(_where_rows(live, n, o, d) for n, o, d in zip(new_state, state, model.state_batch_dims(state)))
         last = logits if last is None else torch.where(live[:, None], logits, last)
     return last, state
 

@@ -132,10 +132,24 @@ class RecurrentLM(nn.Module):
         n = self._state_len
         return [tuple(state[i * n:(i + 1) * n]) for i in range(len(self.layers))]
 
-    def reorder_state(self, state: State, index: Tensor) -> State:
+    def _layer_states(self, state: State) -> list[tuple[RecurrentCell, State]]:
+        """(cell, its part of the state) for each cell, bottom first."""
         if not self.layerwise:
-            return self.cell.reorder_state(state, index)
-        return tuple(s for c, st in zip(self.layers, self._split(state)) for s in c.reorder_state(st, index))
+            return [(self.cell, state)]
+        return list(zip(self.layers, self._split(state)))
+
+    def reorder_state(self, state: State, index: Tensor) -> State:
+        return tuple(s for c, st in self._layer_states(state) for s in c.reorder_state(st, index))
+
+    def state_batch_dims(self, state: State) -> list[int]:
+        """The batch dimension of each state tensor, whatever the cells and layering."""
+        return [d for c, st in self._layer_states(state) for d in c._batch_dims(st)]
+
+    def top_hidden(self, state: State) -> Tensor:
+        """(B, D): the top layer's hidden state (the first tensor of the top cell's state)."""
+        cell, st = self._layer_states(state)[-1]
+        s = st[0].movedim(cell._batch_dims(st)[0], 0)  # (B, L, H) or (B, H)
+        return s[:, -1] if s.dim() == 3 else s.flatten(1)
 
     # -- forward ----------------------------------------------------------------------------
     def _run_cell(self, i: int, cell: RecurrentCell, x: Tensor, state: State | None) -> tuple[Tensor, State]:
