@@ -17,9 +17,10 @@ from lstm_pipeline.models.lm import RecurrentLM
 V = 20
 
 
-def tiny_model(seed=0, cell="lstm"):
+def tiny_model(seed=0, cell="lstm", **model):
     torch.manual_seed(seed)
-    return RecurrentLM(V, {"name": cell}, embedding_dim=16, hidden_size=32, num_layers=1).eval()
+    model = {"num_layers": 1, **model}
+    return RecurrentLM(V, {"name": cell}, embedding_dim=16, hidden_size=32, **model).eval()
 
 
 def repetitive_ids(period=40, repeats=15, seed=0):
@@ -50,14 +51,17 @@ def test_cache_with_zero_weight_is_the_plain_evaluation():
     assert math.isclose(c["loss"], base["loss"], rel_tol=1e-5)
 
 
-def test_cache_matches_a_step_by_step_reference():
-    """The vectorised window computation equals the definition applied one token at a time."""
-    model, ids = tiny_model(1), repetitive_ids(period=9, repeats=4)
+@pytest.mark.parametrize("layout", [{}, {"num_layers": 2, "dropout_hidden": 0.2, "tie_weights": True}])
+def test_cache_matches_a_step_by_step_reference(layout):
+    """The vectorised window computation equals the definition applied one token at a time; also
+    for a layerwise model (one cell per layer) tied through a projection (hidden 32, embedding 16)."""
+    model, ids = tiny_model(1, **layout), repetitive_ids(period=9, repeats=4)
     size, theta, lam = 7, 0.5, 0.3
     got = cache_evaluate(model, ids, batch_size=1, bptt=5, size=size, theta=theta, lam=lam)
     with torch.no_grad():
-        h, _ = model.cell(model.embedding(torch.tensor(ids[None, :-1])))
-        p = model.head(h)[0].softmax(-1)  # (N, V)
+        logits, _ = model(torch.tensor(ids[None, :-1]))
+        p = logits[0].softmax(-1)  # (N, V)
+        _, h, _ = model._features(torch.tensor(ids[None, :-1]), None)  # the top layer's output
     h = h[0]
     nll = 0.0
     for t in range(len(ids) - 1):

@@ -28,10 +28,9 @@ def cache_evaluate(model, ids, batch_size: int = 16, bptt: int = 256, size: int 
     state, nll, count = None, 0.0, 0
     for x, y in StreamBatches(ids, batch_size, bptt, split="eval"):
         x, y = x.to(device), y.to(device)
-        h, state = model.cell(model.embedding(x), state)  # (B, T, H)
-        logits = model.head(h).float()  # (B, T, V)
-        p_model = logits.softmax(-1)
-        B, T, V = logits.shape
+        _, h, state = model._features(x, state)  # (B, T, H): the top layer's output, whatever the layering
+        logp = model._logits(h).float().log_softmax(-1)  # (B, T, V)
+        T = h.size(1)
         keys = h if mem_h is None else torch.cat([mem_h, h], 1)  # (B, S'+T, H)
         targets = y if mem_y is None else torch.cat([mem_y, y], 1)  # (B, S'+T)
         S = keys.size(1) - T  # memory entries from earlier windows
@@ -43,9 +42,11 @@ def cache_evaluate(model, ids, batch_size: int = 16, bptt: int = 256, size: int 
         scores = scores.masked_fill(~allowed, float("-inf"))
         has_mem = allowed.any(-1)  # (T,)
         weights = torch.nan_to_num(scores.softmax(-1), nan=0.0)  # rows with no memory -> 0
-        p_cache = torch.zeros(B, T, V, device=device).scatter_add_(-1, targets[:, None, :].expand(B, T, -1), weights)
-        mix = torch.where(has_mem[None, :, None], (1 - lam) * p_model + lam * p_cache, p_model)
-        nll -= mix.gather(-1, y[..., None]).clamp_min(1e-30).log().sum().item()
+        # only the target's probability is needed: no (B, T, V) pointer distribution
+        p_model = logp.gather(-1, y[..., None]).squeeze(-1).exp()  # (B, T)
+        p_cache = (weights * (targets[:, None, :] == y[..., None])).sum(-1)  # (B, T)
+        mix = torch.where(has_mem[None, :], (1 - lam) * p_model + lam * p_cache, p_model)
+        nll -= mix.clamp_min(1e-30).log().sum().item()
         count += y.numel()
         mem_h, mem_y = keys[:, -size:], targets[:, -size:]
     loss = nll / count
