@@ -199,3 +199,21 @@ def test_variable_bptt_callback_scales_lr_by_window_length_in_a_real_trainer():
     trainer.fit(probe, DataLoader(ds, batch_size=None))
     assert probe.seen == [(t, 0.5 * t / 20) for t in sched]
     assert trainer.optimizers[0].param_groups[0]["lr"] == 0.5  # restored after every step
+
+
+def test_dataloader_workers_share_the_windows_and_resume_once():
+    """Two DataLoader workers give exactly the windows of one process, in the same order; a resume
+    offset skips windows in the first epoch only."""
+    from lstm_pipeline.data.batching import DocumentBatches, RandomWindows, StreamBatches
+    from lstm_pipeline.data.datamodule import _ResumeOnceLoader
+
+    ids = np.arange(1000, dtype=np.int32) % 97
+    for make in (lambda: StreamBatches(ids, 3, 7), lambda: RandomWindows(ids, 3, 7, seed=1),
+                 lambda: DocumentBatches(ids, np.arange(0, 1001, 50), 3, 7)):
+        one = [tuple(t.tolist() for t in b) for b in _ResumeOnceLoader(make(), batch_size=None)]
+        ds = make()
+        ds.start = 4
+        loader = _ResumeOnceLoader(ds, batch_size=None, num_workers=2)
+        first = [tuple(t.tolist() for t in b) for b in loader]
+        second = [tuple(t.tolist() for t in b) for b in loader]
+        assert first == one[4:] and second == one

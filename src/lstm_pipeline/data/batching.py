@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset
+from torch.utils.data import IterableDataset, get_worker_info
 
 from .sources import DataError
 
@@ -50,7 +50,24 @@ def vbptt_lengths(total: int, bptt: int, rng: np.random.Generator, p_full: float
     return out
 
 
-class StreamBatches(IterableDataset):
+class _Windows(IterableDataset):
+    """Base of the memmap-backed batchings: ``window(i)`` for i in ``range(len(self))``.
+
+    Iteration starts at ``self.start`` (exact resume), once. With DataLoader workers each worker
+    yields every ``num_workers``-th window, and the loader takes them from the workers in turn: the
+    order is that of one process."""
+
+    start = 0  # first window of the next iteration (set on exact resume)
+
+    def __iter__(self):
+        start, self.start = self.start, 0
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for i in range(start + worker, len(self), workers):
+            yield self.window(i)
+
+
+class StreamBatches(_Windows):
     def __init__(self, ids: np.ndarray, batch_size: int, bptt: int, rank: int = 0, world_size: int = 1,
                  split: str = "train", lengths: list[int] | None = None):
         n_streams = batch_size * world_size
@@ -70,7 +87,6 @@ class StreamBatches(IterableDataset):
         if sum(lengths) != stream_len:
             raise ValueError(f"window lengths cover {sum(lengths)} positions, the streams have {stream_len}")
         self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)  # window i = [o[i], o[i+1])
-        self.start = 0  # first window of the next iteration (set on exact resume)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -81,13 +97,9 @@ class StreamBatches(IterableDataset):
         rows = torch.from_numpy(np.asarray(self.ids[idx], dtype=np.int64))
         return rows[:, :-1], rows[:, 1:]  # (B, T) inputs, (B, T) targets
 
-    def __iter__(self):
-        start, self.start = self.start, 0
-        for i in range(start, len(self)):
-            yield self.window(i)
 
 
-class RandomWindows(IterableDataset):
+class RandomWindows(_Windows):
     """``batch_size`` windows of ``bptt`` tokens at random offsets. An epoch has as many batches
     as the stream mode would (``len(ids) // (B * T * world)``), so an epoch sees about every token
     once. Batch i of epoch e on rank r depends only on (seed, e, r, i): exact resume."""
@@ -100,7 +112,6 @@ class RandomWindows(IterableDataset):
         self.rank, self.seed = rank, seed
         self.epoch = epoch if callable(epoch) else (lambda: epoch)  # read at iteration time (the trainer's epoch)
         self.n_batches = max(1, (len(ids) - 1) // (batch_size * bptt * world_size))
-        self.start = 0
 
     def __len__(self) -> int:
         return self.n_batches
@@ -116,10 +127,6 @@ class RandomWindows(IterableDataset):
         reset[:, 0] = True  # windows are unrelated: start every one from the zero state
         return rows[:, :-1], rows[:, 1:], reset
 
-    def __iter__(self):
-        start, self.start = self.start, 0
-        for i in range(start, len(self)):
-            yield self.window(i)
 
 
 def pack_documents(lengths: np.ndarray, n_rows: int) -> list[list[int]]:
@@ -136,7 +143,7 @@ def pack_documents(lengths: np.ndarray, n_rows: int) -> list[list[int]]:
     return rows
 
 
-class DocumentBatches(IterableDataset):
+class DocumentBatches(_Windows):
     """Documents packed into rows (one document after another in a row, never split across
     rows); ``reset_mask`` is True where a document starts, the target of a document's last
     token is ``IGNORE_INDEX`` (nothing is predicted across a boundary) and rows are padded at
@@ -169,7 +176,6 @@ class DocumentBatches(IterableDataset):
                 self.reset[b, pos] = True
                 pos += int(span[d])
         self.bptt, self.split = bptt, split
-        self.start = 0
 
     def __len__(self) -> int:
         return math.ceil(self.x.shape[1] / self.bptt)
@@ -179,7 +185,3 @@ class DocumentBatches(IterableDataset):
         return (torch.from_numpy(self.x[:, a:b].astype(np.int64)), torch.from_numpy(self.y[:, a:b].astype(np.int64)),
                 torch.from_numpy(self.reset[:, a:b].copy()))
 
-    def __iter__(self):
-        start, self.start = self.start, 0
-        for i in range(start, len(self)):
-            yield self.window(i)

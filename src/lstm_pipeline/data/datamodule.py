@@ -16,6 +16,18 @@ from .vbptt import VariableBPTTScaler
 MODES = ("stream", "random_windows", "documents")
 
 
+class _ResumeOnceLoader(DataLoader):
+    """Workers get their copy of the dataset when an iteration starts; once they have it, the
+    resume offset (``dataset.start``) is cleared here too, so only the first epoch skips windows.
+    (Without workers the dataset clears it itself.)"""
+
+    def __iter__(self):
+        it = super().__iter__()
+        if self.num_workers > 0:
+            self.dataset.start = 0
+        return it
+
+
 class StreamDataModule(L.LightningDataModule):
     def __init__(self, corpus: Corpus, batch_size: int = 32, bptt: int = 100, eval_batch_size: int = 16,
                  mode: str = "stream", variable_bptt: bool = False, bptt_p_full: float = 0.95,
@@ -71,7 +83,7 @@ class StreamDataModule(L.LightningDataModule):
             ds.start = start % len(ds)
         else:
             ds.start = start
-        return DataLoader(ds, batch_size=None, shuffle=False, num_workers=self.num_workers)
+        return _ResumeOnceLoader(ds, batch_size=None, shuffle=False, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         # exact resume: continue from the window after the last completed one of this epoch

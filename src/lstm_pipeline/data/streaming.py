@@ -14,7 +14,7 @@ import itertools
 import numpy as np
 import torch
 from datasets.distributed import split_dataset_by_node
-from torch.utils.data import IterableDataset
+from torch.utils.data import IterableDataset, get_worker_info
 
 from .sources import DataError
 
@@ -57,6 +57,9 @@ class StreamingBatches(IterableDataset):
                                 f"use more data or fewer processes.")
 
     def __iter__(self):
+        if get_worker_info() is not None and get_worker_info().num_workers > 1:
+            raise DataError("a streaming corpus is read by one process: set batching.num_workers=0 "
+                            "(the datasets stream cannot be split between DataLoader workers).")
         B, T = self.batch_size, self.bptt
         buf = [[] for _ in range(B)]
         emitted = 0
