@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from .config import to_dict
@@ -126,7 +125,7 @@ def evaluate(cfg: DictConfig) -> dict:
         g = generation_quality(model, tokenizer, config, gen_cfg, cfg.device)
         report["generation"] = g
         n = gen_cfg["max_n"]
-        print(f"generation: " + "  ".join(f"distinct-{k} {g[f'distinct_{k}']:.3f}" for k in range(1, n + 1))
+        print("generation: " + "  ".join(f"distinct-{k} {g[f'distinct_{k}']:.3f}" for k in range(1, n + 1))
               + f"  rep-{n} {g[f'repetition_rate_{n}']:.3f}  self-BLEU-{n} {g[f'self_bleu_{n}']:.3f}"
               f"  own ppl {g['own_ppl']:.3f}  ({g['num_samples']} samples x {gen_cfg['max_new_tokens']} tokens)")
     out = Path(cfg.report) if cfg.report else run_dir / "eval.json"

@@ -18,7 +18,6 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cells.fused import GRU, LSTM

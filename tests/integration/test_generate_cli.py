@@ -4,7 +4,6 @@ import json
 import sys
 
 import pytest
-import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 

@@ -2,7 +2,6 @@
 
 It re-runs the whole sequence through the fused forward at every step (no cache): slow, but
 exactly the model's function, so beam search bookkeeping can be compared with ours."""
-import torch
 from transformers import GenerationConfig, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutput
 

@@ -1,7 +1,6 @@
 """Each custom cell against an independent implementation of its equations."""
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lstm_pipeline.registry import CELLS

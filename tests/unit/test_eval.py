@@ -5,7 +5,6 @@ import random
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lstm_pipeline.eval.cache import cache_evaluate
 from lstm_pipeline.eval.dynamic import dynamic_evaluate

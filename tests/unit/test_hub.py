@@ -113,7 +113,7 @@ def test_from_pretrained_repo_id_from_the_offline_hub_cache(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0] == f"None 24 snapshots" and lines[1] == "v1 16 snapshots" and lines[2] == f"{rev2} 24 snapshots"
+    assert lines[0] == "None 24 snapshots" and lines[1] == "v1 16 snapshots" and lines[2] == f"{rev2} 24 snapshots"
     assert lines[3].startswith("ERR 'org/missing' is not a local directory") and "HF_HUB_OFFLINE=1" in lines[3]
 
 

@@ -5,7 +5,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from lstm_pipeline.models.dropout import LockedDropout, embedding_dropout
 from lstm_pipeline.models.lm import RecurrentLM

@@ -23,7 +23,6 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .processors import LogitsProcessor
 from .stopping import StoppingCriteria
 from .strategies import DecodingStrategy, GenerationResult, prefill, prompt_history
 

@@ -33,9 +33,6 @@ class StoppingCriteria:
         self.window = 4 * max((len(s) for s in stop_strings), default=0) + 1
         self.started = time.monotonic()
 
-    def start(self) -> None:
-        self.started = time.monotonic()
-
     def timed_out(self) -> bool:
         return self.max_time is not None and time.monotonic() - self.started >= self.max_time
 

@@ -12,7 +12,6 @@ strategies also take every sampling setting (``SAMPLING``).
 from __future__ import annotations
 
 import difflib
-import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 

@@ -12,8 +12,6 @@ from pathlib import Path
 import lightning as L
 import torch
 
-LN2 = 0.6931471805599453
-
 
 class SampleLogger(L.Callback):
     lstm_pipeline_api = "1"
