@@ -35,10 +35,6 @@ class ContrastiveSearch(DecodingStrategy):
         if not isinstance(s["context_window"], int) or s["context_window"] < 0:
             raise ValueError(f"decoding.context_window must be an int >= 0 (0 = whole context), got {s['context_window']!r}")
 
-    def processors(self):
-        # top_k here is the candidate count, not a filter: build only the constraint processors
-        return _constraints(self)
-
     @torch.inference_mode()
     def generate(self, model, prompts: Sequence[Sequence[int]], max_new_tokens: int = 100,
                  eos_token_id: int | None = None, bos_token_id: int = 0, streamer=None,
@@ -75,12 +71,3 @@ class ContrastiveSearch(DecodingStrategy):
             if window and len(context) > window:
                 del context[0]
         return book.result()
-
-def _constraints(strategy) -> list:
-    from .processors import build_processors
-
-    settings = {k: v for k, v in strategy.settings.items() if k not in strategy.OWN}
-    try:
-        return build_processors(settings)
-    except ValueError as exc:
-        raise ValueError(f"decoding 'contrastive': {exc}") from None

@@ -23,12 +23,6 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-#: the order in which the built-in strategies apply processors (see the module docstring)
-PROCESSOR_ORDER = (
-    "repetition_penalty", "frequency_penalty", "no_repeat_ngram", "bad_words", "min_new_tokens", "forced_end",
-    "temperature", "top_k", "top_p", "typical", "min_p", "epsilon", "eta",
-)
-
 NEG_INF = float("-inf")
 
 
@@ -404,7 +398,8 @@ class ForcedEnd(LogitsProcessor):
         return out
 
 
-#: processor name -> (registered class, the decoding settings it is built from)
+#: processor name -> the decoding settings it is built from, in the order the built-in strategies
+#: apply processors (see the module docstring): constraints first, then temperature and the filters
 PROCESSOR_SETTINGS = {
     "repetition_penalty": ("repetition_penalty",),
     "frequency_penalty": ("frequency_penalty", "presence_penalty"),
@@ -420,6 +415,7 @@ PROCESSOR_SETTINGS = {
     "epsilon": ("epsilon",),
     "eta": ("eta",),
 }
+PROCESSOR_ORDER = tuple(PROCESSOR_SETTINGS)
 
 #: the value of each setting that turns its processor off
 OFF = {"repetition_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0, "no_repeat_ngram_size": 0,

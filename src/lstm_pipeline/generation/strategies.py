@@ -18,16 +18,14 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from .processors import LogitsProcessor, build_processors
+from .processors import OFF, LogitsProcessor, build_processors
 from .stopping import StoppingCriteria
 
 #: settings every strategy accepts (processor constraints), with their off values
-COMMON: dict[str, Any] = {"repetition_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0,
-                          "no_repeat_ngram_size": 0, "bad_words_ids": None, "min_new_tokens": 0,
-                          "forced_end": False}
+COMMON: dict[str, Any] = {k: OFF[k] for k in ("repetition_penalty", "frequency_penalty", "presence_penalty",
+                                               "no_repeat_ngram_size", "bad_words_ids", "min_new_tokens", "forced_end")}
 #: settings of the sampling processors, with their off values
-SAMPLING: dict[str, Any] = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "typical_p": 1.0, "min_p": 0.0,
-                            "epsilon": 0.0, "eta": 0.0}
+SAMPLING: dict[str, Any] = {k: v for k, v in OFF.items() if k not in COMMON}
 
 
 @dataclass
@@ -127,9 +125,11 @@ class DecodingStrategy:
         """Cross-setting checks (subclasses)."""
 
     def processors(self) -> list[LogitsProcessor]:
-        """Fresh processors for one ``generate`` call, in ``PROCESSOR_ORDER``."""
+        """Fresh processors for one ``generate`` call, in ``PROCESSOR_ORDER``. The strategy's own
+        settings are not processor settings, even where a name is shared (contrastive's ``top_k`` is
+        its candidate count, not a filter)."""
         try:
-            return build_processors(self.settings)
+            return build_processors({k: v for k, v in self.settings.items() if k not in self.OWN})
         except ValueError as exc:
             raise ValueError(f"decoding '{self.name()}': {exc}") from None
 
