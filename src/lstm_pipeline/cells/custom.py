@@ -236,7 +236,7 @@ class CustomCell(RecurrentCell):
         """One token for generation, x (B, in) -> y (B, H): ``forward`` on T=1 with the products
         through ``step_linear`` (per-thread weight slabs at batch 1, oneDNN above; with gradients
         enabled it is ``forward`` itself). A cell that overrides ``input_projection`` keeps it."""
-        if torch.is_grad_enabled() or not self.recurrent:
+        if torch.is_grad_enabled():
             return super().step(x, state)
         self.check_state(state, x.size(0))
         own_projection = type(self).input_projection is not CustomCell.input_projection
@@ -250,7 +250,8 @@ class CustomCell(RecurrentCell):
             else:
                 xg = step_linear(self, f"ih{k}", inp, w_ih, b_ih)
             layer_state = [s[k] for s in state]
-            layer_state = fn(xg, step_linear(self, f"hh{k}", layer_state[0], w_hh, b_hh), layer_state, extra)
+            hg = step_linear(self, f"hh{k}", layer_state[0], w_hh, b_hh) if self.recurrent else xg  # minimal cells: unused
+            layer_state = fn(xg, hg, layer_state, extra)
             for i, s in enumerate(layer_state):
                 new[i].append(s)
             inp = layer_state[0]

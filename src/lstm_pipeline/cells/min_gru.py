@@ -18,7 +18,6 @@ from typing import List
 import torch
 from torch import Tensor
 
-from .base import State, step_linear
 from .custom import CustomCell
 
 
@@ -56,16 +55,3 @@ class MinGRU(CustomCell):
         z = torch.sigmoid(gate)
         h = linear_scan(1.0 - z, z * _g(cand), state[0])  # (B, T, H)
         return h, [h[:, -1]]
-
-    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        """One token, sequentially: x (B, E) -> y (B, H)."""
-        self.check_state(state, x.size(0))
-        (h0,) = state
-        hs = []
-        inp = x
-        for k in range(self.num_layers):
-            w_ih, b_ih, _, _, _ = self.layer_params(k)
-            (h,) = self.step_fn(step_linear(self, f"ih{k}", inp, w_ih, b_ih), inp, [h0[k]], [])
-            hs.append(h)
-            inp = h  # dropout between layers is a training-time thing; step is for generation
-        return inp, (torch.stack(hs),)
