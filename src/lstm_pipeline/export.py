@@ -21,6 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from .cells.fused import GRU, LSTM
+from .cells.gru_cell import GRUCell
+from .cells.lstm_cell import LSTMCell
 from .models.lm import RecurrentLM
 
 FORMATS = ("torchscript", "onnx")
@@ -53,10 +55,7 @@ class _LSTMStep(nn.Module):
         hs, cs = [], []
         inp = x  # (B, E)
         for layer, (ih, hh) in enumerate(zip(self.ih, self.hh)):
-            gates = ih(inp) + hh(h0[layer])  # (B, 4H)
-            i, f, g, o = gates.chunk(4, dim=1)
-            c = torch.sigmoid(f) * c0[layer] + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
+            h, c = LSTMCell.pointwise(ih(inp), hh(h0[layer]), [h0[layer], c0[layer]], [])  # the gate math
             if len(self.proj):
                 h = self.proj[layer](h)
             hs.append(h)
@@ -83,10 +82,7 @@ class _GRUStep(nn.Module):
         hs = []
         inp = x  # (B, E)
         for layer, (ih, hh) in enumerate(zip(self.ih, self.hh)):
-            ir, iz, in_ = ih(inp).chunk(3, dim=1)
-            hr, hz, hn = hh(h0[layer]).chunk(3, dim=1)
-            r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
-            h = (1 - z) * torch.tanh(in_ + r * hn) + z * h0[layer]
+            (h,) = GRUCell.pointwise(ih(inp), hh(h0[layer]), [h0[layer]], [])  # the gate math
             hs.append(h)
             inp = h
         return inp, torch.stack(hs)  # (B, H), (L, B, H)

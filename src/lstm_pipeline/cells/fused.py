@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import RecurrentCell, State, step_linear, step_weight
+from .gru_cell import GRUCell
 
 
 def _ifog(t: Tensor) -> Tensor:
@@ -105,12 +106,7 @@ class GRU(RecurrentCell):
         for layer in range(self.num_layers):
             gi = step_linear(rnn, f"ih{layer}", inp, getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"bias_ih_l{layer}"))
             gh = step_linear(rnn, f"hh{layer}", h0[layer], getattr(rnn, f"weight_hh_l{layer}"), getattr(rnn, f"bias_hh_l{layer}"))
-            ir, iz, in_ = gi.chunk(3, dim=1)
-            hr, hz, hn = gh.chunk(3, dim=1)
-            r = torch.sigmoid(ir + hr)
-            z = torch.sigmoid(iz + hz)
-            n = torch.tanh(in_ + r * hn)
-            h = (1 - z) * n + z * h0[layer]
+            (h,) = GRUCell.pointwise(gi, gh, [h0[layer]], [])  # the gate math of the reference cell
             hs.append(h)
             inp = h
         return inp, (torch.stack(hs),)
