@@ -164,8 +164,13 @@ def export_step(model: RecurrentLM, out_path: str | Path, fmt: str = "onnx", qua
 
                 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-                logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # its "pre-process" advice
-                quantize_dynamic(str(target), str(out_path), weight_type=QuantType.QInt8)
+                root = logging.getLogger()
+                level = root.level
+                root.setLevel(max(level, logging.ERROR))  # quiet its "pre-process" advice, for this call only
+                try:
+                    quantize_dynamic(str(target), str(out_path), weight_type=QuantType.QInt8)
+                finally:
+                    root.setLevel(level)
                 target.unlink()
     return out_path
 
@@ -182,9 +187,8 @@ def export_cmd(cfg) -> Path:
     name = "model.step" + (".int8" if cfg.quantize else "") + SUFFIX[fmt]
     out = Path(cfg.out) if cfg.out else (model_dir.parent if model_dir.name == "model" else model_dir) / "export" / name
     export_step(model, out, fmt, bool(cfg.quantize))
-    n_state = len(model.init_state(1))
-    ins, outs = state_names(n_state)
     shapes = [list(s.shape) for s in model.init_state(1)]
+    ins, outs = state_names(len(shapes))
     meta = {"format": fmt, "quantized": bool(cfg.quantize), "file": out.name, "vocab_size": model.vocab_size,
             "inputs": {"token": "int64 (B,)", **{n: f"float32 {shape} with B at dim 1" for n, shape in zip(ins, shapes)}},
             "outputs": {"logits": "float32 (B, V)", **{n: f"float32, like {i}" for n, i in zip(outs, ins)}},
