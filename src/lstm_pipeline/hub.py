@@ -55,13 +55,18 @@ def generation_config(decoding: Mapping[str, Any] | None, bos_token_id: int | No
             "pad_token_id": bos_token_id, "decoder_start_token_id": bos_token_id, **hf}
 
 
-def tokenizer_config(tokenizer: TextTokenizer, bos_token_id: int | None) -> dict:
+def tokenizer_config(tokenizer: TextTokenizer) -> dict:
     """``tokenizer_config.json``: what ``transformers.AutoTokenizer`` needs next to ``tokenizer.json``."""
     # the start-of-text token (a newline for character models) is ordinary text, not a special
     # token: declaring it bos/pad would make transformers drop it when decoding
     return {"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": tokenizer.unk_token,
             "model_max_length": 1_000_000_000,
             "clean_up_tokenization_spaces": False, "add_bos_token": False}
+
+
+#: config.json keys that save_pretrained writes itself (the rest come from ``extra``)
+_OWN_CONFIG_KEYS = ("format", "format_version", "architecture", "vocab_size", "model", "model_type",
+                    "architectures", "tie_word_embeddings")
 
 
 def save_pretrained(model: RecurrentLM, model_cfg: Mapping[str, Any], tokenizer: TextTokenizer,
@@ -79,7 +84,7 @@ def save_pretrained(model: RecurrentLM, model_cfg: Mapping[str, Any], tokenizer:
         if not decoding and (extra.get("sample") or {}).get("temperature"):
             decoding = {"name": "sample", "temperature": float(extra["sample"]["temperature"])}
         decoding = decoding or DEFAULT_DECODING
-        config = {
+        config = {  # the keys save_pretrained itself sets are _OWN_CONFIG_KEYS
             "format": "lstm-pipeline",
             "format_version": FORMAT_VERSION,
             "architecture": "RecurrentLM",
@@ -96,7 +101,7 @@ def save_pretrained(model: RecurrentLM, model_cfg: Mapping[str, Any], tokenizer:
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
         save_model(model, str(tmp / "model.safetensors"))  # handles tied weights
         tokenizer.save(tmp / "tokenizer.json")
-        (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(tokenizer, bos), indent=2))
+        (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(tokenizer), indent=2))
         max_new = int((extra.get("sample") or {}).get("max_new_tokens", 200) or 200)
         (tmp / "generation_config.json").write_text(
             json.dumps(generation_config(decoding, bos, max_new_tokens=max_new), indent=2))
@@ -205,9 +210,7 @@ class PretrainedLM:
         return self.tokenizer.decode(out.sequences[0])
 
     def save_pretrained(self, out_dir: str | Path) -> Path:
-        keep = {k: v for k, v in self.config.items() if k not in (
-            "format", "format_version", "architecture", "vocab_size", "model", "model_type", "architectures",
-            "tie_word_embeddings")}
+        keep = {k: v for k, v in self.config.items() if k not in _OWN_CONFIG_KEYS}
         keep["decoding"] = self.generation_config().get("decoding")
         return save_pretrained(self.model, self.config["model"], self.tokenizer, out_dir, extra=keep)
 
