@@ -172,3 +172,14 @@ def test_unknown_format_and_missing_file(tmp_path, cache):
         load_source({"name": "files", "path": str(tmp_path / "d.xyz")})
     with pytest.raises(DataError, match="No file matches"):
         load_source({"name": "files", "path": str(tmp_path / "*.nothing")})
+
+
+@pytest.mark.parametrize("name, head, tail", [("bad.jsonl", b'{"text": "hello"}\n' * 50 + b'{"text": "ok ', b'"}\n'),
+                                              ("bad.csv", b"text\n" + b"hello\n" * 50 + b"ok ", b"\n")])
+def test_invalid_utf8_in_json_and_csv_names_the_byte_offset(tmp_path, cache, name, head, tail):
+    """csv fails in datasets and is then located; the json reader ignores encoding_errors, so json is
+    checked before loading. Either way the error names the file and the offset."""
+    path = tmp_path / name
+    path.write_bytes(head + b"\xff\xfe" + tail + head.splitlines(keepends=True)[-2] * 5)
+    with pytest.raises(DataError, match=rf"{name} is not valid UTF-8: byte offset {len(head)} "):
+        load_source({"name": "files", "path": str(path)})

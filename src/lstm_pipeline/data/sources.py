@@ -169,6 +169,26 @@ def check_utf8(path: str, chunk_size: int = 1 << 22) -> None:
             offset += len(chunk)
 
 
+def _load_files(fmt: str, data_files, files: Sequence[str], policy: str, streaming: bool = False, **kwargs):
+    """``datasets.load_dataset`` on local files. With ``encoding_errors=strict`` a file that is not
+    UTF-8 fails the load; only then is it read again by :func:`check_utf8`, for a message with the
+    file and byte offset, so a start that hits the datasets cache does not read the corpus at all.
+    A stream decodes lazily (the error would come mid-training) and the json reader does not apply
+    ``encoding_errors`` at all: those files are checked first."""
+    to_check = [f for f in files if not f.endswith(".gz")] if policy == "strict" and fmt in ("text", "json", "csv") else []
+    if streaming or fmt == "json":
+        for f in to_check:
+            check_utf8(f)
+    try:
+        return datasets.load_dataset(fmt, data_files=data_files, streaming=streaming, **kwargs)
+    except datasets.exceptions.DatasetGenerationError as e:
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, UnicodeDecodeError):
+            for f in to_check:
+                check_utf8(f)  # raises, naming the file and offset
+        raise DataError(f"Could not read {', '.join(files[:3])} as {fmt}: {cause or e}") from e
+
+
 def _format_of(files: Sequence[str], fmt: str | None) -> str:
     if fmt:
         if fmt not in set(FORMATS.values()):
@@ -244,11 +264,8 @@ class TextSource(_SourceBase):
     def load(self) -> datasets.DatasetDict:
         files = _resolve_files(self.path) if self.path else [str(bundled_corpus())]
         _check_policy(self.encoding_errors)
-        if self.encoding_errors == "strict":
-            for f in files:
-                check_utf8(f)
-        ds = datasets.load_dataset("text", data_files=files, split="train", keep_linebreaks=True,
-                                   cache_dir=self.cache_dir, encoding_errors=self.encoding_errors)
+        ds = _load_files("text", files, files, self.encoding_errors, split="train", keep_linebreaks=True,
+                         cache_dir=self.cache_dir, encoding_errors=self.encoding_errors)
         if len(ds) == 0:
             raise DataError(f"No text in {files}.")
         return contiguous_splits(ds, self.val_fraction, self.test_fraction)
@@ -298,10 +315,6 @@ class FilesSource(_SourceBase):
         _check_policy(self.encoding_errors)
         kwargs: dict[str, Any] = {}
         if fmt in ("text", "json", "csv"):
-            if self.encoding_errors == "strict":
-                for f in all_files:
-                    if not f.endswith(".gz"):
-                        check_utf8(f)
             kwargs["encoding_errors"] = self.encoding_errors
         if fmt == "text":
             if self.sample_by not in ("line", "paragraph", "document"):
@@ -309,10 +322,8 @@ class FilesSource(_SourceBase):
             kwargs.update(sample_by=self.sample_by, keep_linebreaks=self.keep_linebreaks)
         if fmt == "csv" and any(f.endswith(".tsv") for f in all_files):
             kwargs["sep"] = "\t"
-        try:
-            dd = datasets.load_dataset(fmt, data_files=files, streaming=self.streaming, cache_dir=self.cache_dir, **kwargs)
-        except datasets.exceptions.DatasetGenerationError as e:
-            raise DataError(f"Could not read {', '.join(all_files[:3])} as {fmt}: {e.__cause__ or e}") from e
+        dd = _load_files(fmt, files, all_files, self.encoding_errors, streaming=self.streaming,
+                         cache_dir=self.cache_dir, **kwargs)
         return self._finish(dd)
 
 
