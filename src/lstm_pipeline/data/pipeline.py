@@ -5,9 +5,9 @@ Caching (both keyed by content fingerprints, under ``<datasets cache>/lstm_pipel
 
 * the trained tokenizer: key = the train split's ``datasets`` fingerprint + the tokenizer config;
 * every encoded split: key = the split's fingerprint + the tokenizer's JSON + the encoding options.
-  Encoding runs with ``datasets.map`` (batched, ``num_proc`` workers, ``new_fingerprint=key`` so
-  ``datasets`` reuses its own cache too), then the ids are written once to a flat ``.bin`` file
-  (uint16 where the vocabulary fits, else int32) that every later run memory-maps (``np.memmap``):
+  Encoding runs with ``datasets.map`` (batched, ``num_proc`` workers), then the ids are written once
+  to a flat ``.bin`` file (uint16 where the vocabulary fits, else int32; the map's arrow output is
+  deleted then, not kept as a second copy) that every later run memory-maps (``np.memmap``):
   a second run with the same data and tokenizer does no tokenisation work and copies nothing
   into RAM.
 
@@ -189,25 +189,26 @@ def encode_split(ds: datasets.Dataset, column: str, tk: TextTokenizer, num_proc:
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     n = int(offsets[-1])
+    # the ids, one arrow chunk at a time: no full copy in RAM on the way to the .bin file
+    chunks = (np.ascontiguousarray(c.flatten().to_numpy(zero_copy_only=False), dtype=dtype)
+              for c in table.column("ids").chunks)
     if not cacheable:
-        flat = np.empty(n, dtype=dtype)
-        pos = 0
-        for chunk in table.column("ids").chunks:
-            v = chunk.flatten().to_numpy(zero_copy_only=False)
-            flat[pos: pos + len(v)] = v
-            pos += len(v)
-        return flat, offsets, chars
+        return (np.concatenate(list(chunks)) if n else np.zeros(0, dtype=dtype)), offsets, chars
     out.mkdir(parents=True, exist_ok=True)
     tmp = f".tmp{os.getpid()}"
     with open(str(bin_path) + tmp, "wb") as f:
-        for chunk in table.column("ids").chunks:  # stream the arrow chunks to disk: no full copy in RAM
-            f.write(np.ascontiguousarray(chunk.flatten().to_numpy(zero_copy_only=False), dtype=dtype).tobytes())
+        for v in chunks:
+            f.write(v.tobytes())
     os.replace(str(bin_path) + tmp, bin_path)
     with open(str(doc_path) + tmp, "wb") as f:
         np.save(f, offsets)
     os.replace(str(doc_path) + tmp, doc_path)
     meta_path.write_text(json.dumps({"tokens": n, "chars": chars, "rows": len(lengths), "dtype": np.dtype(dtype).name,
                                      "vocab_size": tk.vocab_size}))
+    # the .bin file is the cache from now on: drop datasets' arrow copy of the same ids
+    del table
+    for f in encoded.cache_files:
+        Path(f["filename"]).unlink(missing_ok=True)
     return _memmap(bin_path, dtype, n), np.load(doc_path, mmap_mode="r"), chars
 
 
