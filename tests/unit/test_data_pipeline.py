@@ -63,14 +63,22 @@ def test_second_run_does_no_tokenisation_work(cache, tiny_corpus, monkeypatch):
     assert calls["encode"] > 0 and calls["train"] == 1
 
 
-def test_num_proc_gives_the_same_ids(cache, tiny_corpus):
-    one = prepare_corpus({"name": "text", "path": str(tiny_corpus)}, {"name": "char"})
-    two = prepare_corpus({"name": "text", "path": str(tiny_corpus), "num_proc": 2}, {"name": "word"})
+def test_num_proc_gives_the_same_ids(cache, tiny_corpus, tmp_path, monkeypatch):
+    """Two encoding processes give the ids and document offsets of one (separate caches, so the
+    second run cannot just read the first one's result)."""
+    src = {"name": "text", "path": str(tiny_corpus)}
+    one = prepare_corpus(src, {"name": "word"})
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "other-cache")
+    two = prepare_corpus({**src, "num_proc": 2}, {"name": "word"})
     assert len(two.ids["train"]) > 0
+    for split in one.ids:
+        assert np.array_equal(one.ids[split], two.ids[split])
+        assert np.array_equal(one.doc_offsets[split], two.doc_offsets[split])
     ref = two.tokenizer.encode_batch(open(tiny_corpus).read().splitlines(keepends=True))
     n = len(two.doc_offsets["train"]) - 1
     assert two.ids["train"].tolist() == [i for row in ref[:n] for i in row]
-    assert one.ids["train"].dtype == np.uint16
+    char = prepare_corpus(src, {"name": "char"})
+    assert char.ids["train"].dtype == np.uint16
 
 
 def test_dtype_is_compact():
