@@ -75,7 +75,8 @@ def generation_quality(model, tokenizer, config: dict, gen_cfg: dict, device: st
     result = decoder.generate(model.to(device).eval(), [prompt] * gen_cfg["num_samples"],
                               max_new_tokens=gen_cfg["max_new_tokens"], bos_token_id=config.get("bos_token_id", 0),
                               generator=gen)
-    report = generation_report(result.sequences, result.scores, gen_cfg["max_n"])
+    logprob_sums = result.scores if decoder.scores_are_logprob_sums else None  # beam scores are not
+    report = generation_report(result.sequences, logprob_sums, gen_cfg["max_n"])
     report["decoding"] = dict(gen_cfg["decoding"])
     report["examples"] = [gen_cfg["prompt"] + tokenizer.decode(s) for s in result.sequences[:3]]
     return report

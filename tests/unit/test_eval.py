@@ -144,3 +144,18 @@ def test_generation_report_own_perplexity_matches_a_forward_pass():
     assert math.isclose(rep["own_ppl"], math.exp(nll / 120), rel_tol=1e-4)
     assert rep["num_samples"] == 4 and rep["tokens"] == 120
     assert rep["distinct_1"] == distinct_n(res.sequences, 1)
+
+
+def test_generation_quality_gives_no_own_perplexity_for_beam_scores():
+    """Beam scores are length-penalised sums: no perplexity is made from them."""
+    from lstm_pipeline.evaluation import generation_quality
+    from lstm_pipeline.tokenization.base import TextTokenizer
+    from lstm_pipeline.tokenization.char import CharTokenizer
+
+    tok = TextTokenizer(CharTokenizer().train(["abcdefghijklmnopqrst"]))  # 20 symbols: the model's V
+    cfg = {"num_samples": 2, "prompt": "abc", "seed": 0, "max_new_tokens": 6, "max_n": 2}
+    beam = generation_quality(tiny_model(2), tok, {}, {**cfg, "decoding": {"name": "beam", "num_beams": 2,
+                                                                          "num_return_sequences": 1}})
+    assert math.isnan(beam["own_ppl"])
+    greedy = generation_quality(tiny_model(2), tok, {}, {**cfg, "decoding": {"name": "greedy"}})
+    assert greedy["own_ppl"] > 1

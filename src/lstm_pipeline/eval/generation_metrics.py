@@ -67,11 +67,13 @@ def self_bleu(samples: Sequence[Sequence], max_n: int = 4) -> float:
     return sum(scores) / len(scores)
 
 
-def generation_report(samples: Sequence[Sequence[int]], logprob_sums: Sequence[float], max_n: int = 4) -> dict:
+def generation_report(samples: Sequence[Sequence[int]], logprob_sums: Sequence[float] | None, max_n: int = 4) -> dict:
+    """Diversity and repetition of ``samples``; ``own_ppl`` from the model's log-probabilities of
+    them (NaN when ``logprob_sums`` is None: e.g. beam scores, which are length-penalised)."""
     total = sum(len(s) for s in samples)
     report = {f"distinct_{n}": distinct_n(samples, n) for n in range(1, max_n + 1)}
     report[f"repetition_rate_{max_n}"] = repetition_rate(samples, max_n)
     report[f"self_bleu_{max_n}"] = self_bleu(samples, max_n)
-    report["own_ppl"] = math.exp(-sum(logprob_sums) / total) if total else float("nan")
+    report["own_ppl"] = math.exp(-sum(logprob_sums) / total) if total and logprob_sums is not None else float("nan")
     report["num_samples"], report["tokens"] = len(samples), total
     return report
