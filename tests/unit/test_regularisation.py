@@ -114,7 +114,7 @@ def test_ar_tar_penalty_matches_definition_and_is_off_in_eval():
     model = make(ar_alpha=2.0, tar_beta=1.0, dropout_output=0.25).train()
     x = tokens()
     torch.manual_seed(7)
-    logits, _, penalty = model.forward_train(x)
+    _, _, penalty = model.features_train(x)
     torch.manual_seed(7)
     raw, y, _ = model._features(x, None)
     expected = 2.0 * y.pow(2).mean() + 1.0 * (raw[:, 1:] - raw[:, :-1]).pow(2).mean()
@@ -122,12 +122,12 @@ def test_ar_tar_penalty_matches_definition_and_is_off_in_eval():
     penalty.backward()  # differentiable
     assert model.embedding.weight.grad.abs().sum() > 0
     model.eval()
-    assert model.forward_train(x)[2].item() == 0.0
+    assert model.features_train(x)[2].item() == 0.0
 
 
 def test_no_penalty_when_off():
     model = make().train()
-    assert model.forward_train(tokens())[2].item() == 0.0
+    assert model.features_train(tokens())[2].item() == 0.0
 
 
 def test_bad_probabilities_and_combinations_are_clear_errors():

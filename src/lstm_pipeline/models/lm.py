@@ -8,7 +8,7 @@ Regularisation switches (all off by default, all inactive in ``eval()`` mode), a
 ``dropout_output`` (locked dropout on the cell's input, between layers, on the last layer's output),
 ``weight_drop`` (DropConnect on the hidden-to-hidden weights, applied functionally so the fused
 kernel still runs), ``ar_alpha`` / ``tar_beta`` (activation / temporal activation regularisation,
-returned by :meth:`RecurrentLM.forward_train` to be added to the loss).
+returned by :meth:`RecurrentLM.features_train` to be added to the loss).
 """
 from __future__ import annotations
 
@@ -210,11 +210,6 @@ class RecurrentLM(nn.Module):
         layer and the loss run as one (models/linear.py: ``linear_cross_entropy``)."""
         return linear_cross_entropy(features.reshape(-1, features.size(-1)), self.head.weight, self.head.bias,
                                     targets.reshape(-1))
-
-    def forward_train(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State, Tensor]:
-        """As :meth:`forward`, plus the AR/TAR penalty (a scalar, 0 when both are off) to add to the loss."""
-        features, state, penalty = self.features_train(tokens, state)
-        return linear(features, self.head.weight, self.head.bias), state, penalty
 
     @torch.no_grad()
     def step(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:

@@ -185,18 +185,13 @@ class LanguageModelTask(L.LightningModule):
             saved_world = extra.get("train_state_world_size", 1)
             world = self.trainer.world_size if self._trainer is not None else 1
             rank = self.trainer.global_rank if self._trainer is not None else 0
-            if saved_world == world:
-                self._train_state = tuple(s[rank] if world > 1 else s for s in state)
-                self._restored_state = True
-            else:
-                # the streams were cut for another number of processes: the state belongs to other text
-                self._train_state = None
-                self._restored_state = True
+            # streams cut for another number of processes: the saved state belongs to other text
+            self._train_state = tuple(s[rank] if world > 1 else s for s in state) if saved_world == world else None
+            self._restored_state = True
         if extra.get("rng"):
-            # applied again before the first resumed batch: (re)creating the train dataloader's iterator
-            # draws from the torch RNG, which the uninterrupted run did before the checkpoint was written
+            # applied just before the first resumed batch, not now: (re)creating the train dataloader's
+            # iterator draws from the torch RNG, which the uninterrupted run did before the checkpoint
             self._pending_rng = extra["rng"]
-            _set_rng_state(extra["rng"])
 
 
 def _rng_state() -> dict:

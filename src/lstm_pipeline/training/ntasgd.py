@@ -68,7 +68,7 @@ class NTASGD(Optimizer):
                     if n == 1 or "ax" not in state:
                         state["ax"] = p.detach().clone()
                     else:
-                        state["ax"].add_(p - state["ax"], alpha=1.0 / n)  # running mean of the iterates
+                        state["ax"].lerp_(p.detach(), 1.0 / n)  # running mean of the iterates, in place
         return loss
 
     def averaged(self) -> dict[torch.Tensor, torch.Tensor]:
