@@ -5,19 +5,23 @@ so ``--help``, ``--cfg job``, ``-m`` (multirun) and every override work the Hydr
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
 # errors caused by the user's input or config; anything else is a bug and keeps its traceback
 USER_ERRORS = (LookupError, ValueError, FileNotFoundError)
 
+#: command -> (the function that runs it, imported when the command runs; its Hydra config is
+#: conf/<command>.yaml), help line
 COMMANDS = {
-    "train": ("train", "train a model; writes a run directory"),
-    "generate": ("generate", "generate text from a run directory"),
-    "evaluate": ("evaluate", "loss, perplexity and bpc of a run's model on its splits"),
-    "export": ("export", "export a run's model as a TorchScript/ONNX step module (state in, state out)"),
-    "plot": ("plot", "PNG training curves of one or more runs (run=[a,b] overlays)"),
-    "push": ("push", "upload a run's model directory to the Hugging Face Hub"),
+    "train": ("lstm_pipeline.training.train:train", "train a model; writes a run directory"),
+    "generate": ("lstm_pipeline.generation.run:generate_cmd", "generate text from a run directory"),
+    "evaluate": ("lstm_pipeline.evaluation:evaluate", "loss, perplexity and bpc of a run's model on its splits"),
+    "export": ("lstm_pipeline.export:export_cmd",
+               "export a run's model as a TorchScript/ONNX step module (state in, state out)"),
+    "plot": ("lstm_pipeline.plot:plot_cmd", "PNG training curves of one or more runs (run=[a,b] overlays)"),
+    "push": ("lstm_pipeline.hub:push_cmd", "upload a run's model directory to the Hugging Face Hub"),
     "plugins": (None, "list registered components per group; --check imports each; new <name> scaffolds one"),
 }
 
@@ -128,42 +132,6 @@ def _check_component_choices(args: list[str]) -> None:
             raise UnknownComponentError(f"{exc} Config files in {key}: {', '.join(options)}.") from None
 
 
-def _train(cfg):
-    from .training.train import train
-
-    return train(cfg)
-
-
-def _generate(cfg):
-    from .generation.run import generate_cmd
-
-    return generate_cmd(cfg)
-
-
-def _evaluate(cfg):
-    from .evaluation import evaluate
-
-    return evaluate(cfg)
-
-
-def _export(cfg):
-    from .export import export_cmd
-
-    return export_cmd(cfg)
-
-
-def _plot(cfg):
-    from .plot import plot_cmd
-
-    return plot_cmd(cfg)
-
-
-def _push(cfg):
-    from .hub import push_cmd
-
-    return push_cmd(cfg)
-
-
 PLUGINS_USAGE = """usage: lstm-pipeline plugins [--check]
        lstm-pipeline plugins new <name> --group <group> [--dir D]
 
@@ -235,13 +203,16 @@ def main(argv: list[str] | None = None) -> int | None:
         return 1
     if command == "train":
         rest = _resume_overrides(rest)
-    fn = {"train": _train, "generate": _generate, "evaluate": _evaluate, "export": _export, "plot": _plot,
-          "push": _push}[command]
+    module, name = COMMANDS[command][0].split(":")
+
+    def fn(cfg):  # the command's module is imported only once Hydra runs it (not for --help)
+        return getattr(importlib.import_module(module), name)(cfg)
+
     # argv[0] stays the real program, so that Lightning's DDP launcher can re-execute it; the command
     # reaches the re-executed workers through the environment
     os.environ["LSTM_PIPELINE_COMMAND"] = command
     sys.argv = [sys.argv[0], *rest]
-    _hydra_app(COMMANDS[command][0], fn)()
+    _hydra_app(command, fn)()
     return 0
 
 
