@@ -232,9 +232,13 @@ ALL: tuple[Registry, ...] = (DATA_SOURCES, TOKENIZERS, CELLS, DECODERS, LOGITS_P
 
 # Config files that components ship (our config package and installed plugins') -----------
 def _config_folders(config_group: str):
+    """The folders of ``config_group`` in the packages Hydra searches, in its order (the same list
+    the search-path plugin gives Hydra, so a choice we accept is one Hydra can compose)."""
     from importlib import resources
 
-    packages = ["lstm_pipeline.conf"] + [e.value for e in CONF.entries().values() if e.value != "lstm_pipeline.conf"]
+    from hydra_plugins.lstm_pipeline_searchpath.lstm_pipeline_searchpath import PRIMARY, plugin_config_packages
+
+    packages = [PRIMARY, *plugin_config_packages()]
     for pkg in packages:
         try:
             folder = resources.files(pkg).joinpath(*config_group.split("/"))
