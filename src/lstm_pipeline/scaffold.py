@@ -22,12 +22,12 @@ from .registry import API_VERSION
 
 GROUPS = ("cells", "decoders", "data_sources", "tokenizers", "callbacks", "logits_processors")
 
-# group -> (module name, class-name suffix, config group dir or None, contract suite or None)
+# group -> (module name, class-name suffix, config group dir or None, (registry, contract suite) or None)
 LAYOUT = {
-    "cells": ("cell", "Cell", "model/cell", "CellContract"),
-    "decoders": ("decoder", "Decoder", "decoding", "DecoderContract"),
-    "data_sources": ("source", "Source", "data", "DataSourceContract"),
-    "tokenizers": ("tokenizer", "Tokenizer", "tokenizer", "TokenizerContract"),
+    "cells": ("cell", "Cell", "model/cell", ("CELLS", "CellContract")),
+    "decoders": ("decoder", "Decoder", "decoding", ("DECODERS", "DecoderContract")),
+    "data_sources": ("source", "Source", "data", ("DATA_SOURCES", "DataSourceContract")),
+    "tokenizers": ("tokenizer", "Tokenizer", "tokenizer", ("TOKENIZERS", "TokenizerContract")),
     "callbacks": ("callback", "Callback", "callbacks", None),
     "logits_processors": ("processor", "Processor", None, None),
 }
@@ -265,61 +265,38 @@ CONFIG = {
                  "defaults:\n  - default\n  - _self_\n$name:\n  name: $name\n  every_n_steps: 100\n",
 }
 
-TESTS = {
-    "cells": '''from lstm_pipeline.registry import CELLS
-from lstm_pipeline.testing import CellContract
+# groups with a contract suite: the suite, the hook that builds a component, the registration
+CONTRACT_TEST = '''from lstm_pipeline.registry import $registry
+from lstm_pipeline.testing import $contract
 from $pkg.$module import $cls
 
 
-class Test${cls}Contract(CellContract):
-    def make_cell(self, input_size, hidden_size, num_layers, dropout=0.0):
+class Test${cls}Contract($contract):
+$hook
+
+def test_registered():
+    assert $registry.get("$name") is $cls
+'''
+
+CONTRACT_HOOK = {
+    "cells": '''    def make_cell(self, input_size, hidden_size, num_layers, dropout=0.0):
         return $cls(input_size, hidden_size, num_layers, dropout)
-
-
-def test_registered():
-    assert CELLS.get("$name") is $cls
 ''',
-    "decoders": '''from lstm_pipeline.registry import DECODERS
-from lstm_pipeline.testing import DecoderContract
-from $pkg.$module import $cls
-
-
-class Test${cls}Contract(DecoderContract):
-    def make_decoder(self):
+    "decoders": '''    def make_decoder(self):
         return $cls()
-
-
-def test_registered():
-    assert DECODERS.get("$name") is $cls
 ''',
-    "data_sources": '''from lstm_pipeline.registry import DATA_SOURCES
-from lstm_pipeline.testing import DataSourceContract
-from $pkg.$module import $cls
-
-
-class Test${cls}Contract(DataSourceContract):
-    def make_source(self, tmp_path):
+    "data_sources": '''    def make_source(self, tmp_path):
         path = tmp_path / "corpus.txt"
         path.write_text("".join(f"line {i} of a small corpus\\n" for i in range(100)))
         return $cls(str(path))
-
-
-def test_registered():
-    assert DATA_SOURCES.get("$name") is $cls
 ''',
-    "tokenizers": '''from lstm_pipeline.registry import TOKENIZERS
-from lstm_pipeline.testing import TokenizerContract
-from $pkg.$module import $cls
-
-
-class Test${cls}Contract(TokenizerContract):
-    def make_tokenizer(self):
+    "tokenizers": '''    def make_tokenizer(self):
         return $cls()
-
-
-def test_registered():
-    assert TOKENIZERS.get("$name") is $cls
 ''',
+}
+
+# the other groups' tests
+TESTS = {
     "callbacks": '''"""Runs a tiny real training with the callback selected by its config (callbacks=$name)."""
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
@@ -439,7 +416,7 @@ def render(name: str, group: str) -> dict[str, str]:
     if group not in GROUPS:
         raise ScaffoldError(f"Unknown group {group!r}. Groups: {', '.join(GROUPS)}.")
     n = names_for(name)
-    module, suffix, config_dir, _ = LAYOUT[group]
+    module, suffix, config_dir, contract = LAYOUT[group]
     cls = n["camel"] + suffix
     conf_entry = (f'\n[project.entry-points."lstm_pipeline.conf"]\n{n["dist"]} = "{n["pkg"]}.conf"\n'
                   if config_dir else "")
@@ -451,7 +428,10 @@ def render(name: str, group: str) -> dict[str, str]:
         f"src/{n['pkg']}/__init__.py": f'"""{cls} for lstm-pipeline."""\n\n#: the lstm-pipeline plugin API this '
                                        f'package is written for\nLSTM_PIPELINE_API = "{API_VERSION}"\n',
         f"src/{n['pkg']}/{module}.py": Template(COMPONENT[group]).substitute(values),
-        f"tests/test_{n['name']}.py": Template(TESTS[group]).substitute(values),
+        f"tests/test_{n['name']}.py": (
+            Template(CONTRACT_TEST).substitute(values, registry=contract[0], contract=contract[1],
+                                               hook=Template(CONTRACT_HOOK[group]).substitute(values))
+            if contract else Template(TESTS[group]).substitute(values)),
     }
     if config_dir:
         files[f"src/{n['pkg']}/conf/__init__.py"] = ""
