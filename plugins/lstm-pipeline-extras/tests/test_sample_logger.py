@@ -1,6 +1,8 @@
 """The sample-logging callback inside a real (tiny) training run composed from the configs."""
 import re
 
+import pytest
+
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
@@ -12,7 +14,9 @@ from lstm_pipeline.training.train import train
 from lstm_pipeline_extras.sample_logger import SampleLogger
 
 
-def test_samples_are_logged_every_n_steps(tmp_path):
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_samples_are_logged_every_n_steps(tmp_path, accumulate):
+    """Every N optimiser steps, once each, also when several batches make one step."""
     corpus = tmp_path / "tiny.txt"
     corpus.write_text(bundled_corpus().read_text()[:8000])
     register_schemas()
@@ -23,7 +27,8 @@ def test_samples_are_logged_every_n_steps(tmp_path):
             "callbacks.sample_logger.max_new_tokens=12", "callbacks.sample_logger.prompt=ROMEO:",
             "model.hidden_size=16", "model.embedding_dim=8", "model.num_layers=1", "batching.batch_size=2",
             "batching.bptt=8", "batching.eval_batch_size=2", "trainer.max_steps=4", "+trainer.limit_val_batches=2",
-            "trainer.enable_progress_bar=false", "logger=csv", "sample.max_new_tokens=0"])
+            "trainer.enable_progress_bar=false", "logger=csv", "sample.max_new_tokens=0",
+            f"+trainer.accumulate_grad_batches={accumulate}"])
     cfg.run_dir = str(tmp_path / "run")
     assert set(cfg.callbacks) == {"lr_monitor", "sample_logger"}  # the defaults are kept
     train(cfg)

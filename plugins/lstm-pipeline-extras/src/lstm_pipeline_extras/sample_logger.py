@@ -27,6 +27,7 @@ class SampleLogger(L.Callback):
         self.file = file                      # relative to the run directory
         self.seed = seed
         self._tokenizer = None
+        self._last_step = 0  # the optimiser step last sampled
 
     def _tokenizer_of(self, trainer):
         if self._tokenizer is None:
@@ -54,8 +55,10 @@ class SampleLogger(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if step == 0 or step % self.every_n_steps or not trainer.is_global_zero:
+        # with gradient accumulation several batches end on the same optimiser step: sample it once
+        if step == self._last_step or step % self.every_n_steps or not trainer.is_global_zero:
             return
+        self._last_step = step
         text = self.sample(trainer, pl_module)
         path = Path(trainer.default_root_dir) / self.file
         with path.open("a", encoding="utf-8") as f:
