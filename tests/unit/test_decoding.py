@@ -145,7 +145,7 @@ def test_repetition_constraints_hold_in_generated_text():
     assert 6 not in r.sequences[0] and (7, 8) not in list(zip(full, full[1:]))
 
 
-def naive_contrastive(model, prompt, n, k, alpha):
+def naive_contrastive(model, prompt, n, k, alpha, window=0):
     """Contrastive search by its definition: one row, every candidate stepped on its own."""
     logits, state = prefill(model, [prompt], 0)
     ctx = [F.normalize(model.top_hidden(state), dim=-1)[0]]
@@ -157,7 +157,7 @@ def naive_contrastive(model, prompt, n, k, alpha):
         for p, t in zip(top_p.tolist(), top.tolist()):
             lg, st = model.step(torch.tensor([t]), state)
             h = F.normalize(model.top_hidden(st), dim=-1)[0]
-            score = (1 - alpha) * p - alpha * max(float(h @ c) for c in ctx)
+            score = (1 - alpha) * p - alpha * max(float(h @ c) for c in (ctx[-window:] if window else ctx))
             if best_score is None or score > best_score:
                 best, best_score = (t, lg, st, h), score
         t, logits, state, h = best
@@ -199,3 +199,10 @@ def test_layerwise_models_decode_like_fused_ones():
     assert r.sequences == [naive_contrastive(model, p, 8, 4, 0.6) for p in prompts]
     together = Greedy().generate(model, prompts, 8).sequences
     assert together == [Greedy().generate(model, [p], 8).sequences[0] for p in prompts]
+
+
+def test_contrastive_context_window_looks_back_only_that_far():
+    model = tiny_lm(20, seed=6, sharp=1.5)
+    prompts = [[1, 2, 3], [4, 5]]
+    r = ContrastiveSearch(top_k=4, penalty_alpha=0.6, context_window=2).generate(model, prompts, 12)
+    assert r.sequences == [naive_contrastive(model, p, 12, 4, 0.6, window=2) for p in prompts]

@@ -46,7 +46,10 @@ class ContrastiveSearch(DecodingStrategy):
         B, V = logits.shape
         book = Rows(prompts, max_new_tokens, V, logits.device, stopping, eos_token_id, streamer)
         processors = self._setup(self.processors(), book.P, max_new_tokens, eos_token_id)
-        context = [F.normalize(model.top_hidden(state).float(), dim=-1)]  # list of (B, D)
+        first = F.normalize(model.top_hidden(state).float(), dim=-1)  # (B, D)
+        # every context vector so far, written in place (no re-stacking of the whole context per step)
+        context = first.new_empty(B, max_new_tokens + 1, first.size(1))
+        context[:, 0] = first
         rows = torch.arange(B, device=logits.device)
         for n in range(max_new_tokens):
             processed = logits.float()
@@ -57,7 +60,7 @@ class ContrastiveSearch(DecodingStrategy):
             kk = cand.size(1)
             cand_logits, cand_state = model.step(cand.flatten(), model.reorder_state(state, rows.repeat_interleave(kk)))
             h = F.normalize(model.top_hidden(cand_state).float(), dim=-1).view(B, kk, -1)  # (B, k, D)
-            ctx = torch.stack(context[-window:] if window else context, 1)  # (B, t, D)
+            ctx = context[:, max(0, n + 1 - window) if window else 0: n + 1]  # (B, t, D)
             degeneration = torch.einsum("bkd,btd->bkt", h, ctx).amax(-1)  # (B, k)
             pick = ((1 - alpha) * cand_p - alpha * degeneration).argmax(-1)  # (B,)
             chosen = rows * kk + pick
@@ -67,7 +70,5 @@ class ContrastiveSearch(DecodingStrategy):
             # the chosen candidate's step is the next step: keep its logits and state
             logits = cand_logits.index_select(0, chosen)
             state = model.reorder_state(cand_state, chosen)
-            context.append(h.flatten(0, 1).index_select(0, chosen))
-            if window and len(context) > window:
-                del context[0]
+            context[:, n + 1] = h.flatten(0, 1).index_select(0, chosen)
         return book.result()
