@@ -11,7 +11,6 @@ The JSON report goes to ``<run>/eval.json`` (or ``report=<path>``).
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from .config import to_dict
 from .data.batching import StreamBatches
 from .data.pipeline import prepare_corpus
 from .data.sources import DataError
+from .eval import loss_metrics
 from .hub import load_pretrained, resolve_model_dir
 
 
@@ -43,9 +43,7 @@ def evaluate_ids(model, ids, batch_size: int = 16, bptt: int = 256, device: str 
         count += y.numel()
         if return_logprobs:
             rows.append(logp.cpu())
-    loss = nll / count
-    out = {"loss": loss, "ppl": math.exp(min(loss, 50)), "bits_per_token": loss / math.log(2),
-           "acc": correct / count, "tokens": count}
+    out = {**loss_metrics(nll, count), "acc": correct / count}
     if return_logprobs:
         # stream b holds ids[b*L : b*L+L+1]; its t-th target is ids[b*L + t + 1]
         out["logprobs"] = torch.cat(rows, 1).reshape(-1).numpy()

@@ -11,10 +11,9 @@ With an empty memory (the first token of each stream) p = p_model.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
+from . import loss_metrics
 from ..data.batching import StreamBatches
 
 
@@ -49,5 +48,4 @@ def cache_evaluate(model, ids, batch_size: int = 16, bptt: int = 256, size: int 
         nll -= mix.clamp_min(1e-30).log().sum().item()
         count += y.numel()
         mem_h, mem_y = keys[:, -size:], targets[:, -size:]
-    loss = nll / count
-    return {"loss": loss, "ppl": math.exp(min(loss, 50)), "bits_per_token": loss / math.log(2), "tokens": count}
+    return loss_metrics(nll, count)

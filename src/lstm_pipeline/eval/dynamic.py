@@ -15,11 +15,11 @@ The state is carried across segments (detached), as in the plain evaluation.
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 import torch.nn.functional as F
 
+from . import loss_metrics
 from ..data.batching import StreamBatches
 
 
@@ -50,5 +50,4 @@ def dynamic_evaluate(model, ids, batch_size: int = 1, bptt: int = 32, lr: float 
                     continue
                 m.mul_((seen - 1) / seen).add_(p.grad.square(), alpha=1.0 / seen)
                 p.add_(-lr * p.grad / (m.sqrt() + epsilon) + decay * (p0 - p))
-    loss = nll / count
-    return {"loss": loss, "ppl": math.exp(min(loss, 50)), "bits_per_token": loss / math.log(2), "tokens": count}
+    return loss_metrics(nll, count)
