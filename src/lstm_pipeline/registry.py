@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 #: Major version of the plugin API. A component declares the API it was written for with a class
 #: attribute ``lstm_pipeline_api = "1"`` (or ``"1.x"``), or its package with a module-level
@@ -193,6 +193,16 @@ def check_entry(registry: "Registry", entry: Entry) -> EntryStatus:
     return EntryStatus(entry, True, declared_api(obj))
 
 
+def check_settings(given: Iterable[str], accepted: Sequence[str], what: str) -> None:
+    """Fail on the first setting in ``given`` that is not in ``accepted``, suggesting the closest one
+    and listing them all."""
+    for key in given:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, list(accepted), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"{what} does not take the setting '{key}'.{hint} Its settings are: {', '.join(accepted)}.")
+
+
 def validate_kwargs(factory: Any, kwargs: Mapping[str, Any], what: str, config_group: str | None = None) -> None:
     """Fail loudly, naming the key, when a config field is not a parameter of ``factory``."""
     try:
@@ -203,14 +213,7 @@ def validate_kwargs(factory: Any, kwargs: Mapping[str, Any], what: str, config_g
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    unknown = [k for k in kwargs if k not in accepted]
-    if unknown:
-        key = unknown[0]
-        close = difflib.get_close_matches(key, accepted, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(
-            f"{what} does not take the setting '{key}'.{hint} Its settings are: {', '.join(accepted)}."
-        )
+    check_settings(kwargs, accepted, what)
     missing = [n for n, p in params.items()
                if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
                and n not in kwargs]

@@ -11,13 +11,13 @@ strategies also take every sampling setting (``SAMPLING``).
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
+from ..registry import check_settings
 from .processors import OFF, LogitsProcessor, build_processors
 from .stopping import StoppingCriteria
 
@@ -107,12 +107,7 @@ class DecodingStrategy:
 
     def __init__(self, **settings):
         allowed = {**COMMON, **(SAMPLING if self.SAMPLES else {}), **self.OWN}
-        for key in settings:
-            if key not in allowed:
-                close = difflib.get_close_matches(key, list(allowed), n=1)
-                hint = f" Did you mean '{close[0]}'?" if close else ""
-                raise ValueError(f"decoding '{self.name()}' does not take the setting '{key}'.{hint} "
-                                 f"Its settings are: {', '.join(allowed)}.")
+        check_settings(settings, list(allowed), f"decoding '{self.name()}'")
         self.settings = {**allowed, **settings}
         self.check()
         self.processors()  # validates every processor setting now, not mid-generation
