@@ -23,3 +23,18 @@ def run_cli(*args: str, cwd: Path | None = None, check: bool = True, env: dict |
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
+
+
+def make_dist(root, dist: str, entry_points: str, files: dict[str, str] | None = None) -> None:
+    """A distribution as pip installs it, under ``root`` (put ``root`` on sys.path): a dist-info
+    directory with ``entry_points`` (INI text) and the given source files (relative path -> code)."""
+    import textwrap
+
+    info = root / f"{dist.replace('-', '_')}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent(entry_points))
+    for rel, src in (files or {}).items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(src))

@@ -1,7 +1,6 @@
 """Plugin API versions, `lstm-pipeline plugins --check`, broken plugins that do not break runs,
 and the Hydra search-path plugin, with real dist-info metadata put on sys.path."""
 import sys
-import textwrap
 
 import pytest
 from hydra import compose, initialize_config_module
@@ -9,19 +8,9 @@ from hydra.core.global_hydra import GlobalHydra
 
 from lstm_pipeline.cli import main
 from lstm_pipeline.config import register_schemas
+from helpers import make_dist
 from lstm_pipeline.registry import (CELLS, PluginAPIError, Registry, api_compatible, config_options, declared_api,
                                     shipped_config)
-
-
-def make_dist(root, dist: str, entry_points: str, files: dict[str, str] | None = None):
-    info = root / f"{dist.replace('-', '_')}-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(textwrap.dedent(entry_points))
-    for rel, src in (files or {}).items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(src))
 
 
 @pytest.fixture

@@ -1,21 +1,12 @@
 """Registries read entry points lazily from installed distributions: exercised here with real
 dist-info directories put on sys.path (the same metadata pip writes)."""
 import sys
-import textwrap
 
 import pytest
 
+from helpers import make_dist
 from lstm_pipeline.registry import (CELLS, DuplicateComponentError, PluginAPIError, PluginImportError, Registry,
                                     UnknownComponentError, validate_kwargs)
-
-
-def make_dist(root, dist: str, entry_points: str, modules: dict[str, str] | None = None):
-    info = root / f"{dist.replace('-', '_')}-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(textwrap.dedent(entry_points))
-    for name, src in (modules or {}).items():
-        (root / f"{name}.py").write_text(textwrap.dedent(src))
 
 
 @pytest.fixture
@@ -36,7 +27,7 @@ def test_listing_is_lazy_and_loading_imports(site):
     make_dist(site, "fake-plugin-a", """
         [test_lp.group]
         thing = fake_plugin_a:Thing
-        """, {"fake_plugin_a": "class Thing:\n    def __init__(self, size: int = 3):\n        self.size = size\n"})
+        """, {"fake_plugin_a.py": "class Thing:\n    def __init__(self, size: int = 3):\n        self.size = size\n"})
     reg = Registry("test_lp.group", "widget")
     assert reg.names() == ["thing"]
     assert "fake_plugin_a" not in sys.modules  # listing imported nothing
@@ -68,7 +59,7 @@ def test_unknown_name_lists_available_and_suggests():
 
 def test_import_error_is_reraised_with_plugin_name(site):
     make_dist(site, "fake-plugin-broken", "[test_lp.broken]\nbad = fake_plugin_broken:X\n",
-              {"fake_plugin_broken": "import not_a_real_module_xyz\n"})
+              {"fake_plugin_broken.py": "import not_a_real_module_xyz\n"})
     with pytest.raises(PluginImportError) as err:
         Registry("test_lp.broken", "widget").get("bad")
     assert "fake-plugin-broken" in str(err.value) and "not_a_real_module_xyz" in str(err.value)
@@ -77,7 +68,7 @@ def test_import_error_is_reraised_with_plugin_name(site):
 
 def test_incompatible_api_version_is_refused(site):
     make_dist(site, "fake-plugin-future", "[test_lp.api]\nnew = fake_plugin_future:X\n",
-              {"fake_plugin_future": "class X:\n    lstm_pipeline_api = '2.0'\n"})
+              {"fake_plugin_future.py": "class X:\n    lstm_pipeline_api = '2.0'\n"})
     with pytest.raises(PluginAPIError, match="API 2.0"):
         Registry("test_lp.api", "widget").get("new")
 
