@@ -17,6 +17,11 @@ this same run. Usage::
 
     python bench/bench_train.py                      # both levels, a few minutes
     python bench/bench_train.py --levels word --steps 12
+    python bench/bench_train.py --bf16               # also the pipeline under trainer.precision=bf16-mixed
+
+``--bf16`` adds a third runner, ``pipeline_bf16``: the same pipeline with Lightning's ``bf16-mixed``
+precision (autocast to bfloat16 on the CPU). Its numbers differ from the float32 runners', so it is
+reported beside them, against the same float32 bare loop, not as a replacement.
 """
 from __future__ import annotations
 
@@ -122,7 +127,7 @@ def bare_worker(level: str, steps: int, warmup: int) -> dict:
     return _summary(times[warmup:], cfg, vocab)
 
 
-def pipeline_worker(level: str, steps: int, warmup: int) -> dict:
+def pipeline_worker(level: str, steps: int, warmup: int, precision: str = "32-true") -> dict:
     from lstm_pipeline.training.malloc import tune_malloc
 
     tuned = tune_malloc()  # what lstm-pipeline train does first
@@ -150,12 +155,16 @@ def pipeline_worker(level: str, steps: int, warmup: int) -> dict:
         def on_train_batch_end(self, trainer, module, out, batch, idx):
             times.append((time.perf_counter() - self.t0, batch[0].numel()))
 
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=warmup + steps, limit_val_batches=0,
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=warmup + steps, limit_val_batches=0, precision=precision,
                         num_sanity_val_steps=0, gradient_clip_val=cfg["clip"], logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[Timer()], use_distributed_sampler=False)
     trainer.fit(task, datamodule=dm)
     return {**_summary(times[warmup:], cfg, vocab), "mallopt": tuned}
+
+
+RUNNERS = {"bare": bare_worker, "pipeline": pipeline_worker,
+           "pipeline_bf16": lambda level, steps, warmup: pipeline_worker(level, steps, warmup, "bf16-mixed")}
 
 
 def _summary(times, cfg, vocab) -> dict:
@@ -174,33 +183,34 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8, help="timed steps per worker")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2, help="alternating bare/pipeline runs; the best of each is kept")
-    ap.add_argument("--worker", choices=["bare", "pipeline"], help=argparse.SUPPRESS)
+    ap.add_argument("--bf16", action="store_true", help="also run the pipeline with trainer.precision=bf16-mixed")
+    ap.add_argument("--worker", choices=list(RUNNERS), help=argparse.SUPPRESS)
     ap.add_argument("--level", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        fn = bare_worker if args.worker == "bare" else pipeline_worker
-        print("RESULT " + json.dumps(fn(args.level, args.steps, args.warmup)), flush=True)
+        print("RESULT " + json.dumps(RUNNERS[args.worker](args.level, args.steps, args.warmup)), flush=True)
         return
     import torch
 
+    runners = ["bare", "pipeline"] + (["pipeline_bf16"] if args.bf16 else [])
     peak = matmul_gflops()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; float32 matmul 1024^3: {peak:.1f} GFLOP/s")
     for level in args.levels:
         res: dict[str, dict] = {}
         for rnd in range(args.rounds):  # bare, pipeline, bare, pipeline, ...: drift hits both alike
-            for worker in ("bare", "pipeline"):
+            for worker in runners:
                 out = subprocess.run([sys.executable, __file__, "--worker", worker, "--level", level,
                                       "--steps", str(args.steps), "--warmup", str(args.warmup)],
                                      capture_output=True, text=True, check=True).stdout
                 r = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:])
-                print(f"  round {rnd + 1} {level:<5} {worker:<9} {r['tokens_per_sec']:>8.0f} tokens/s (median step), "
+                print(f"  round {rnd + 1} {level:<5} {worker:<13} {r['tokens_per_sec']:>8.0f} tokens/s (median step), "
                       f"{r['mean_tokens_per_sec']:>8.0f} (mean)", flush=True)
                 if worker not in res or r["tokens_per_sec"] > res[worker]["tokens_per_sec"]:
                     res[worker] = r
-        print(f"{'level':<6} {'runner':<9} {'tokens/s':>10} {'GFLOP/s':>8} {'of matmul':>9} {'vs bare':>8}")
-        for worker in ("bare", "pipeline"):
+        print(f"{'level':<6} {'runner':<13} {'tokens/s':>10} {'GFLOP/s':>8} {'of matmul':>9} {'vs bare':>8}")
+        for worker in runners:
             r = res[worker]
-            print(f"{level:<6} {worker:<9} {r['tokens_per_sec']:>10.0f} {r['gflops']:>8.1f} "
+            print(f"{level:<6} {worker:<13} {r['tokens_per_sec']:>10.0f} {r['gflops']:>8.1f} "
                   f"{r['gflops'] / peak:>8.0%} {r['tokens_per_sec'] / res['bare']['tokens_per_sec']:>7.2f}x")
         print(f"{level:<6} vocab {res['bare']['vocab']}, {LEVELS[level]}")
     peak2 = matmul_gflops()
