@@ -143,7 +143,9 @@ def pipeline_worker(level: str, steps: int, warmup: int, precision: str = "32-tr
     torch.manual_seed(0)
     corpus = Corpus(tokenizer=None, ids={"train": ids, "validation": ids[:5000], "test": ids[:5000]})
     model = {"cell": {"name": "lstm", "proj_size": 0}, "embedding_dim": cfg["emb"], "hidden_size": cfg["hidden"],
-             "num_layers": cfg["layers"], "dropout": cfg["dropout"], "tie_weights": cfg["tied"]}
+             "num_layers": cfg["layers"], "dropout": cfg["dropout"], "tie_weights": cfg["tied"],
+             # the bare loop's dropouts: on the embeddings too, a fresh mask per element (as wlm_medium)
+             "dropout_input": cfg["dropout"], "locked_dropout": False}
     task = LanguageModelTask(model=model, vocab_size=vocab, optim={"_target_": "torch.optim.SGD", "lr": cfg["lr"]})
     dm = StreamDataModule(corpus, batch_size=cfg["batch"], bptt=cfg["bptt"], eval_batch_size=4)
     times = []

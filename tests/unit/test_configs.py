@@ -71,3 +71,15 @@ def test_seed_keras_preset():
     assert cfg.model.hidden_size == 128 and cfg.model.num_layers == 2
     assert cfg.model.input_encoding == "one_hot" and cfg.model.cell.name == "lstm"
     assert cfg.optim._target_ == "torch.optim.Adam"
+
+
+def test_wlm_medium_preset_drops_where_word_language_model_does():
+    """pytorch/examples word_language_model: plain dropout 0.5 on the embeddings, between the two
+    LSTM layers and on the output, each with a fresh mask per element."""
+    from lstm_pipeline.models.lm import RecurrentLM
+
+    cfg = _compose("train", ["experiment=wlm_medium"])
+    model = RecurrentLM(50, **OmegaConf.to_container(cfg.model))
+    assert (model.lock_in.p, model.lock_in.locked) == (0.5, False)
+    assert model.cell.rnn.dropout == 0.5 and model.drop.p == 0.5
+    assert model.lock_hidden.p == model.lock_out.p == 0.0 and model.head.weight is model.embedding.weight

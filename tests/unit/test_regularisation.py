@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lstm_pipeline.models.dropout import LockedDropout, embedding_dropout
+from lstm_pipeline.models.dropout import LockedDropout, dropout, embedding_dropout
 from lstm_pipeline.models.lm import RecurrentLM
 
 V = 23
@@ -24,7 +24,8 @@ def tokens(B=3, T=7):
 
 
 SWITCHES = [dict(dropout_embedding=0.3), dict(dropout_input=0.3), dict(dropout_hidden=0.3),
-            dict(dropout_output=0.3), dict(weight_drop=0.3), dict(dropout=0.3)]
+            dict(dropout_output=0.3), dict(weight_drop=0.3), dict(dropout=0.3),
+            dict(dropout_input=0.3, locked_dropout=False)]
 
 
 @pytest.mark.parametrize("switch", SWITCHES, ids=lambda d: next(iter(d)))
@@ -64,6 +65,34 @@ def test_locked_dropout_mask_is_shared_over_time():
         LockedDropout(1.0)
 
 
+def test_unlocked_dropout_draws_a_mask_per_element():
+    drop = LockedDropout(0.5, locked=False).train()
+    y = drop(torch.ones(4, 9, 16))
+    assert not torch.equal(y, y[:, :1].expand_as(y))  # the mask changes over time
+    assert set(y.unique().tolist()) == {0.0, 2.0}
+    assert torch.equal(drop.eval()(y), y)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.65])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dropout_keeps_each_element_with_probability_1_minus_p(p, dtype):
+    x = torch.randn(1000, 1000, dtype=dtype, requires_grad=True)
+    torch.manual_seed(0)
+    y = dropout(x, p)
+    kept = y != 0
+    assert abs(kept.double().mean().item() - (1 - p)) < 0.003  # 1e6 draws: 5 standard deviations
+    assert torch.allclose(y[kept], x[kept] / (1 - p))  # the kept ones scaled by 1/(1-p)
+    y.backward(torch.ones_like(y))
+    assert torch.equal(x.grad, kept.to(dtype) / (1 - p))  # the gradient is the mask
+    # independent draws: the masks of two halves agree only by chance
+    assert abs((kept[:500] == kept[500:]).double().mean().item() - (p * p + (1 - p) ** 2)) < 0.005
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x, p), y)  # reproducible from the seed
+    assert dropout(x, p, training=False) is x and dropout(x, 0.0) is x
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        dropout(x, 1.0)
+
+
 def test_embedding_dropout_drops_whole_words():
     emb = nn.Embedding(5, 6)
     x = torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2, 3, 4] * 4])
@@ -87,7 +116,7 @@ def test_weight_drop_runs_the_fused_kernel_on_dropped_weights():
     # the same masks, drawn in the same order, applied by hand to a plain nn.LSTM
     rnn = model.cell.rnn
     torch.manual_seed(5)
-    dropped = {n: F.dropout(getattr(rnn, n), 0.4, training=True) for n in ("weight_hh_l0", "weight_hh_l1")}
+    dropped = {n: dropout(getattr(rnn, n), 0.4) for n in ("weight_hh_l0", "weight_hh_l1")}
     ref = copy.deepcopy(rnn)
     with torch.no_grad():
         for n, w in dropped.items():

@@ -22,7 +22,7 @@ from torch.func import functional_call
 from ..cells.base import RecurrentCell, State, step_linear
 from .linear import linear, linear_cross_entropy
 from ..registry import CELLS
-from .dropout import LockedDropout, drop_hidden_weights, embedding_dropout, hidden_weight_names
+from .dropout import Dropout, LockedDropout, drop_hidden_weights, embedding_dropout, hidden_weight_names
 
 
 class OneHot(nn.Module):
@@ -59,6 +59,7 @@ class RecurrentLM(nn.Module):
         weight_drop: float = 0.0,      # DropConnect on hidden-to-hidden weights ("wdrop")
         ar_alpha: float = 0.0,         # activation regularisation: alpha * mean(dropped_out^2)
         tar_beta: float = 0.0,         # temporal AR: beta * mean((h_t - h_{t-1})^2)
+        locked_dropout: bool = True,   # dropout_input/_hidden/_output: one mask per sequence, or plain
     ):
         super().__init__()
         for name, p in (("dropout", dropout), ("dropout_embedding", dropout_embedding),
@@ -96,10 +97,10 @@ class RecurrentLM(nn.Module):
                 cell, input_size=in_size, hidden_size=hidden_size, num_layers=num_layers, dropout=dropout
             )
             out_size = self.cell.output_size
-        self.lock_in = LockedDropout(dropout_input)
-        self.lock_hidden = LockedDropout(dropout_hidden)
-        self.lock_out = LockedDropout(dropout_output)
-        self.drop = nn.Dropout(dropout)
+        self.lock_in = LockedDropout(dropout_input, locked_dropout)
+        self.lock_hidden = LockedDropout(dropout_hidden, locked_dropout)
+        self.lock_out = LockedDropout(dropout_output, locked_dropout)
+        self.drop = Dropout(dropout)
         self._whh = [hidden_weight_names(c) for c in self._cells()]
         if weight_drop and not all(self._whh):
             raise ValueError(f"model.weight_drop needs a cell with hidden-to-hidden weights named 'weight_hh*'; "
