@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lstm_pipeline.data.batching import (IGNORE_INDEX, DocumentBatches, RandomWindows, StreamBatches,
-                                         vbptt_lengths)
+                                         pack_documents, vbptt_lengths)
 from lstm_pipeline.data.resets import forward_with_resets
 from lstm_pipeline.data.sources import DataError
 from lstm_pipeline.models.lm import RecurrentLM
@@ -110,22 +110,58 @@ def test_documents_are_packed_whole_with_resets_and_no_cross_document_targets(al
     assert sorted(found) == sorted(DOCS)  # every document exactly once, whole, on one rank
 
 
+def packed_reference(ids, offsets, batch_size, bptt, rank, world_size, pad_id, align):
+    """The packing written out eagerly: the whole (B, W) layout of this rank in RAM."""
+    lengths = np.diff(offsets)
+    span = (-(-lengths // bptt) * bptt) if align else lengths
+    rows = pack_documents(span, batch_size * world_size)
+    width = max(int(span[r].sum()) for r in rows)
+    x = np.full((batch_size, width), pad_id, dtype=np.int64)
+    y = np.full((batch_size, width), IGNORE_INDEX, dtype=np.int64)
+    reset = np.zeros((batch_size, width), dtype=bool)
+    for b, docs in enumerate(rows[rank * batch_size: (rank + 1) * batch_size]):
+        pos = 0
+        for d in docs:
+            tokens = ids[offsets[d]: offsets[d + 1]]
+            x[b, pos: pos + len(tokens)] = tokens
+            y[b, pos: pos + len(tokens) - 1] = tokens[1:]
+            reset[b, pos] = True
+            pos += int(span[d])
+    return [tuple(torch.from_numpy(a[:, i: i + bptt]) for a in (x, y, reset)) for i in range(0, width, bptt)]
+
+
+@pytest.mark.parametrize("align", [False, True])
+@pytest.mark.parametrize("bptt", [1, 3, 7, 40])
+def test_document_windows_read_lazily_equal_the_packed_layout(tmp_path, align, bptt):
+    rng = np.random.default_rng(bptt)
+    lengths = rng.integers(0, 30, size=60)  # some empty documents too
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    path = tmp_path / "ids.bin"
+    rng.integers(1, 60000, size=int(offsets[-1])).astype(np.uint16).tofile(path)
+    ids = np.memmap(path, dtype=np.uint16, mode="r")
+    for rank in range(2):
+        got = collect(DocumentBatches(ids, offsets, 3, bptt, rank, 2, pad_id=0, align=align))
+        ref = packed_reference(ids, offsets, 3, bptt, rank, 2, 0, align)
+        assert len(got) == len(ref)
+        for g, r in zip(got, ref):
+            assert all(torch.equal(a, b) and a.dtype == b.dtype for a, b in zip(g, r))
+
+
 def test_forward_with_resets_equals_running_each_document_from_the_zero_state():
     torch.manual_seed(0)
     model = RecurrentLM(300, embedding_dim=8, hidden_size=16, num_layers=2, dropout=0.0, cell={"name": "lstm"}).eval()
     ids, offsets = doc_stream()
     ds = DocumentBatches(ids, offsets, 2, 4, pad_id=0)
-    state, got = None, []
+    state, got, xs, resets = None, [], [], []
     with torch.no_grad():
         for x, y, reset in ds:
             logits, state = forward_with_resets(model, x, state, reset)
-            got.append(logits)
-        logits = torch.cat(got, 1)  # (B, W, V)
-        reset = torch.from_numpy(ds.reset)
+            got.append(logits), xs.append(x), resets.append(reset)
+        logits, inputs, reset = torch.cat(got, 1), torch.cat(xs, 1), torch.cat(resets, 1)  # (B, W, V), (B, W) x2
         for row in range(2):
             starts = torch.nonzero(reset[row]).flatten().tolist()
             for a in starts:
-                doc = next(d for d in DOCS if d[0] == ds.x[row, a])
+                doc = next(d for d in DOCS if d[0] == inputs[row, a])
                 ref, _ = model(torch.tensor([doc]), None)
                 torch.testing.assert_close(logits[row, a: a + len(doc)], ref[0], rtol=1e-5, atol=1e-5)
         # no reset: exactly one plain call

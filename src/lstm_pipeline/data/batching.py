@@ -147,7 +147,11 @@ class DocumentBatches(_Windows):
     """Documents packed into rows (one document after another in a row, never split across
     rows); ``reset_mask`` is True where a document starts, the target of a document's last
     token is ``IGNORE_INDEX`` (nothing is predicted across a boundary) and rows are padded at
-    the end (input ``pad_id``, target ``IGNORE_INDEX``). Rank r owns rows r*B .. (r+1)*B."""
+    the end (input ``pad_id``, target ``IGNORE_INDEX``). Rank r owns rows r*B .. (r+1)*B.
+
+    Only the layout is kept (per row: where each document starts in the row and in ``ids``);
+    each window is read from ``ids`` (a memmap) when it is asked for, so the corpus is never
+    copied into RAM."""
 
     def __init__(self, ids: np.ndarray, doc_offsets: np.ndarray, batch_size: int, bptt: int, rank: int = 0,
                  world_size: int = 1, split: str = "train", pad_id: int = 0, align: bool = False):
@@ -160,28 +164,34 @@ class DocumentBatches(_Windows):
             raise DataError(f"The {split} split has {(lengths > 0).sum()} non-empty documents: fewer than one per row "
                             f"({batch_size} rows x {world_size} processes). Lower batching.batch_size or use more data.")
         rows = pack_documents(span, batch_size * world_size)
-        width = max(int(span[r].sum()) for r in rows)  # every rank has the same number of windows
-        mine = rows[rank * batch_size: (rank + 1) * batch_size]
-        dtype = ids.dtype if np.issubdtype(ids.dtype, np.unsignedinteger) else np.int64
-        self.x = np.full((batch_size, width), pad_id, dtype=dtype)          # (B, W)
-        self.y = np.full((batch_size, width), IGNORE_INDEX, dtype=np.int32)  # (B, W)
-        self.reset = np.zeros((batch_size, width), dtype=bool)              # (B, W)
-        for b, docs in enumerate(mine):
-            pos = 0
-            for d in docs:
-                a, n = int(offsets[d]), int(lengths[d])
-                tokens = np.asarray(ids[a: a + n])
-                self.x[b, pos: pos + n] = tokens
-                self.y[b, pos: pos + n - 1] = tokens[1:]
-                self.reset[b, pos] = True
-                pos += int(span[d])
-        self.bptt, self.split = bptt, split
+        self.width = max(int(span[r].sum()) for r in rows)  # every rank has the same number of windows
+        # per row of this rank: (position in the row, start in ids, length) of each of its documents
+        self.rows = []
+        for docs in rows[rank * batch_size: (rank + 1) * batch_size]:
+            d = np.asarray(docs, dtype=np.int64)
+            self.rows.append((np.cumsum(span[d]) - span[d], offsets[d], lengths[d]))
+        self.ids, self.pad_id, self.bptt, self.split = ids, pad_id, bptt, split
 
     def __len__(self) -> int:
-        return math.ceil(self.x.shape[1] / self.bptt)
+        return math.ceil(self.width / self.bptt)
 
     def window(self, i: int):
-        a, b = i * self.bptt, min((i + 1) * self.bptt, self.x.shape[1])
-        return (torch.from_numpy(self.x[:, a:b].astype(np.int64)), torch.from_numpy(self.y[:, a:b].astype(np.int64)),
-                torch.from_numpy(self.reset[:, a:b].copy()))
+        a, e = i * self.bptt, min((i + 1) * self.bptt, self.width)  # row positions [a, e)
+        x = np.full((len(self.rows), e - a), self.pad_id, dtype=np.int64)
+        y = np.full((len(self.rows), e - a), IGNORE_INDEX, dtype=np.int64)
+        reset = np.zeros((len(self.rows), e - a), dtype=bool)
+        for r, (pos, starts, lengths) in enumerate(self.rows):
+            k = max(int(np.searchsorted(pos, a, side="right")) - 1, 0)  # the document under position a
+            while k < len(pos) and pos[k] < e:
+                p, s, n = int(pos[k]), int(starts[k]), int(lengths[k])
+                lo, hi = max(a, p), min(e, p + n)  # the document's part of this window
+                if lo < hi:
+                    x[r, lo - a: hi - a] = self.ids[s + lo - p: s + hi - p]
+                    hy = min(e, p + n - 1)  # its last token predicts nothing
+                    if lo < hy:
+                        y[r, lo - a: hy - a] = self.ids[s + lo - p + 1: s + hy - p + 1]
+                if p >= a:
+                    reset[r, p - a] = True
+                k += 1
+        return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(reset)
 
