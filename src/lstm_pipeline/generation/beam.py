@@ -108,8 +108,6 @@ class BeamSearch(DecodingStrategy):
                 logp = proc(seqs.view(N * K, L)[:, : P + cur], logp)
             top_scores, top_ids = self.candidates(logp.view(N, K, V), run_scores, generator)  # (N, 2K)
             beam, tok = top_ids // V, top_ids % V
-            cand = _gather(seqs, beam)  # (N, 2K, L)
-            cand[:, :, P + cur] = tok
             last = cur + 1 == max_new_tokens or stopping.timed_out()
             if last:
                 hits = torch.ones_like(tok, dtype=torch.bool)
@@ -121,21 +119,26 @@ class BeamSearch(DecodingStrategy):
             # the best K candidates that go on
             alive = top_scores - hits.float() * BIG
             keep = torch.topk(alive, K, dim=-1).indices  # (N, K)
-            seqs = _gather(cand, keep)
             run_scores = alive.gather(1, keep)
             parent = beam.gather(1, keep)  # (N, K) beam each survivor extends
 
-            # candidates that end become finished hypotheses when they beat the kept ones
+            # candidates that end become finished hypotheses when they beat the kept ones (the
+            # finished set, a copy of whole sequences, is only rebuilt on a step where one ends)
             just = hits & top_mask
-            final = top_scores / float(cur + 1) ** lp
-            full = fin_done.all(-1, keepdim=True) & (early is True)
-            final = final - full.float() * BIG - (~improvable).float() * BIG - (~just).float() * BIG
-            m_scores = torch.cat([fin_scores, final], 1)  # (N, 3K)
-            best = torch.topk(m_scores, K, dim=-1).indices
-            fin_seqs = _gather(torch.cat([fin_seqs, cand], 1), best)
-            fin_scores = m_scores.gather(1, best)
-            fin_done = torch.cat([fin_done, just], 1).gather(1, best)
-            fin_len = torch.cat([fin_len, torch.full_like(tok, cur + 1)], 1).gather(1, best)
+            if bool(just.any()):
+                cand = _gather(seqs, beam)  # (N, 2K, L)
+                cand[:, :, P + cur] = tok
+                final = top_scores / float(cur + 1) ** lp
+                full = fin_done.all(-1, keepdim=True) & (early is True)
+                final = final - full.float() * BIG - (~improvable).float() * BIG - (~just).float() * BIG
+                m_scores = torch.cat([fin_scores, final], 1)  # (N, 3K)
+                best = torch.topk(m_scores, K, dim=-1).indices
+                fin_seqs = _gather(torch.cat([fin_seqs, cand], 1), best)
+                fin_scores = m_scores.gather(1, best)
+                fin_done = torch.cat([fin_done, just], 1).gather(1, best)
+                fin_len = torch.cat([fin_len, torch.full_like(tok, cur + 1)], 1).gather(1, best)
+            seqs = _gather(seqs, parent)  # (N, K, L): the survivors' histories ...
+            seqs[:, :, P + cur] = tok.gather(1, keep)  # ... and their new tokens
 
             # can a running beam still beat the worst finished hypothesis?
             best_len = max_new_tokens if (early == "never" and lp > 0) else cur + 1
