@@ -1,4 +1,6 @@
 """Every registered tokenizer: training on real text, round trips, special tokens, bad input."""
+import os
+
 import pytest
 
 from lstm_pipeline.data.sources import bundled_corpus
@@ -88,6 +90,53 @@ def test_word_tokenizer_keeps_the_most_frequent_words_or_min_frequency():
     assert tk.encode(f"the {rare}") == [tk.token_to_id("the"), tk.token_to_id("<unk>")]
     _, tk = train("word", vocab_size=None, min_frequency=20)
     assert set(tk.tk.get_vocab()) - {"<unk>", "<eos>", "<pad>"} == {w for w, c in counts.items() if c >= 20}
+
+
+
+def _word_text_with_literal_specials(n_words):
+    """Words w00, w01, ... seen n_words, n_words - 1, ... times, with "<unk>" and "<eos>" (as PTB and
+    WikiText write them) the most frequent of all."""
+    words = [f"w{i:02d}" for i in range(n_words) for _ in range(n_words - i)]
+    return [" ".join(words[i: i + 7]) + " <unk> <eos> <unk>\n" for i in range(0, len(words), 7)]
+
+
+def _ids_are_compact(tk):
+    return sorted(tk.tk.get_vocab().values()) == list(range(tk.vocab_size))
+
+
+def test_word_vocab_size_is_exact_when_special_tokens_occur_as_words():
+    factory = TOKENIZERS.build({"name": "word", "vocab_size": 13})
+    tk = TextTokenizer(factory.train(iter(_word_text_with_literal_specials(20))))
+    assert tk.vocab_size == 13 and _ids_are_compact(tk)
+    assert set(tk.tk.get_vocab()) == {"<unk>", "<eos>", "<pad>", *(f"w{i:02d}" for i in range(10))}
+    unk = tk.token_to_id("<unk>")
+    assert tk.encode("<unk>") == [unk] and tk.encode("w19 w00") == [unk, tk.token_to_id("w00")]
+    assert tk.encode("w00 <eos>") == [tk.token_to_id("w00"), tk.token_to_id("<eos>")]
+    # without a vocab_size every word is kept, the special tokens once each, with ids 0 .. size - 1
+    tk = TextTokenizer(TOKENIZERS.build({"name": "word"}).train(iter(["a a a b b <unk>\n"])))
+    assert tk.vocab_size == 5 and _ids_are_compact(tk) and tk.encode("<unk> c") == [tk.token_to_id("<unk>")] * 2
+
+
+WIKITEXT2_VALID = "/work/shared/data/wikitext-2/valid.txt"
+
+
+@pytest.mark.skipif(not os.path.isfile(WIKITEXT2_VALID), reason="WikiText-2 is not in /work/shared/data")
+def test_word_vocab_size_on_wikitext_which_writes_unk_as_a_word():
+    with open(WIKITEXT2_VALID, encoding="utf-8") as f:
+        lines = [line for _, line in zip(range(2000), f)]
+    assert any("<unk>" in line.split() for line in lines)
+    tk = TextTokenizer(TOKENIZERS.build({"name": "word", "vocab_size": 1000}).train(iter(lines)))
+    assert tk.vocab_size == 1000 and _ids_are_compact(tk)
+    assert tk.encode("<unk> the") == [tk.token_to_id("<unk>"), tk.token_to_id("the")]
+
+
+def test_word_vocabulary_too_large_reports_the_true_count_when_special_tokens_occur_as_words():
+    lines = _word_text_with_literal_specials(8)  # <unk>, <eos>, <pad> + 8 words: 11 tokens
+    tk = TextTokenizer(TOKENIZERS.build({"name": "word", "vocab_size": 11}).train(iter(lines)))
+    assert tk.vocab_size == 11 and _ids_are_compact(tk)
+    with pytest.raises(VocabularyTooLargeError, match=r"vocab_size=12 is larger than the train split allows: "
+                                                      r"training found only 11 tokens"):
+        TOKENIZERS.build({"name": "word", "vocab_size": 12}).train(iter(lines))
 
 
 def test_char_unknown_policy():
