@@ -9,6 +9,8 @@ import importlib
 import os
 import sys
 
+from .network import is_network_error, network_error_message, network_errors
+
 # errors caused by the user's input or config; anything else is a bug and keeps its traceback
 USER_ERRORS = (LookupError, ValueError, FileNotFoundError)
 
@@ -51,11 +53,19 @@ def _hydra_app(config_name: str, fn):
     def app(cfg):
         try:
             return fn(cfg)
-        except USER_ERRORS as exc:
+        except Exception as exc:
+            # a connection failure (the Hub, a download) is the user's to fix too: it says what could not
+            # be reached and how to work offline; a user error that wraps one already says what to do
+            if is_network_error(exc) or (not isinstance(exc, USER_ERRORS) and network_errors(exc)):
+                message = network_error_message(exc)
+            elif isinstance(exc, USER_ERRORS):
+                message = str(exc)
+            else:
+                raise
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             # bad input: the message says what is wrong and what to do; no traceback
-            print(f"lstm-pipeline {config_name}: error: {exc}\n(Set HYDRA_FULL_ERROR=1 for the traceback.)",
+            print(f"lstm-pipeline {config_name}: error: {message}\n(Set HYDRA_FULL_ERROR=1 for the traceback.)",
                   file=sys.stderr)
             sys.exit(1)
 
@@ -159,7 +169,7 @@ def _plugins(args: list[str]) -> int:
     if check:
         print(f"plugin API provided: {API_VERSION}")
     for reg in ALL:
-        print(f"{reg.group}" + (f"   (select with {reg.config_group}=<name>)" if reg.config_group else ""))
+        print(f"{reg.group}" + (f"   (select with {reg.select})" if reg.select else ""))
         try:
             entries = reg.entries()
         except RegistryError as exc:

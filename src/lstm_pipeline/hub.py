@@ -198,7 +198,8 @@ class PretrainedLM:
 
     def generate(self, prompt: str = "", max_new_tokens: int = 100, decoding: Mapping[str, Any] | None = None,
                  seed: int | None = None, on_unknown: str = "error") -> str:
-        """Text after ``prompt`` with the given decoding (default: the model's generation_config.json)."""
+        """Text after ``prompt`` (``prompt + result`` is the whole) with the given decoding (default: the
+        model's generation_config.json)."""
         from .registry import DECODERS
 
         decoder = DECODERS.build(dict(decoding or self.generation_config()["decoding"]))
@@ -207,7 +208,7 @@ class PretrainedLM:
         gen.manual_seed(seed) if seed is not None else gen.seed()
         out = decoder.generate(self.model, [ids], max_new_tokens=max_new_tokens,
                                bos_token_id=self.config.get("bos_token_id", 0), generator=gen)
-        return self.tokenizer.decode(out.sequences[0])
+        return self.tokenizer.continuation(ids, out.sequences[0])
 
     def save_pretrained(self, out_dir: str | Path) -> Path:
         keep = {k: v for k, v in self.config.items() if k not in _OWN_CONFIG_KEYS}
@@ -262,8 +263,15 @@ def push_cmd(cfg) -> list:
     try:
         result = push_to_hub(cfg.run, cfg.repo_id, revision=cfg.revision, private=cfg.private,
                              commit_message=cfg.commit_message, create_pr=cfg.create_pr, dry_run=cfg.dry_run)
-    except ConnectionError as exc:  # includes huggingface_hub's OfflineModeIsEnabled
-        raise ValueError(f"Could not reach the Hugging Face Hub ({type(exc).__name__}: {exc}). Check the network, "
+    except Exception as exc:
+        # any connection failure: OfflineModeIsEnabled, and the HTTP client's own errors (httpx's
+        # ConnectError for a refused connection or a failed DNS lookup, timeouts), which are no
+        # ConnectionError; anything else (a 401, a bad repo_id) stays what it is
+        from .network import network_error_details, network_errors
+
+        if not network_errors(exc):
+            raise
+        raise ValueError(f"Could not reach the Hugging Face Hub ({network_error_details(exc)}). Check the network, "
                          f"unset HF_HUB_OFFLINE, log in with 'hf auth login' (or set HF_TOKEN); "
                          f"dry_run=true lists what would be sent.") from exc
     ops = push_operations(cfg.run)

@@ -73,10 +73,12 @@ def _dist_name(ep: EntryPoint) -> str:
 class Registry:
     """The components registered under one entry-point group."""
 
-    def __init__(self, group: str, kind: str, config_group: str | None = None):
+    def __init__(self, group: str, kind: str, config_group: str | None = None, select: str | None = None):
         self.group = group          # entry-point group, e.g. "lstm_pipeline.cells"
         self.kind = kind            # human name, e.g. "cell"
         self.config_group = config_group  # Hydra config group that selects it, e.g. "model/cell"
+        # how a user picks one on the command line (default: <config_group>=<name>)
+        self.select = select or (f"{config_group}=<name>" if config_group else None)
 
     # -- listing (no imports) -------------------------------------------------------
     def entries(self) -> dict[str, Entry]:
@@ -108,7 +110,7 @@ class Registry:
             available = ", ".join(entries) or "(none installed)"
             close = difflib.get_close_matches(str(name), list(entries), n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
-            how = f" Select one with {self.config_group}=<name>." if self.config_group else ""
+            how = f" Select one with {self.select}." if self.select else ""
             raise UnknownComponentError(
                 f"Unknown {self.kind} '{name}'. Available {self.kind}s: {available}.{hint}{how} "
                 f"Plugins add more by registering the entry-point group '{self.group}'."
@@ -227,7 +229,8 @@ TOKENIZERS = Registry("lstm_pipeline.tokenizers", "tokenizer", "tokenizer")
 CELLS = Registry("lstm_pipeline.cells", "cell", "model/cell")
 DECODERS = Registry("lstm_pipeline.decoders", "decoder", "decoding")
 LOGITS_PROCESSORS = Registry("lstm_pipeline.logits_processors", "logits processor")
-CALLBACKS = Registry("lstm_pipeline.callbacks", "callback", "callbacks")
+CALLBACKS = Registry("lstm_pipeline.callbacks", "callback", "callbacks",  # the group's options are files
+                     select="+callbacks.<key>={name:<name>} or a file under conf/callbacks/ (callbacks=<file>)")
 CONF = Registry("lstm_pipeline.conf", "config package")
 
 ALL: tuple[Registry, ...] = (DATA_SOURCES, TOKENIZERS, CELLS, DECODERS, LOGITS_PROCESSORS, CALLBACKS, CONF)
