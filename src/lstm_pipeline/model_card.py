@@ -18,7 +18,7 @@ def _sample(model, tokenizer, config: Mapping[str, Any], decoding: Mapping[str, 
     decoder = DECODERS.build(dict(decoding))
     out = decoder.generate(model.eval(), [ids], max_new_tokens=min(int(sample_cfg.get("max_new_tokens", 200) or 200), 300),
                            bos_token_id=config.get("bos_token_id", 0), generator=torch.Generator().manual_seed(0))
-    return prompt, tokenizer.decode(out.sequences[0])
+    return prompt, tokenizer.continuation(ids, out.sequences[0])
 
 
 def render_model_card(model, tokenizer, config: Mapping[str, Any], decoding: Mapping[str, Any],

@@ -72,10 +72,10 @@ class Generator:
         for i in range(self.cfg.num_samples):
             if self.cfg.num_samples > 1:
                 print(f"--- sample {i + 1} ---", file=out)
-            streamer = TextStreamer(self.tokenizer, out, prompt=prompt) if stream else None
+            streamer = TextStreamer(self.tokenizer, out, prompt=prompt, prompt_ids=ids) if stream else None
             result = self.run([ids], streamer)
             for j, seq in enumerate(result.sequences):
-                text = prompt + self.tokenizer.decode(seq)
+                text = prompt + self.tokenizer.continuation(ids, seq)
                 if not stream:
                     if len(result.sequences) > 1:
                         print(f"--- sequence {j + 1} (score {result.scores[j]:.4f}) ---", file=out)
@@ -99,7 +99,7 @@ class Generator:
                 for k, (seq, score) in enumerate(zip(result.sequences, result.scores)):
                     i, s = chunk[k // per_row]
                     rec = {"line": i + 1, "prompt": lines[i], "sample": s * per_row + k % per_row,
-                           "text": self.tokenizer.decode(seq), "tokens": seq, "score": score}
+                           "text": self.tokenizer.continuation(encoded[i], seq), "tokens": seq, "score": score}
                     sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
                     records.append(rec)
                 sink.flush()

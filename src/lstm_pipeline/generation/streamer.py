@@ -13,10 +13,18 @@ from ..tokenization.base import TextTokenizer
 
 
 class TextStreamer:
-    def __init__(self, tokenizer: TextTokenizer, file: TextIO | None = None, prompt: str = ""):
+    """Writes ``prompt``, then each generated token's text as it comes. ``prompt_ids`` (the encoded
+    prompt) are fed to the decoder first without being written, so the first new token is decoded
+    in context (a word-level decoder then puts the space before it, as
+    :meth:`TextTokenizer.continuation` does)."""
+
+    def __init__(self, tokenizer: TextTokenizer, file: TextIO | None = None, prompt: str = "",
+                 prompt_ids: list[int] | None = None):
         self.tokenizer = tokenizer
         self.file = file or sys.stdout
         self.stream = DecodeStream(skip_special_tokens=False)
+        for token_id in prompt_ids or ():
+            self.stream.step(tokenizer.tk, int(token_id))
         if prompt:
             self.file.write(prompt)
             self.file.flush()

@@ -60,6 +60,15 @@ class TextTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tk.decode(list(ids), skip_special_tokens=False)
 
+    def continuation(self, prompt_ids: Sequence[int], ids: Sequence[int]) -> str:
+        """The text ``ids`` add after ``prompt_ids``: ``prompt + continuation`` reads as the whole.
+        Decoders that join tokens with spaces (word level, WordPiece) put one before the first new
+        word, which ``decode(ids)`` alone would leave out ("the" + "cat" must read "the cat")."""
+        if not prompt_ids:
+            return self.decode(ids)
+        head, whole = self.decode(prompt_ids), self.decode(list(prompt_ids) + list(ids))
+        return whole[len(head):] if whole.startswith(head) else self.decode(ids)
+
     def unknown_pieces(self, text: str) -> list[str]:
         """The pieces of ``text`` this tokenizer maps to its unknown token (empty when none)."""
         if self.unk_id is None:
