@@ -1,5 +1,8 @@
 """Exact resume: 6 steps + resume to 12 equals 12 uninterrupted steps, bit for bit, with dropout,
 weight drop, a carried hidden state and the NT-ASGD switch all in play."""
+import json
+import shutil
+
 import pytest
 import torch
 from hydra import compose, initialize_config_module
@@ -76,6 +79,68 @@ def test_export_uses_averaged_weights_and_metrics_are_complete(resume_runs):
     for name, w in averaged.items():
         key = name.removeprefix("model.")
         assert torch.equal(exported[key], w) and not torch.equal(exported[key], ckpt["state_dict"][name])
+
+
+def _state_equal(a, b):
+    return a.keys() == b.keys() and all(torch.equal(v, b[k]) for k, v in a.items())
+
+
+def _best_score(ckpt):
+    return next(v for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint"))["best_model_score"].item()
+
+
+def test_resume_a_copied_run_directory(resume_runs, tmp_path, tiny_corpus):
+    """A run directory copied elsewhere resumes as it would in place: last.ckpt (not a last-v1.ckpt)
+    takes the new state, so a second resume goes on from there, and the chain equals the full run."""
+    (full_dir, _), (half_dir, _), _ = resume_runs
+    copy = tmp_path / "copy"
+    shutil.copytree(half_dir, copy)
+    ckpts = copy / "checkpoints"
+    run(tmp_path, "copy", tiny_corpus, *REG, "trainer.max_steps=6", f"ckpt_path={copy}")
+    assert torch.load(ckpts / "last.ckpt", weights_only=False)["global_step"] == 6
+    assert not list(ckpts.glob("last-v*.ckpt"))
+    assert len(list(ckpts.glob("best-*.ckpt"))) == 1  # the top-1 bookkeeping came along too
+    assert torch.load(half_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+    _, resumed = run(tmp_path, "copy", tiny_corpus, *REG, "trainer.max_steps=8", f"ckpt_path={copy}")
+    last = torch.load(ckpts / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 8
+    assert not list(ckpts.glob("last-v*.ckpt"))
+    full = torch.load(full_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert _state_equal(last["state_dict"], full["state_dict"])
+    assert _state_equal(last["lstm_pipeline"]["averaged_weights"], full["lstm_pipeline"]["averaged_weights"])
+    assert [p.name for p in ckpts.glob("best-*.ckpt")] == [p.name for p in (full_dir / "checkpoints").glob("best-*.ckpt")]
+    assert resumed["best_val_loss"] == pytest.approx(_best_score(full))
+    # the CSV log keeps every step, those before each resume included
+    header, *rows = (copy / "logs" / "metrics.csv").read_text().splitlines()
+    col = header.split(",").index("train_loss")
+    steps = [int(r.split(",")[header.split(",").index("step")]) for r in rows if r.split(",")[col]]
+    assert steps == list(range(steps[0], 8)) and steps[0] <= 1, steps
+
+
+@pytest.mark.parametrize("relocate", [shutil.copytree, shutil.move])
+def test_resume_a_finished_relocated_run_without_more_steps(relocate, tmp_path, tiny_corpus, capsys):
+    """A finished run, copied or moved, resumed with no steps left: a clean end with the usual output,
+    the best checkpoint's score and (averaged) weights exported again, as in place."""
+    from safetensors.torch import load_file
+
+    run(tmp_path, "orig", tiny_corpus, *REG, "trainer.max_steps=4")
+    dest = tmp_path / "dest"
+    relocate(tmp_path / "orig", dest)
+    ckpts = dest / "checkpoints"
+    best_before = [p.name for p in ckpts.glob("best-*.ckpt")]
+    exported_before = load_file(str(dest / "model" / "model.safetensors"))
+    metrics_before = json.loads((dest / "model" / "config.json").read_text())["metrics"]
+    capsys.readouterr()
+    _, result = run(tmp_path, "dest", tiny_corpus, *REG, "trainer.max_steps=4", f"ckpt_path={dest}")
+    out = capsys.readouterr().out
+    assert f"Run directory: {dest}" in out and "Exported model:" in out
+    assert torch.load(ckpts / "last.ckpt", weights_only=False)["global_step"] == 4
+    assert not list(ckpts.glob("last-v*.ckpt"))
+    assert [p.name for p in ckpts.glob("best-*.ckpt")] == best_before
+    assert result["best_val_loss"] == pytest.approx(_best_score(torch.load(ckpts / best_before[0], weights_only=False)))
+    assert _state_equal(load_file(str(dest / "model" / "model.safetensors")), exported_before)
+    metrics = json.loads((dest / "model" / "config.json").read_text())["metrics"]
+    assert metrics == metrics_before and metrics["val_loss"]  # nothing validated now: the export's are kept
 
 
 def test_bf16_mixed_precision_trains(tmp_path, tiny_corpus):

@@ -1,6 +1,7 @@
 """The Lightning training loop: truncated BPTT with the hidden state carried between batches."""
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -15,6 +16,8 @@ from hydra.utils import instantiate
 from ..data.resets import forward_with_resets
 from ..models.lm import RecurrentLM
 from .ntasgd import NTASGD
+
+log = logging.getLogger(__name__)
 
 LN2 = math.log(2.0)
 
@@ -134,9 +137,10 @@ class LanguageModelTask(L.LightningModule):
         if opt is not None:
             if opt.averaging:
                 opt.swap_averaged()
-            if not self.trainer.sanity_checking and opt.observe(metrics["val_loss"]):
-                self.print(f"NT-ASGD: validation loss {metrics['val_loss']:.4f} did not improve for "
-                           f"{opt.param_groups[0]['nonmono']} checks: averaging from step {self.global_step}")
+            if not self.trainer.sanity_checking and opt.observe(metrics["val_loss"]) and self.trainer.is_global_zero:
+                # through logging: the terminal and the run's train.log
+                log.info("NT-ASGD: validation loss %.4f did not improve for %d checks: averaging from step %d",
+                         metrics["val_loss"], opt.param_groups[0]["nonmono"], self.global_step)
         self._t_last = None  # validation time is not training throughput
 
     def on_test_epoch_start(self) -> None:

@@ -1,6 +1,7 @@
 """``train(cfg)``: the plain function behind ``lstm-pipeline train`` (no Hydra decorator here)."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -72,9 +73,44 @@ def _wait_for(path: Path, timeout: float = 1800.0) -> None:
         time.sleep(0.2)
 
 
-def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list, ModelCheckpoint]:
-    ckpt_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{step}", monitor="val_loss",
-                              mode="min", save_top_k=1, save_last=True)
+class RunCheckpoint(ModelCheckpoint):
+    """The run's ModelCheckpoint, whose state follows its run directory when that was copied or moved.
+
+    Lightning restores its bookkeeping only when the recorded ``dirpath`` equals the current one;
+    otherwise it drops the best score, the top-k and ``last_model_path`` (so the existing
+    ``last.ckpt`` is a file it does not own and the new state goes to ``last-v1.ckpt``) and keeps a
+    ``best_model_path`` into the old place. When the checkpoint resumed from lies in this callback's
+    own directory, that directory was relocated: the recorded paths are moved along with it and the
+    state loads exactly as in place. (Resuming another run's checkpoint into a new run directory
+    keeps Lightning's behaviour.)"""
+
+    def __init__(self, *args, resume_from: str | os.PathLike | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._resume_dir = os.path.dirname(os.path.realpath(resume_from)) if resume_from else None
+
+    @property
+    def state_key(self) -> str:
+        # ModelCheckpoint's own key: checkpoints written with either class resume alike
+        key = super().state_key
+        return ModelCheckpoint.__qualname__ + key[len(type(self).__qualname__):]
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        old = state_dict.get("dirpath")
+        if old and self.dirpath and old != self.dirpath and self._resume_dir == self.dirpath:
+            def move(path):
+                return os.path.join(self.dirpath, os.path.basename(path)) if path and os.path.dirname(path) == old \
+                    else path
+
+            state_dict = {**state_dict, "dirpath": self.dirpath,
+                          "best_k_models": {move(p): v for p, v in state_dict.get("best_k_models", {}).items()},
+                          **{k: move(state_dict[k]) for k in ("best_model_path", "kth_best_model_path",
+                                                                "last_model_path") if k in state_dict}}
+        super().load_state_dict(state_dict)
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> tuple[list, ModelCheckpoint]:
+    ckpt_cb = RunCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{step}", monitor="val_loss",
+                            mode="min", save_top_k=1, save_last=True, resume_from=resume_from)
     callbacks = [ckpt_cb]
     for key, node in (to_dict(cfg.callbacks) or {}).items():
         if node is None:
@@ -108,6 +144,7 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     ckpt = resolve_checkpoint(cfg.ckpt_path) if cfg.ckpt_path else None
+    logger = build_logger(cfg.logger)  # before the data: a missing logger package fails at once
     # reuse the tokenizer of the run being resumed (or of this run dir, if it already has one)
     tok_path = run_dir / "tokenizer.json"
     if ckpt is not None and not tok_path.is_file():
@@ -130,9 +167,8 @@ def train(cfg: DictConfig) -> dict:
         chars_per_token={s: corpus.chars_per_token(s) for s in corpus.ids},
     )
     dm = StreamDataModule(corpus, **to_dict(cfg.batching))
-    callbacks, ckpt_cb = build_callbacks(cfg, run_dir)
+    callbacks, ckpt_cb = build_callbacks(cfg, run_dir, resume_from=ckpt)
     callbacks += dm.callbacks()  # e.g. the learning-rate scaling of variable-length BPTT
-    logger = build_logger(cfg.logger)
     trainer = L.Trainer(**to_dict(cfg.trainer), default_root_dir=str(run_dir), callbacks=callbacks, logger=logger,
                         plugins=[AtomicCheckpointIO()], use_distributed_sampler=False)
     trainer.fit(task, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=False)
@@ -149,13 +185,21 @@ def train(cfg: DictConfig) -> dict:
         averaged = best_ckpt.get("lstm_pipeline", {}).get("averaged_weights")
         if averaged:
             task.load_state_dict(averaged, strict=False)
-        result["best_val_loss"] = float(ckpt_cb.best_model_score)
+        score = ckpt_cb.best_model_score
+        if score is None:  # not restored (resumed into another run directory): the best checkpoint has it
+            state = (best_ckpt.get("callbacks") or {}).get(ckpt_cb.state_key) or {}
+            score = state.get("best_model_score")
+        if score is not None:
+            result["best_val_loss"] = float(score)
     else:
         opt = task._ntasgd()
         if opt is not None and opt.averaging:
             opt.swap_averaged()
     model = task.model.cpu().eval()
     metrics = {k: v for k, v in result.items() if k.startswith("val_")}
+    previous = run_dir / MODEL_DIRNAME / "config.json"
+    if not metrics and previous.is_file():  # nothing validated now (resumed with no steps left): keep the export's
+        metrics = json.loads(previous.read_text()).get("metrics") or {}
     out = save_pretrained(model, model_cfg, tokenizer, run_dir / MODEL_DIRNAME, extra={
         "bos_token_id": bos_token_id(tokenizer), "metrics": metrics,
         "data": to_dict(cfg.data), "tokenizer": to_dict(cfg.tokenizer), "sample": to_dict(cfg.sample)})
@@ -170,6 +214,6 @@ def train(cfg: DictConfig) -> dict:
         ids = tokenizer.encode_checked(prompt, on_unknown="skip")
         Sample(temperature=cfg.sample.temperature).generate(
             model, [ids], max_new_tokens=cfg.sample.max_new_tokens, bos_token_id=config["bos_token_id"],
-            streamer=TextStreamer(tokenizer, sys.stdout, prompt=prompt),
+            streamer=TextStreamer(tokenizer, sys.stdout, prompt=prompt, prompt_ids=ids),
             generator=torch.Generator().manual_seed(cfg.seed))
     return result
