@@ -157,12 +157,31 @@ def to_dict(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
+def _missing_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    """Keys whose value is '???', found without resolving interpolations (``hydra`` is skipped)."""
+    out = []
+    for key in node.keys():
+        path = f"{prefix}{key}"
+        if path == "hydra" or OmegaConf.is_interpolation(node, key):
+            continue
+        if OmegaConf.is_missing(node, key):
+            out.append(path)
+        elif isinstance(node[key], DictConfig):
+            out += _missing_keys(node[key], path + ".")
+    return out
+
+
 def validate_train_config(cfg: DictConfig) -> None:
     """Check every component node against the signature it feeds; raise naming the bad key."""
     import lightning as L
 
     from .models.lm import RecurrentLM
     from .registry import CALLBACKS, CELLS, DATA_SOURCES, TOKENIZERS, validate_kwargs
+
+    missing = _missing_keys(cfg)
+    if missing:  # a preset's '???': say which key, not a path with '???' in it later on
+        raise ValueError(f"{', '.join(missing)} must be set: add {missing[0]}=<value> to the command line "
+                         f"(the chosen config leaves {'it' if len(missing) == 1 else 'them'} as '???').")
 
     def check(registry, node, what, **runtime):
         node = dict(to_dict(node))

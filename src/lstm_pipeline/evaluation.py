@@ -76,7 +76,7 @@ def generation_quality(model, tokenizer, config: dict, gen_cfg: dict, device: st
     logprob_sums = result.scores if decoder.scores_are_logprob_sums else None  # beam scores are not
     report = generation_report(result.sequences, logprob_sums, gen_cfg["max_n"])
     report["decoding"] = dict(gen_cfg["decoding"])
-    report["examples"] = [gen_cfg["prompt"] + tokenizer.decode(s) for s in result.sequences[:3]]
+    report["examples"] = [gen_cfg["prompt"] + tokenizer.continuation(prompt, s) for s in result.sequences[:3]]
     return report
 
 
@@ -93,6 +93,10 @@ def evaluate(cfg: DictConfig) -> dict:
     run_dir = Path(model_dir).parent if Path(model_dir).name == "model" else Path(model_dir)
     dyn, cache = to_dict(cfg.dynamic_eval), to_dict(cfg.cache)
     report: dict = {}
+    if not corpus.ids and data_cfg.get("streaming"):
+        raise DataError(f"The run streams its data (data.streaming=true), and evaluate scores whole prepared splits. "
+                        f"Name data it can prepare, e.g. data={data_cfg.get('name', 'hub')} with the run's data.path and "
+                        f"data.streaming=false, or data=text data.path=<file>.")
     for split in cfg.splits:
         if split not in corpus.ids:
             raise DataError(f"No split '{split}'; the data has: {', '.join(corpus.ids)}.")

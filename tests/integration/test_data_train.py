@@ -41,3 +41,9 @@ def test_streaming_hub_source_on_a_local_dataset_directory(tmp_path, jsonl_datas
     col = header.split(",").index("val_loss")
     assert sum(1 for r in rows if r.split(",")[col]) == 2  # validated at steps 6 and 12
     assert (run / "model" / "model.safetensors").is_file()
+    # evaluate scores whole splits: it says how to name data it can prepare, and then does
+    bad = run_cli("evaluate", f"run={run}", check=False)
+    assert bad.returncode == 1 and "data.streaming=false" in bad.stderr and "Traceback" not in bad.stderr
+    out = run_cli("evaluate", f"run={run}", "data=hub", f"data.path={jsonl_dataset}", "data.text_column=body",
+                  "data.streaming=false", "splits=[validation]", "batch_size=2", "bptt=8").stdout
+    assert "validation: loss" in out

@@ -71,6 +71,19 @@ def test_evaluate_reports_loss_ppl_bpc(tiny_run):
     assert report["validation"]["loss"] == pytest.approx(config["metrics"]["val_loss"], rel=0.05)
 
 
+def test_evaluate_on_other_data_selected_like_train(tiny_run, tmp_path):
+    """``data=<preset> data.path=...`` as in train (docs/evaluation.md); a repeated text scores better."""
+    other = tmp_path / "other.txt"
+    other.write_text("ROMEO: speak.\n" * 3000)
+    report = tmp_path / "other.json"
+    out = run_cli("evaluate", f"run={tiny_run}", "data=text", f"data.path={other}", "splits=[test]",
+                  f"report={report}").stdout
+    assert "test: loss" in out
+    got = json.loads(report.read_text())["test"]["loss"]
+    own = json.loads((tiny_run / "model" / "config.json").read_text())["metrics"]["val_loss"]
+    assert got != pytest.approx(own, rel=0.02)  # scored on the other text, not on the run's own
+
+
 def test_resume_continues_from_last_checkpoint(tmp_path, tiny_corpus):
     run_dir = tmp_path / "run"
     base = ["data=text", f"data.path={tiny_corpus}", *TINY, "sample.max_new_tokens=0"]
@@ -83,6 +96,15 @@ def test_resume_continues_from_last_checkpoint(tmp_path, tiny_corpus):
     assert step12["global_step"] == 12
     assert step12["hyper_parameters"]["model"]["hidden_size"] == 32  # the original config, recomposed
     assert (run_dir / "model" / "model.safetensors").is_file()
+
+
+def test_ntasgd_switch_is_written_to_the_run_log(tmp_path, tiny_corpus):
+    run_dir = tmp_path / "run"
+    run_cli("train", "data=text", f"data.path={tiny_corpus}", *TINY, "optim=ntasgd", "optim.nonmono=0",
+            "trainer.max_steps=4", "trainer.val_check_interval=2", "sample.max_new_tokens=0",
+            f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    line = "NT-ASGD: validation loss"
+    assert line in (run_dir / "train.log").read_text() and "averaging from step 2" in (run_dir / "train.log").read_text()
 
 
 def test_bad_inputs_have_clear_messages(tmp_path, tiny_run):

@@ -6,7 +6,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from lstm_pipeline.config import register_schemas, validate_train_config
+from lstm_pipeline.config import _missing_keys, register_schemas, validate_train_config
 
 CONF = Path(__file__).resolve().parents[2] / "src" / "lstm_pipeline" / "conf"
 TOP = {"train.yaml", "generate.yaml", "evaluate.yaml", "export.yaml", "plot.yaml", "push.yaml"}
@@ -35,11 +35,10 @@ def test_every_group_option_composes_and_validates(group, option):
 
         DECODERS.build(OmegaConf.to_container(cfg.decoding))
         return
-    overrides = [f"{group}={option}"]
-    if group == "data" and option == "text":
-        overrides.append("data.path=some.txt")
-    cfg = _compose("train", overrides)
+    cfg = _compose("train", [f"{group}={option}"])
     cfg.run_dir = "/tmp/x"  # hydra:runtime is only set inside a real run
+    for key in _missing_keys(cfg):  # what the option leaves to the user (data.path, ...): any value
+        OmegaConf.update(cfg, key, "some.txt")
     validate_train_config(cfg)
 
 
@@ -83,3 +82,10 @@ def test_wlm_medium_preset_drops_where_word_language_model_does():
     assert (model.lock_in.p, model.lock_in.locked) == (0.5, False)
     assert model.cell.rnn.dropout == 0.5 and model.drop.p == 0.5
     assert model.lock_hidden.p == model.lock_out.p == 0.0 and model.head.weight is model.embedding.weight
+
+
+def test_a_value_left_missing_by_a_preset_is_named():
+    cfg = _compose("train", ["data=ptb"])  # ptb needs data.data_dir
+    cfg.run_dir = "/tmp/x"
+    with pytest.raises(ValueError, match=r"data\.data_dir must be set: add data\.data_dir=<value>"):
+        validate_train_config(cfg)

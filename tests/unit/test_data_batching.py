@@ -203,8 +203,10 @@ def test_streaming_ranks_get_disjoint_shards(tmp_path):
         seen.append({tk.tk.id_to_token(i) for i in toks} - {"<eos>"})
     assert seen[0].isdisjoint(seen[1])
     assert len(seen[0] | seen[1]) > 380  # everything but the tail of each shard that does not fill a batch
-    with pytest.raises(DataError, match="shorter than one batch"):
+    with pytest.raises(DataError, match="shorter than one batch.*Lower batching.batch_size / batching.bptt"):
         list(StreamingBatches(ds.take(3), tk, "text", 2, 5))
+    with pytest.raises(DataError, match="Lower batching.eval_batch_size / batching.bptt.*data.val_count"):
+        list(StreamingBatches(ds.take(3), tk, "text", 2, 5, split="validation"))
 
 
 def test_variable_bptt_callback_scales_lr_by_window_length_in_a_real_trainer():

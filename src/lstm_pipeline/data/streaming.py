@@ -77,4 +77,6 @@ class StreamingBatches(IterableDataset):
         if emitted == 0:
             n = sum(len(r) for r in buf)
             raise DataError(f"The streaming {self.split} split gave {n} tokens to this process: shorter than one batch "
-                            f"({B} rows x {T + 1} tokens). Lower batching.batch_size / batching.bptt or use more data.")
+                            f"({B} rows x {T + 1} tokens). Lower {'batching.batch_size' if self.split == 'train' else 'batching.eval_batch_size'}"
+                            f" / batching.bptt or use more data"
+                            f"{'' if self.split == 'train' else f' (data.val_count / data.test_count for a split carved off the stream)'}.")
