@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import sys
+from pathlib import Path
 
 from .network import is_network_error, network_error_message, network_errors
 
@@ -42,6 +44,22 @@ Examples:
 Set HYDRA_FULL_ERROR=1 for a full traceback."""
 
 
+#: what Hydra and the data stage write into a run directory before training starts
+_BEFORE_TRAINING = {".hydra", "train.log", "tokenizer.json"}
+
+
+def _drop_unused_run_dir(cfg) -> None:
+    """A new run that stopped on bad input before training would leave a run directory holding only
+    Hydra's files: remove it (a resumed run's directory is never touched)."""
+    try:
+        run_dir = Path(str(cfg.run_dir))
+        resumed = bool(cfg.get("ckpt_path"))
+    except Exception:  # no run_dir in this config
+        return
+    if not resumed and run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= _BEFORE_TRAINING:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def _hydra_app(config_name: str, fn):
     import hydra
 
@@ -62,6 +80,8 @@ def _hydra_app(config_name: str, fn):
                 message = str(exc)
             else:
                 raise
+            if config_name == "train":
+                _drop_unused_run_dir(cfg)
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             # bad input: the message says what is wrong and what to do; no traceback

@@ -108,6 +108,9 @@ def test_ntasgd_switch_is_written_to_the_run_log(tmp_path, tiny_corpus):
 
 
 def test_bad_inputs_have_clear_messages(tmp_path, tiny_run):
+    r = run_cli("train", "+model.hiden_size=3", check=False, cwd=tmp_path)
+    assert r.returncode == 1 and "Did you mean 'hidden_size'" in r.stderr
+    assert not list(tmp_path.glob("runs/*/*")), "a run stopped by bad input leaves no run directory"
     r = run_cli("train", "model/cell=lsmt", check=False, cwd=tmp_path)
     assert r.returncode != 0 and "lstm" in r.stderr and "gru" in r.stderr
     r = run_cli("train", "model.cell.name=lsmt", *TINY, check=False, cwd=tmp_path)
