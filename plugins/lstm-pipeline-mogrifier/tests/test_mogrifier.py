@@ -136,7 +136,7 @@ def test_cell_config_composes_through_the_search_path_plugin():
 
 
 def test_ptb_preset_composes_and_validates():
-    cfg = _compose(["experiment=mogrifier_ptb", "data.path=ptb.train.txt"])
+    cfg = _compose(["experiment=mogrifier_ptb", "data.data_dir=/data/ptb"])
     assert cfg.model.cell.name == "mogrifier" and cfg.model.cell.rounds == 6
     assert cfg.batching.bptt == 70 and cfg.model.tie_weights
     validate_train_config(cfg)
