@@ -71,6 +71,10 @@ def _hydra_app(config_name: str, fn):
     def app(cfg):
         try:
             return fn(cfg)
+        except BrokenPipeError:  # the reader went away (`lstm-pipeline generate ... | head`): stop quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so that flushing stdout at exit does not fail again
+            sys.exit(0)
         except Exception as exc:
             # a connection failure (the Hub, a download) is the user's to fix too: it says what could not
             # be reached and how to work offline; a user error that wraps one already says what to do

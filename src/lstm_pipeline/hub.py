@@ -269,6 +269,12 @@ def push_cmd(cfg) -> list:
         # ConnectionError; anything else (a 401, a bad repo_id) stays what it is
         from .network import network_error_details, network_errors
 
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status in (401, 403):  # reached the Hub, which refused: a token or a permission is missing
+            raise ValueError(
+                f"The Hugging Face Hub refused to write to {cfg.repo_id!r} (HTTP {status}). Log in with "
+                f"'hf auth login' or set HF_TOKEN to a token with write access to it (for an organisation's "
+                f"repo, one that is a member with write rights); dry_run=true lists what would be sent.") from exc
         if not network_errors(exc):
             raise
         raise ValueError(f"Could not reach the Hugging Face Hub ({network_error_details(exc)}). Check the network, "
@@ -276,7 +282,9 @@ def push_cmd(cfg) -> list:
                          f"dry_run=true lists what would be sent.") from exc
     ops = push_operations(cfg.run)
     verb = "Would upload" if cfg.dry_run else "Uploaded"
-    print(f"{verb} {len(ops)} files to https://huggingface.co/{cfg.repo_id}:")
+    from huggingface_hub import constants
+
+    print(f"{verb} {len(ops)} files to {constants.ENDPOINT.rstrip('/')}/{cfg.repo_id}:")  # HF_ENDPOINT if set
     for op in ops:
         print(f"  {op.path_in_repo:<24} {Path(op.path_or_fileobj).stat().st_size:>12,} bytes")
     if not cfg.dry_run:

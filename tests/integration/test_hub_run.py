@@ -75,6 +75,9 @@ def test_plot_without_logs_is_a_clear_error(tmp_path, capsys):
 def test_push_dry_run_lists_the_commit(tiny_run, monkeypatch, capsys):
     out = run_cli("push", f"run={tiny_run}", "repo_id=me/tiny-lstm", "dry_run=true").stdout
     assert "Would upload 6 files to https://huggingface.co/me/tiny-lstm" in out
+    mirror = run_cli("push", f"run={tiny_run}", "repo_id=me/tiny-lstm", "dry_run=true",
+                     env={"HF_ENDPOINT": "https://hub.example.org"}).stdout
+    assert "Would upload 6 files to https://hub.example.org/me/tiny-lstm" in mirror  # the Hub actually used
     for f in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
               "generation_config.json", "README.md"):
         assert f in out

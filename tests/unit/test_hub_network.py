@@ -172,3 +172,50 @@ def test_other_errors_are_not_connection_failures(http_404):
     wrapped = _raised(deliberate_wrap)
     assert network_errors(wrapped) == [refused]
     assert network_error_details(wrapped) == f"RuntimeError: download failed; {type(refused).__name__}: {refused}"
+
+
+@pytest.fixture
+def http_401():
+    """A local stand-in for the Hub that refuses every request with 401 (a missing or bad token)."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _refuse(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            body = b'{"error": "Invalid credentials in Authorization header"}'
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = _refuse
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_push_refused_by_the_hub_says_to_log_in(model_dir, tmp_path, http_401):
+    proc = run_cli("push", f"run={model_dir}", "repo_id=my-org/shakespeare-lstm", cwd=tmp_path, check=False,
+                   env=offline_env(tmp_path, http_401), timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert ("lstm-pipeline push: error: The Hugging Face Hub refused to write to 'my-org/shakespeare-lstm' "
+            "(HTTP 401). Log in with 'hf auth login' or set HF_TOKEN") in proc.stderr
+
+
+def test_a_closed_pipe_ends_the_command_quietly(model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "lstm_pipeline.cli", "generate", f"run={model_dir}", "prompt=a",
+           "max_new_tokens=4000", "decoding=greedy"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.read(1)  # like `| head -c 1`: take a little, then close the pipe
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
