@@ -7,6 +7,7 @@ import importlib.util
 
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 
 class _KeepingWriter(ExperimentWriter):
@@ -24,6 +25,7 @@ class KeepingCSVLogger(CSVLogger):
     """``CSVLogger`` that appends to ``<save_dir>/<name>/metrics.csv`` if it exists (``logger=csv``)."""
 
     @property
+    @rank_zero_experiment  # as CSVLogger's own: the other ranks get a no-op experiment
     def experiment(self) -> ExperimentWriter:
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
