@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from .models.lm import RecurrentLM
+from .network import network_error_details, network_errors
 from .tokenization.base import TextTokenizer
 
 FORMAT_VERSION = 1
@@ -267,8 +268,6 @@ def push_cmd(cfg) -> list:
         # any connection failure: OfflineModeIsEnabled, and the HTTP client's own errors (httpx's
         # ConnectError for a refused connection or a failed DNS lookup, timeouts), which are no
         # ConnectionError; anything else (a 401, a bad repo_id) stays what it is
-        from .network import network_error_details, network_errors
-
         status = getattr(getattr(exc, "response", None), "status_code", None)
         if status in (401, 403):  # reached the Hub, which refused: a token or a permission is missing
             raise ValueError(

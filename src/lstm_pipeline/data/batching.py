@@ -186,10 +186,11 @@ class DocumentBatches(_Windows):
                 p, s, n = int(pos[k]), int(starts[k]), int(lengths[k])
                 lo, hi = max(a, p), min(e, p + n)  # the document's part of this window
                 if lo < hi:
-                    x[r, lo - a: hi - a] = self.ids[s + lo - p: s + hi - p]
                     hy = min(e, p + n - 1)  # its last token predicts nothing
+                    tokens = self.ids[s + lo - p: s + max(hi, hy + 1) - p]  # inputs and targets in one read
+                    x[r, lo - a: hi - a] = tokens[: hi - lo]
                     if lo < hy:
-                        y[r, lo - a: hy - a] = self.ids[s + lo - p + 1: s + hy - p + 1]
+                        y[r, lo - a: hy - a] = tokens[1: hy - lo + 1]
                 if p >= a:
                     reset[r, p - a] = True
                 k += 1

@@ -76,7 +76,8 @@ class StreamingBatches(IterableDataset):
                     yield rows[:, :-1], rows[:, 1:]
         if emitted == 0:
             n = sum(len(r) for r in buf)
+            train = self.split == "train"
+            rows_key = "batching.batch_size" if train else "batching.eval_batch_size"
+            carved = "" if train else " (data.val_count / data.test_count for a split carved off the stream)"
             raise DataError(f"The streaming {self.split} split gave {n} tokens to this process: shorter than one batch "
-                            f"({B} rows x {T + 1} tokens). Lower {'batching.batch_size' if self.split == 'train' else 'batching.eval_batch_size'}"
-                            f" / batching.bptt or use more data"
-                            f"{'' if self.split == 'train' else f' (data.val_count / data.test_count for a split carved off the stream)'}.")
+                            f"({B} rows x {T + 1} tokens). Lower {rows_key} / batching.bptt or use more data{carved}.")

@@ -178,9 +178,13 @@ class RecurrentLM(nn.Module):
             raw, state = x, tuple(s for st in states for s in st)
         return raw, self.drop(self.lock_out(raw)), state
 
+    def _head_input(self, y: Tensor) -> Tensor:
+        """The cell's output as the output layer takes it (through the tying projection, if any)."""
+        return self.proj(y) if self.proj is not None else y
+
     def _logits(self, y: Tensor) -> Tensor:
         # the head's products run on oneDNN on the CPU (models/linear.py): most of a word-level step
-        return linear(self.proj(y) if self.proj is not None else y, self.head.weight, self.head.bias)
+        return linear(self._head_input(y), self.head.weight, self.head.bias)
 
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """tokens (B, T) -> logits (B, T, V), state."""
@@ -203,7 +207,7 @@ class RecurrentLM(nn.Module):
             penalty = penalty + self.ar_alpha * y.float().pow(2).mean()
         if self.training and self.tar_beta and raw.size(1) > 1:
             penalty = penalty + self.tar_beta * (raw[:, 1:] - raw[:, :-1]).float().pow(2).mean()
-        return (self.proj(y) if self.proj is not None else y), state, penalty
+        return self._head_input(y), state, penalty
 
     def head_loss(self, features: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """features (..., H') from :meth:`features_train`, targets (...) -> (mean cross-entropy,
