@@ -73,10 +73,6 @@ def ours(model, decoder, batch: int, n: int) -> float:
     return time.perf_counter() - t0
 
 
-def best_of(fn, repeats: int) -> float:
-    return min(fn() for _ in range(repeats))
-
-
 def best_interleaved(fns, repeats: int) -> list[float]:
     """The best time of each of ``fns``, run in turns (a, b, c, a, b, c, ...): load drift on this
     shared machine then hits the baseline and the runners alike."""
