@@ -54,7 +54,7 @@ def prompts(batch: int, length: int = 8) -> list[list[int]]:
 @torch.inference_mode()
 def bare_loop(model: RecurrentLM, batch: int, n: int) -> float:
     """The obvious implementation: nn.LSTM stepped with T=1, torch.multinomial. Returns seconds."""
-    lstm: nn.LSTM = model.cell.rnn
+    lstm: nn.LSTM = model.layers[0].rnn
     emb, head = model.embedding, model.head
     torch.manual_seed(0)
     t0 = time.perf_counter()

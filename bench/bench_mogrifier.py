@@ -41,7 +41,7 @@ def build(kind: str, args) -> RecurrentLM:
                         num_layers=args.layers)
     if kind != "lstm":
         rounds, rank = {"mogrifier": (5, 0), "mogrifier-r5-k32": (5, 32), "mogrifier-r0": (0, 0)}[kind]
-        model.cell = mogrifier_class()(args.hidden, args.hidden, args.layers, rounds=rounds, rank=rank)
+        model.layers[0] = mogrifier_class()(args.hidden, args.hidden, args.layers, rounds=rounds, rank=rank)
     return model.to(args.device)
 
 

@@ -5,14 +5,16 @@
 so that a runtime with no Python training stack steps token by token and keeps the state itself.
 Formats: TorchScript (``torch.jit.trace``; load with ``torch.jit.load``) and ONNX (run it in
 ``onnxruntime``). ``quantize=True`` makes the matrix products dynamic int8 for CPU inference
-(PyTorch dynamic quantisation for TorchScript, ONNX Runtime's ``quantize_dynamic`` for ONNX).
+(:func:`lstm_pipeline.cells.base.quantize_int8_` on the model for TorchScript, ONNX Runtime's
+``quantize_dynamic`` for ONNX).
 
-For the built-in LSTM and GRU the step runs the cell's weights as plain ``nn.Linear`` layers (one
-input and one recurrent product per layer, the biases folded), which is what quantisation acts on;
-any other (plugin) cell is exported through its own ``step``.
+The step module is the model's own ``RecurrentLM.step``, traced: every layout (fused or custom cells,
+one cell per layer, a tying projection, ``proj_size``, one-hot input, plugin cells) exports through
+the same code that generation runs, and nothing here knows how a cell is built.
 """
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from pathlib import Path
@@ -20,113 +22,35 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .cells.fused import GRU, LSTM
-from .cells.gru_cell import GRUCell
-from .cells.lstm_cell import LSTMCell
+from .cells.base import quantize_int8_
 from .models.lm import RecurrentLM
 
 FORMATS = ("torchscript", "onnx")
 SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
 
 
-class _LSTMStep(nn.Module):
-    def __init__(self, cell: LSTM):
-        super().__init__()
-        rnn = cell.rnn
-        self.ih, self.hh, self.proj = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
-        for layer in range(cell.num_layers):
-            w_ih, w_hh = getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}")
-            ih = nn.Linear(w_ih.size(1), w_ih.size(0))
-            hh = nn.Linear(w_hh.size(1), w_hh.size(0), bias=False)
-            with torch.no_grad():
-                ih.weight.copy_(w_ih)
-                ih.bias.copy_(getattr(rnn, f"bias_ih_l{layer}") + getattr(rnn, f"bias_hh_l{layer}"))
-                hh.weight.copy_(w_hh)
-            self.ih.append(ih)
-            self.hh.append(hh)
-            if cell.proj_size:
-                w_hr = getattr(rnn, f"weight_hr_l{layer}")
-                proj = nn.Linear(w_hr.size(1), w_hr.size(0), bias=False)
-                with torch.no_grad():
-                    proj.weight.copy_(w_hr)
-                self.proj.append(proj)
-
-    def forward(self, x: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        hs, cs = [], []
-        inp = x  # (B, E)
-        for layer, (ih, hh) in enumerate(zip(self.ih, self.hh)):
-            h, c = LSTMCell.pointwise(ih(inp), hh(h0[layer]), [h0[layer], c0[layer]], [])  # the gate math
-            if len(self.proj):
-                h = self.proj[layer](h)
-            hs.append(h)
-            cs.append(c)
-            inp = h
-        return inp, torch.stack(hs), torch.stack(cs)  # (B, P|H), (L, B, P|H), (L, B, H)
-
-
-class _GRUStep(nn.Module):
-    def __init__(self, cell: GRU):
-        super().__init__()
-        rnn = cell.rnn
-        self.ih, self.hh = nn.ModuleList(), nn.ModuleList()
-        for layer in range(cell.num_layers):
-            for kind, store in (("ih", self.ih), ("hh", self.hh)):
-                w = getattr(rnn, f"weight_{kind}_l{layer}")
-                lin = nn.Linear(w.size(1), w.size(0))
-                with torch.no_grad():
-                    lin.weight.copy_(w)
-                    lin.bias.copy_(getattr(rnn, f"bias_{kind}_l{layer}"))
-                store.append(lin)
-
-    def forward(self, x: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
-        hs = []
-        inp = x  # (B, E)
-        for layer, (ih, hh) in enumerate(zip(self.ih, self.hh)):
-            (h,) = GRUCell.pointwise(ih(inp), hh(h0[layer]), [h0[layer]], [])  # the gate math
-            hs.append(h)
-            inp = h
-        return inp, torch.stack(hs)  # (B, H), (L, B, H)
-
-
-class _GenericStep(nn.Module):
-    def __init__(self, cell):
-        super().__init__()
-        self.cell = cell
-
-    def forward(self, x: Tensor, *state: Tensor):
-        y, new = self.cell.step(x, tuple(state))
-        return (y, *new)
-
-
 class StepModule(nn.Module):
-    """One decoding step of a RecurrentLM with explicit state: (token (B,), *state) -> (logits (B, V), *state)."""
+    """One decoding step of a RecurrentLM with explicit state: (token (B,), *state) -> (logits (B, V), *state).
+    It calls ``model.step``; it holds the model (no copies of its weights)."""
 
     def __init__(self, model: RecurrentLM):
         super().__init__()
-        self.embedding, self.head = model.embedding, model.head
-        cell = model.cell
-        if type(cell) is LSTM:
-            self.core: nn.Module = _LSTMStep(cell)
-        elif type(cell) is GRU:
-            self.core = _GRUStep(cell)
-        else:
-            self.core = _GenericStep(cell)
+        self.model = model
         self.num_state = len(model.init_state(1))
         self.eval().requires_grad_(False)
 
     def forward(self, token: Tensor, *state: Tensor):
-        x = self.embedding(token)  # (B, E)
-        y, *new_state = self.core(x, *state)
-        return (self.head(y), *new_state)  # (B, V), state tensors
+        logits, new_state = self.model.step(token, tuple(state))
+        return (logits, *new_state)  # (B, V), state tensors
 
 
-def quantize_dynamic_int8(module: nn.Module) -> nn.Module:
-    """Dynamic int8 quantisation of every nn.Linear (weights int8, activations quantised per call)."""
-    from torch.ao.quantization import quantize_dynamic
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8)
+def quantize_dynamic_int8(model: RecurrentLM) -> RecurrentLM:
+    """A copy of ``model`` whose one-token steps run their products in dynamic int8 (weights per
+    output row, activations per call), quantised now (one warm-up step)."""
+    q = quantize_int8_(copy.deepcopy(model).cpu().eval())
+    with torch.no_grad():
+        q.step(torch.zeros(1, dtype=torch.long), q.init_state(1))  # builds the int8 weights before tracing
+    return q
 
 
 def state_names(n: int) -> tuple[list[str], list[str]]:
@@ -140,14 +64,14 @@ def export_step(model: RecurrentLM, out_path: str | Path, fmt: str = "onnx", qua
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    step = StepModule(model.cpu().eval())
+    model = model.cpu().eval()
     token = torch.zeros(batch_size, dtype=torch.long)
     state = tuple(model.init_state(batch_size))
     ins, outs = state_names(len(state))
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         if fmt == "torchscript":
-            module = quantize_dynamic_int8(step) if quantize else step
+            module = StepModule(quantize_dynamic_int8(model) if quantize else model)
             traced = torch.jit.trace(module, (token, *state), check_trace=False)
             tmp = out_path.with_name(out_path.name + ".tmp")
             torch.jit.save(traced, str(tmp))
@@ -156,7 +80,7 @@ def export_step(model: RecurrentLM, out_path: str | Path, fmt: str = "onnx", qua
             target = out_path.with_name(out_path.stem + ".fp32.onnx") if quantize else out_path
             batch = {0: "batch"}
             dynamic = {"token": batch, "logits": batch, **{n: {1: "batch"} for n in ins + outs}}
-            torch.onnx.export(step, (token, *state), str(target), input_names=["token", *ins],
+            torch.onnx.export(StepModule(model), (token, *state), str(target), input_names=["token", *ins],
                               output_names=["logits", *outs], dynamic_axes=dynamic, dynamo=False,
                               opset_version=17, do_constant_folding=True)
             if quantize:

@@ -80,7 +80,7 @@ def test_wlm_medium_preset_drops_where_word_language_model_does():
     cfg = _compose("train", ["experiment=wlm_medium"])
     model = RecurrentLM(50, **OmegaConf.to_container(cfg.model))
     assert (model.lock_in.p, model.lock_in.locked) == (0.5, False)
-    assert model.cell.rnn.dropout == 0.5 and model.drop.p == 0.5
+    assert model.layers[0].rnn.dropout == 0.5 and model.drop.p == 0.5
     assert model.lock_hidden.p == model.lock_out.p == 0.0 and model.head.weight is model.embedding.weight
 
 

@@ -28,7 +28,7 @@ def test_auto_classes_load_the_export_dir_with_identical_weights(exported):
     hf = AutoModelForCausalLM.from_pretrained(d).eval()
     assert type(hf).__name__ == "LstmPipelineForCausalLM"
     ours = model.state_dict()
-    theirs = hf.state_dict()
+    theirs = hf.lm.state_dict()
     assert set(ours) <= set(theirs)
     for k, v in ours.items():
         assert torch.equal(v, theirs[k]), k

@@ -39,7 +39,7 @@ def test_tie_needs_embedding_input():
 def test_layerwise_stack_carries_state_steps_and_reorders(cell):
     torch.manual_seed(0)
     m = RecurrentLM(V, {"name": cell}, embedding_dim=8, hidden_size=12, num_layers=3, dropout_hidden=0.3).eval()
-    assert m.layerwise and len(m.layers) == 3
+    assert len(m.layers) == 3
     x = tokens()
     full, state = m(x)
     a, s = m(x[:, :4])
@@ -64,7 +64,7 @@ def test_layerwise_stack_carries_state_steps_and_reorders(cell):
 
 def test_layerwise_off_for_single_layer():
     m = RecurrentLM(V, {"name": "lstm"}, num_layers=1, dropout_hidden=0.5)
-    assert not m.layerwise
+    assert len(m.layers) == 1
 
 
 def test_awd_shaped_model_round_trips_through_safetensors(tmp_path):

@@ -114,7 +114,7 @@ def test_weight_drop_runs_the_fused_kernel_on_dropped_weights():
     torch.manual_seed(5)
     out, (h, c) = model(x)
     # the same masks, drawn in the same order, applied by hand to a plain nn.LSTM
-    rnn = model.cell.rnn
+    rnn = model.layers[0].rnn
     torch.manual_seed(5)
     dropped = {n: dropout(getattr(rnn, n), 0.4) for n in ("weight_hh_l0", "weight_hh_l1")}
     ref = copy.deepcopy(rnn)

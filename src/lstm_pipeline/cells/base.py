@@ -74,6 +74,8 @@ def step_linear(owner: nn.Module, name: str, x: Tensor, weight: Tensor, bias: Te
       on a weight that oneDNN has reordered for the batch size (cached per power of two): 2-3x
       faster than MKL's ``addmm`` at batch 4-64 (the head at batch 64: 8.8 -> 3.8 ms).
     Elsewhere (GPU, other dtypes, autograd, tracing for export, a build without oneDNN) it is ``F.linear``."""
+    if owner.__dict__.get(_INT8) and not torch.is_grad_enabled():
+        return _int8_product(owner, name, x, weight, bias)
     cpu_fast = (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
                 and not torch.is_grad_enabled() and x.dim() == 2
                 and not torch.jit.is_tracing())  # an export must record F.linear: any batch size, ONNX ops
@@ -95,6 +97,43 @@ def step_linear(owner: nn.Module, name: str, x: Tensor, weight: Tensor, bias: Te
         packed = step_weight(owner, f"{name}/onednn", lambda w: onednn.reorder(w, bucket), weight, tag=bucket)
         return onednn.matmul(x, packed, bias)
     return torch.nn.functional.linear(x, weight, bias)
+
+
+#: attribute set on a module (by :func:`quantize_int8_`) whose one-token products run in dynamic int8
+_INT8 = "_int8_step"
+
+
+def quantize_int8_(model: nn.Module) -> nn.Module:
+    """Make every product that a one-token ``step`` runs through :func:`step_linear` (the cells'
+    gate products, a tying projection, the output layer) a dynamic int8 product, in place; returns
+    ``model``. Weights are quantised per output row (symmetric, int8) the first time a step uses
+    them, activations per call (PyTorch's dynamic quantisation, ``torch.ao.nn.quantized.dynamic``,
+    fbgemm/x86 on the CPU). Training and ``forward`` are unchanged (float): this is for generation
+    and export of the step on the CPU. The quantised copies are made once: quantise after training.
+    Any cell whose ``step`` uses ``step_linear`` is quantised this way; other products stay float."""
+    for m in model.modules():
+        m.__dict__[_INT8] = True
+    return model
+
+
+def _int8_product(owner: nn.Module, name: str, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    if x.device.type != "cpu":
+        raise ValueError("int8 steps run on the CPU only (dynamic quantisation); load the model on device=cpu.")
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    from torch.ao.quantization.observer import PerChannelMinMaxObserver
+
+    key = "int8_" + name.replace("/", "_").replace(".", "_")
+    mod = owner._modules.get(key)
+    if mod is None:  # first use: quantise this weight (a registered child, so that tracing records it)
+        obs = PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+        w = weight.detach().float().contiguous()
+        obs(w)
+        scales, zero_points = obs.calculate_qparams()
+        qweight = torch.quantize_per_channel(w, scales.double(), zero_points.long(), 0, torch.qint8)
+        mod = DynamicLinear(w.size(1), w.size(0), bias_=bias is not None, dtype=torch.qint8)
+        mod.set_weight_bias(qweight, None if bias is None else bias.detach().float())
+        owner.add_module(key, mod)
+    return mod(x.float())
 
 
 class RecurrentCell(nn.Module):

@@ -1,7 +1,9 @@
 """``LstmPipelineForCausalLM``: a ``PreTrainedModel`` + ``GenerationMixin`` around ``RecurrentLM``.
 
-The module tree is RecurrentLM's own (``embedding``, ``cell``, ``head``), so ``model.safetensors``
-loads with the same keys. The recurrent state is the generation cache (``RecurrentStateCache``):
+The whole ``RecurrentLM`` is one child, ``lm`` (the base model, ``base_model_prefix``): the adapter
+never rebuilds any part of it, so every layout (one cell per layer, a tying projection, ``proj_size``,
+plugin cells) runs exactly as in lstm-pipeline. ``model.safetensors`` holds RecurrentLM's own keys
+(``embedding.weight``, ``layers.0...``); loading prefixes them with ``lm.``. The recurrent state is the generation cache (``RecurrentStateCache``):
 the prompt runs once through the fused kernel, each new token costs one ``step``; beam search
 reorders the state rows through the cell contract (``reorder_state``).
 """
@@ -24,13 +26,13 @@ class RecurrentStateCache:
     is_compileable = False
 
     def __init__(self, state: tuple[torch.Tensor, ...], lm: RecurrentLM, seen: int):
-        self.state, self._lm, self.seen = tuple(state), lm, seen
+        self.state, self.lm, self.seen = tuple(state), lm, seen
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.seen
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        self.state = self._lm.reorder_state(self.state, beam_idx.to(self.state[0].device))
+        self.state = self.lm.reorder_state(self.state, beam_idx.to(self.state[0].device))
 
 
 @dataclass
@@ -43,19 +45,16 @@ class RecurrentLMOutput(ModelOutput):
 class LstmPipelineForCausalLM(PreTrainedModel, GenerationMixin):
     config_class = LstmPipelineConfig
     config: LstmPipelineConfig
-    base_model_prefix = ""
+    base_model_prefix = "lm"
     main_input_name = "input_ids"
     _is_stateful = True  # no assisted generation: a recurrent state cannot be rolled back
     _supports_cache_class = False
 
     def __init__(self, config: LstmPipelineConfig):
         super().__init__(config)
-        lm = RecurrentLM(config.vocab_size, **config.model)
-        # register RecurrentLM's children on this module so that parameter names match model.safetensors
-        self.embedding, self.cell, self.drop, self.head = lm.embedding, lm.cell, lm.drop, lm.head
-        object.__setattr__(self, "_lm", lm)  # the same modules, reachable as a RecurrentLM (not a child)
+        self.lm = RecurrentLM(config.vocab_size, **config.model)
         if config.model.get("tie_weights", False):
-            self._tied_weights_keys = {"head.weight": "embedding.weight"}
+            self._tied_weights_keys = {"lm.head.weight": "lm.embedding.weight"}
         self.post_init()
 
     @classmethod
@@ -66,13 +65,13 @@ class LstmPipelineForCausalLM(PreTrainedModel, GenerationMixin):
         pass  # PyTorch's default initialisation, as RecurrentLM uses; from_pretrained loads every weight
 
     def get_input_embeddings(self):
-        return self.embedding
+        return self.lm.embedding
 
     def get_output_embeddings(self):
-        return self.head
+        return self.lm.head
 
     def as_recurrent_lm(self) -> RecurrentLM:
-        return self._lm
+        return self.lm
 
     def forward(self, input_ids: torch.LongTensor | None = None, cache: RecurrentStateCache | None = None,
                 attention_mask: torch.Tensor | None = None, labels: torch.LongTensor | None = None,
@@ -85,15 +84,15 @@ class LstmPipelineForCausalLM(PreTrainedModel, GenerationMixin):
                              "lstm_pipeline's own decoders, which handle ragged prompts.")
         state = cache.state if cache is not None else None
         if input_ids.size(1) == 1 and state is not None and not torch.is_grad_enabled():
-            logits, state = self._lm.step(input_ids[:, 0], state)  # (B, V): the path our decoders use
+            logits, state = self.lm.step(input_ids[:, 0], state)  # (B, V): the path our decoders use
             logits = logits[:, None]  # (B, 1, V)
         else:
-            logits, state = self._lm(input_ids, state)  # (B, T, V)
+            logits, state = self.lm(input_ids, state)  # (B, T, V)
         loss = None
         if labels is not None:  # transformers' convention: labels are the inputs, shifted here
             loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1),
                                    ignore_index=-100)
         use_cache = self.config.use_cache if use_cache is None else use_cache
-        new_cache = RecurrentStateCache(state, self._lm, (cache.seen if cache else 0) + input_ids.size(1)) \
+        new_cache = RecurrentStateCache(state, self.lm, (cache.seen if cache else 0) + input_ids.size(1)) \
             if use_cache else None
         return RecurrentLMOutput(loss=loss, logits=logits, cache=new_cache)

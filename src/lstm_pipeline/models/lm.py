@@ -82,21 +82,19 @@ class RecurrentLM(nn.Module):
             in_size = embedding_dim
         else:
             raise ValueError(f"model.input_encoding must be 'embedding' or 'one_hot', not {input_encoding!r}")
-        # locked dropout between layers needs the layer outputs: then each layer is its own cell
-        self.layerwise = dropout_hidden > 0 and num_layers > 1
-        if self.layerwise:
-            cells, size = [], in_size
-            for _ in range(num_layers):
-                cells.append(CELLS.build(cell, input_size=size, hidden_size=hidden_size, num_layers=1, dropout=0.0))
-                size = cells[-1].output_size
-            self.layers = nn.ModuleList(cells)
-            self._state_len = len(cells[0].init_state(1))
-            out_size = size
-        else:
-            self.cell: RecurrentCell = CELLS.build(
-                cell, input_size=in_size, hidden_size=hidden_size, num_layers=num_layers, dropout=dropout
-            )
-            out_size = self.cell.output_size
+        # One stacking representation: ``layers``, a list of cells run one after the other. The fused
+        # kernels stack their layers inside one cell (``num_layers=L``, plain dropout between them); locked
+        # dropout between layers (``dropout_hidden``) needs each layer's output, so then every layer is its
+        # own one-layer cell. Consumers never look inside: they call forward / step / prefill.
+        per_layer = dropout_hidden > 0 and num_layers > 1
+        cells, size = [], in_size
+        for _ in range(num_layers if per_layer else 1):
+            cells.append(CELLS.build(cell, input_size=size, hidden_size=hidden_size,
+                                     num_layers=1 if per_layer else num_layers, dropout=0.0 if per_layer else dropout))
+            size = cells[-1].output_size
+        self.layers = nn.ModuleList(cells)
+        self._state_lens = [len(c.init_state(1)) for c in cells]
+        out_size = size
         self.lock_in = LockedDropout(dropout_input, locked_dropout)
         self.lock_hidden = LockedDropout(dropout_hidden, locked_dropout)
         self.lock_out = LockedDropout(dropout_output, locked_dropout)
@@ -117,26 +115,37 @@ class RecurrentLM(nn.Module):
         self.head = nn.Linear(head_in, vocab_size)
         if tie_weights:
             self.head.weight = self.embedding.weight
+        self._register_load_state_dict_pre_hook(self._upgrade_keys)
 
     def _cells(self) -> list[RecurrentCell]:
-        return list(self.layers) if self.layerwise else [self.cell]
+        return list(self.layers)
+
+    @staticmethod
+    def _upgrade_keys(state_dict, prefix, *args) -> None:
+        """Load-state-dict pre-hook: files written before ``layers`` (one fused cell under ``cell.``)
+        load unchanged: ``cell.X`` is ``layers.0.X``; files saved by the transformers adapter (whose
+        base model is ``lm``) load too: ``lm.X`` is ``X``."""
+        for key in [k for k in state_dict if k.startswith(prefix + "lm.")]:
+            state_dict[prefix + key[len(prefix) + 3:]] = state_dict.pop(key)
+        for key in [k for k in state_dict if k.startswith(prefix + "cell.")]:
+            state_dict[prefix + "layers.0." + key[len(prefix) + 5:]] = state_dict.pop(key)
 
     # -- state ------------------------------------------------------------------------------
     def init_state(self, batch: int, device=None, dtype=None) -> State:
-        if not self.layerwise:
-            return self.cell.init_state(batch, device=device, dtype=dtype)
+        """The zero state of every layer, concatenated: a tuple of tensors (see ``state_batch_dims``)."""
         return tuple(s for c in self.layers for s in c.init_state(batch, device=device, dtype=dtype))
 
     def _split(self, state: State | None) -> list[State | None]:
         if state is None:
             return [None] * len(self.layers)
-        n = self._state_len
-        return [tuple(state[i * n:(i + 1) * n]) for i in range(len(self.layers))]
+        out, i = [], 0
+        for n in self._state_lens:
+            out.append(tuple(state[i:i + n]))
+            i += n
+        return out
 
     def _layer_states(self, state: State) -> list[tuple[RecurrentCell, State]]:
         """(cell, its part of the state) for each cell, bottom first."""
-        if not self.layerwise:
-            return [(self.cell, state)]
         return list(zip(self.layers, self._split(state)))
 
     def reorder_state(self, state: State, index: Tensor) -> State:
@@ -166,16 +175,13 @@ class RecurrentLM(nn.Module):
         else:
             x = self.embedding(tokens)  # (B, T, V)
         x = self.lock_in(x)
-        if not self.layerwise:
-            raw, state = self._run_cell(0, self.cell, x, state)  # (B, T, H)
-        else:
-            states = []
-            for i, (cell, st) in enumerate(zip(self.layers, self._split(state))):
-                if i > 0:
-                    x = self.lock_hidden(x)
-                x, st = self._run_cell(i, cell, x, st)
-                states.append(st)
-            raw, state = x, tuple(s for st in states for s in st)
+        states = []
+        for i, (cell, st) in enumerate(zip(self.layers, self._split(state))):
+            if i > 0:
+                x = self.lock_hidden(x)
+            x, st = self._run_cell(i, cell, x, st)  # (B, T, H)
+            states.append(st)
+        raw, state = x, tuple(s for st in states for s in st)
         return raw, self.drop(self.lock_out(raw)), state
 
     def _head_input(self, y: Tensor) -> Tensor:
@@ -222,14 +228,11 @@ class RecurrentLM(nn.Module):
         if state is None:
             state = self.init_state(tokens.size(0), tokens.device)
         x = self.embedding(tokens)  # (B, E)
-        if not self.layerwise:
-            y, state = self.cell.step(x, state)  # (B, H)
-        else:
-            states = []
-            for cell, st in zip(self.layers, self._split(state)):
-                x, st = cell.step(x, st)
-                states.append(st)
-            y, state = x, tuple(s for st in states for s in st)
+        states = []
+        for cell, st in zip(self.layers, self._split(state)):
+            x, st = cell.step(x, st)  # (B, H)
+            states.append(st)
+        y, state = x, tuple(s for st in states for s in st)
         if self.proj is not None:
             y = step_linear(self.proj, "weight", y, self.proj.weight, self.proj.bias)
         return step_linear(self.head, "weight", y, self.head.weight, self.head.bias), state
