@@ -18,6 +18,16 @@ from torch import Tensor, nn
 from .custom import CustomCell
 
 
+
+def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
+    """Layer norm over the last dimension. Traced for export it is written out in elementwise ops:
+    ``F.layer_norm`` would record its width as a runtime size, which the ONNX exporter refuses."""
+    if torch.jit.is_tracing():
+        mean = x.mean(-1, keepdim=True)
+        var = (x - mean).pow(2).mean(-1, keepdim=True)
+        return (x - mean) * torch.rsqrt(var + eps) * weight + bias
+    return F.layer_norm(x, [x.size(-1)], weight, bias, eps)
+
 class LayerNormLSTM(CustomCell):
     """Layer-normalised LSTM (state: h, C)."""
 
@@ -39,14 +49,14 @@ class LayerNormLSTM(CustomCell):
     def input_projection(self, k: int, x: Tensor) -> Tensor:
         """LN_x(W_x x_t + b) for the whole window at once: (B, T, 4H)."""
         xg = super().input_projection(k, x)
-        return F.layer_norm(xg, [xg.size(-1)], getattr(self, f"ln_x_weight_l{k}"), getattr(self, f"ln_x_bias_l{k}"))
+        return layer_norm(xg, getattr(self, f"ln_x_weight_l{k}"), getattr(self, f"ln_x_bias_l{k}"))
 
     @staticmethod
     def pointwise(xg: Tensor, hg: Tensor, state: List[Tensor], extra: List[Tensor]) -> List[Tensor]:
         c_prev = state[1]  # (B, H)
         # xg is already LN_x(W_x x_t) (input_projection, for the whole window at once)
-        a = xg + F.layer_norm(hg, [hg.size(1)], extra[2], extra[3], 1e-5)  # (B, 4H)
+        a = xg + layer_norm(hg, extra[2], extra[3])  # (B, 4H)
         a_i, a_f, a_g, a_o = a.chunk(4, 1)
         c = torch.sigmoid(a_f) * c_prev + torch.sigmoid(a_i) * torch.tanh(a_g)
-        h = torch.sigmoid(a_o) * torch.tanh(F.layer_norm(c, [c.size(1)], extra[4], extra[5], 1e-5))
+        h = torch.sigmoid(a_o) * torch.tanh(layer_norm(c, extra[4], extra[5]))
         return [h, c]
