@@ -63,20 +63,18 @@ def write_logprobs(path: Path, ids, positions, logprobs, tokenizer) -> None:
 
 def generation_quality(model, tokenizer, config: dict, gen_cfg: dict, device: str = "cpu") -> dict:
     from .eval.generation_metrics import generation_report
-    from .registry import DECODERS
+    from .generation.engine import TextGenerator
 
     if gen_cfg["num_samples"] < 2:
         raise ValueError("generation.num_samples must be >= 2 (self-BLEU compares samples with each other)")
-    decoder = DECODERS.build(dict(gen_cfg["decoding"]))
-    prompt = tokenizer.encode_checked(gen_cfg["prompt"], on_unknown="error", what="generation.prompt")
-    gen = torch.Generator(device=device).manual_seed(int(gen_cfg["seed"]))
-    result = decoder.generate(model.to(device).eval(), [prompt] * gen_cfg["num_samples"],
-                              max_new_tokens=gen_cfg["max_new_tokens"], bos_token_id=config.get("bos_token_id", 0),
-                              generator=gen)
-    logprob_sums = result.scores if decoder.scores_are_logprob_sums else None  # beam scores are not
-    report = generation_report(result.sequences, logprob_sums, gen_cfg["max_n"])
+    gen = TextGenerator(model.to(device), tokenizer, config)
+    decoder = gen.decoder(dict(gen_cfg["decoding"]))
+    done = gen.generate([gen_cfg["prompt"]] * gen_cfg["num_samples"], decoding=decoder,
+                        max_new_tokens=gen_cfg["max_new_tokens"], seed=int(gen_cfg["seed"]), what="generation.prompt")
+    logprob_sums = [c.score for c in done] if decoder.scores_are_logprob_sums else None  # beam scores are not
+    report = generation_report([c.tokens for c in done], logprob_sums, gen_cfg["max_n"])
     report["decoding"] = dict(gen_cfg["decoding"])
-    report["examples"] = [gen_cfg["prompt"] + tokenizer.continuation(prompt, s) for s in result.sequences[:3]]
+    report["examples"] = [c.prompt + c.text for c in done[:3]]
     return report
 
 

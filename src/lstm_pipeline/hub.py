@@ -33,36 +33,79 @@ HF_ARCHITECTURE = "LstmPipelineForCausalLM"
 #: the files a model directory is made of (what a push uploads and a download fetches)
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
                "generation_config.json", "README.md")
-DEFAULT_DECODING = {"name": "sample", "temperature": 0.8}
 
 
 class ModelDirError(FileNotFoundError):
     pass
 
 
+def special_tokens(tokenizer: TextTokenizer, eos_token: str | None = None, bos_token_id: int | None = None) -> dict:
+    """The special tokens a model directory records, from the tokenizer and the end-of-text token the
+    model was trained with (``data.eos_token``):
+
+    * ``eos_token`` / ``eos_token_id``: that token (None when the model was trained without one);
+    * ``bos_token_id``: the token whose state starts a text (an empty prompt). After an end-of-text
+      token a new document starts, so it is that token where there is one; else a newline for
+      character models (byte-level ones spell it "Ċ"), else a sentence or document token the
+      tokenizer has, else 0;
+    * ``pad_token`` / ``pad_token_id``: a token that is never text, for padded batches in transformers:
+      the end-of-text token, else a padding token the tokenizer has (``<pad>``), else the unknown token,
+      else none (padding is then impossible).
+    A real text token (the newline) is never declared as padding."""
+    eos_id = tokenizer.token_to_id(eos_token) if eos_token else None
+    if eos_token and eos_id is None:
+        raise ValueError(f"The end-of-text token {eos_token!r} is not in the tokenizer's vocabulary.")
+    if bos_token_id is None:
+        bos_token_id = eos_id
+    for tok in ("\n", "Ċ", "<eos>", "</s>", "<|endoftext|>", "[SEP]", "<s>", "[CLS]"):
+        if bos_token_id is not None:
+            break
+        bos_token_id = tokenizer.token_to_id(tok)
+    pad = eos_token if eos_id is not None else next(
+        (t for t in ("<pad>", "[PAD]", tokenizer.unk_token) if t and tokenizer.token_to_id(t) is not None), None)
+    pad_id = tokenizer.token_to_id(pad) if pad else None
+    return {"bos_token_id": int(bos_token_id or 0), "eos_token": eos_token if eos_id is not None else None,
+            "eos_token_id": eos_id, "pad_token": pad if pad_id is not None else None, "pad_token_id": pad_id}
+
+
 def generation_config(decoding: Mapping[str, Any] | None, bos_token_id: int | None,
-                      eos_token_id: int | None = None, max_new_tokens: int = 200) -> dict:
-    """``generation_config.json``: our decoding (``decoding``) and the same in transformers' keys."""
+                      eos_token_id: int | None = None, max_new_tokens: int = 200, pad_token_id: int | None = None) -> dict:
+    """``generation_config.json``: our decoding (``decoding``) and the same in transformers' keys, read
+    from the decoder the registry builds (its settings, defaults included: nothing guessed here)."""
+    from .generation.engine import DEFAULT_DECODING
+    from .registry import DECODERS
+
     decoding = dict(decoding or DEFAULT_DECODING)
-    name = decoding.get("name", "sample")
-    hf: dict[str, Any] = {"do_sample": name in ("sample", "nucleus"), "num_beams": 1,
+    settings = DECODERS.build(decoding).settings
+    name = decoding["name"]
+    hf: dict[str, Any] = {"do_sample": "temperature" in settings and name != "beam", "num_beams": 1,
                           "max_new_tokens": max_new_tokens}
-    if name in ("sample", "nucleus"):
-        hf.update(temperature=float(decoding.get("temperature", 1.0)), top_k=int(decoding.get("top_k", 0)),
-                  top_p=float(decoding.get("top_p", 0.9 if name == "nucleus" else 1.0)))
-    elif name == "beam":
-        hf["num_beams"] = int(decoding.get("num_beams", 4))
+    if hf["do_sample"]:
+        hf.update(temperature=float(settings["temperature"]), top_k=int(settings["top_k"]),
+                  top_p=float(settings["top_p"]))
+    if "num_beams" in settings:
+        hf["num_beams"] = int(settings["num_beams"])
+    if settings.get("repetition_penalty", 1.0) != 1.0:
+        hf["repetition_penalty"] = float(settings["repetition_penalty"])
     return {"decoding": decoding, "bos_token_id": bos_token_id, "eos_token_id": eos_token_id,
-            "pad_token_id": bos_token_id, "decoder_start_token_id": bos_token_id, **hf}
+            "pad_token_id": pad_token_id, "decoder_start_token_id": bos_token_id, **hf}
 
 
-def tokenizer_config(tokenizer: TextTokenizer) -> dict:
-    """``tokenizer_config.json``: what ``transformers.AutoTokenizer`` needs next to ``tokenizer.json``."""
-    # the start-of-text token (a newline for character models) is ordinary text, not a special
-    # token: declaring it bos/pad would make transformers drop it when decoding
-    return {"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": tokenizer.unk_token,
-            "model_max_length": 1_000_000_000,
-            "clean_up_tokenization_spaces": False, "add_bos_token": False}
+def tokenizer_config(tokenizer: TextTokenizer, special: Mapping[str, Any] | None = None) -> dict:
+    """``tokenizer_config.json``: what ``transformers.AutoTokenizer`` needs next to ``tokenizer.json``.
+    The end-of-text token (if the model has one) is the eos and pad token; without one the unknown
+    token pads. The start-of-text token (a newline for character models) is ordinary text, not a
+    special token: declaring it bos/pad would make transformers drop it when decoding. Padding is on
+    the left, as generation needs (the adapter keeps the state unchanged over padding)."""
+    special = dict(special or {})
+    out = {"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": tokenizer.unk_token,
+           "model_max_length": 1_000_000_000, "padding_side": "left",
+           "clean_up_tokenization_spaces": False, "add_bos_token": False}
+    if special.get("eos_token"):
+        out["eos_token"] = special["eos_token"]
+    if special.get("pad_token"):
+        out["pad_token"] = special["pad_token"]
+    return out
 
 
 #: config.json keys that save_pretrained writes itself (the rest come from ``extra``)
@@ -80,10 +123,15 @@ def save_pretrained(model: RecurrentLM, model_cfg: Mapping[str, Any], tokenizer:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     extra = dict(extra or {})
     try:
-        bos = extra.get("bos_token_id")
+        special = special_tokens(tokenizer, extra.pop("eos_token", None),
+                                 extra.get("bos_token_id"))
+        extra.update(bos_token_id=special["bos_token_id"], eos_token=special["eos_token"],
+                     eos_token_id=special["eos_token_id"], pad_token_id=special["pad_token_id"])
         decoding = extra.pop("decoding", None)
         if not decoding and (extra.get("sample") or {}).get("temperature"):
             decoding = {"name": "sample", "temperature": float(extra["sample"]["temperature"])}
+        from .generation.engine import DEFAULT_DECODING
+
         decoding = decoding or DEFAULT_DECODING
         config = {  # the keys save_pretrained itself sets are _OWN_CONFIG_KEYS
             "format": "lstm-pipeline",
@@ -97,15 +145,14 @@ def save_pretrained(model: RecurrentLM, model_cfg: Mapping[str, Any], tokenizer:
             "architectures": [HF_ARCHITECTURE],
             "tie_word_embeddings": bool(model_cfg.get("tie_weights", False)),
         }
-        if bos is not None:
-            config.setdefault("pad_token_id", bos)
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str, allow_nan=False))
         save_model(model, str(tmp / "model.safetensors"))  # handles tied weights
         tokenizer.save(tmp / "tokenizer.json")
-        (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(tokenizer), indent=2))
+        (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(tokenizer, special), indent=2))
         max_new = int((extra.get("sample") or {}).get("max_new_tokens", 200) or 200)
-        (tmp / "generation_config.json").write_text(
-            json.dumps(generation_config(decoding, bos, max_new_tokens=max_new), indent=2))
+        (tmp / "generation_config.json").write_text(json.dumps(
+            generation_config(decoding, special["bos_token_id"], special["eos_token_id"], max_new_tokens=max_new,
+                              pad_token_id=special["pad_token_id"]), indent=2))
         if model_card:
             from .model_card import write_model_card
 
@@ -195,21 +242,25 @@ class PretrainedLM:
 
     def generation_config(self) -> dict:
         path = self.model_dir / "generation_config.json"
-        return json.loads(path.read_text()) if path.is_file() else generation_config(None, self.config.get("bos_token_id"))
+        return json.loads(path.read_text()) if path.is_file() else generation_config(
+            None, self.config.get("bos_token_id"), self.config.get("eos_token_id"),
+            pad_token_id=self.config.get("pad_token_id"))
+
+    def text_generator(self):
+        """This model as a :class:`lstm_pipeline.generation.engine.TextGenerator` (the one generation
+        entry point, which :meth:`generate` uses)."""
+        from .generation.engine import TextGenerator
+
+        return TextGenerator(self.model, self.tokenizer, self.config, self.model_dir)
 
     def generate(self, prompt: str = "", max_new_tokens: int = 100, decoding: Mapping[str, Any] | None = None,
-                 seed: int | None = None, on_unknown: str = "error") -> str:
+                 seed: int | None = None, on_unknown: str = "error", eos_token: str | None = None) -> str:
         """Text after ``prompt`` (``prompt + result`` is the whole) with the given decoding (default: the
-        model's generation_config.json)."""
-        from .registry import DECODERS
-
-        decoder = DECODERS.build(dict(decoding or self.generation_config()["decoding"]))
-        ids = self.tokenizer.encode_checked(prompt, on_unknown=on_unknown, what="prompt")
-        gen = torch.Generator()
-        gen.manual_seed(seed) if seed is not None else gen.seed()
-        out = decoder.generate(self.model, [ids], max_new_tokens=max_new_tokens,
-                               bos_token_id=self.config.get("bos_token_id", 0), generator=gen)
-        return self.tokenizer.continuation(ids, out.sequences[0])
+        model's generation_config.json; settings without a ``name`` change that default). Generation
+        stops at the model's end-of-text token (if it was trained with one; ``eos_token="none"`` opts
+        out), which is not part of the text."""
+        return self.text_generator().generate(prompt, decoding=decoding, max_new_tokens=max_new_tokens, seed=seed,
+                                              on_unknown=on_unknown, eos_token=eos_token)[0].text
 
     def save_pretrained(self, out_dir: str | Path) -> Path:
         keep = {k: v for k, v in self.config.items() if k not in _OWN_CONFIG_KEYS}

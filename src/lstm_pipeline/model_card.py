@@ -6,19 +6,16 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
-
 
 def _sample(model, tokenizer, config: Mapping[str, Any], decoding: Mapping[str, Any]) -> tuple[str, str]:
-    from .registry import DECODERS
+    from .generation.engine import TextGenerator
 
     sample_cfg = config.get("sample") or {}
     prompt = str(sample_cfg.get("prompt", ""))
-    ids = tokenizer.encode_checked(prompt, on_unknown="skip")
-    decoder = DECODERS.build(dict(decoding))
-    out = decoder.generate(model.eval(), [ids], max_new_tokens=min(int(sample_cfg.get("max_new_tokens", 200) or 200), 300),
-                           bos_token_id=config.get("bos_token_id", 0), generator=torch.Generator().manual_seed(0))
-    return prompt, tokenizer.continuation(ids, out.sequences[0])
+    done = TextGenerator(model, tokenizer, config).generate(
+        prompt, decoding=decoding, max_new_tokens=min(int(sample_cfg.get("max_new_tokens", 200) or 200), 300),
+        seed=0, on_unknown="replace")[0]  # an unknown word stays in the text as <unk>, in context
+    return prompt, done.text
 
 
 def render_model_card(model, tokenizer, config: Mapping[str, Any], decoding: Mapping[str, Any],

@@ -79,8 +79,10 @@ def test_text_generation_pipeline(exported):
     assert sampled.startswith("to be") and len(sampled) > len("to be")
 
 
-def test_padded_batches_are_refused_with_a_reason(exported):
-    _, d = exported
+def test_padded_batches_hold_the_state_over_padding(exported):
+    """A left-padded row gives the same logits as the row alone (the pad never enters the state)."""
+    model, d = exported
     hf = AutoModelForCausalLM.from_pretrained(d).eval()
-    with pytest.raises(ValueError, match="Padded batches are not supported"):
-        hf(torch.tensor([[1, 2], [0, 3]]), attention_mask=torch.tensor([[1, 1], [0, 1]]))
+    with torch.no_grad():
+        out = hf(torch.tensor([[1, 2], [0, 3]]), attention_mask=torch.tensor([[1, 1], [0, 1]])).logits
+        torch.testing.assert_close(out[1, 1], model(torch.tensor([[3]]))[0][0, 0], atol=1e-5, rtol=0)

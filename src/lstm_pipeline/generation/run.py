@@ -13,9 +13,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import to_dict
-from ..hub import load_pretrained
 from ..registry import DECODERS
-from .streamer import TextStreamer
+from .engine import TextGenerator
 
 
 def _check(cfg: DictConfig) -> None:
@@ -33,60 +32,62 @@ def _check(cfg: DictConfig) -> None:
         raise FileNotFoundError(f"prompts_file={cfg.prompts_file}: no such file (one prompt a line).")
 
 
+def interpret_escapes(text: str) -> str:
+    """``\\n``, ``\\t``, ``\\r`` and ``\\\\`` as typed on a command line (Hydra keeps the backslash) ->
+    newline, tab, carriage return, backslash. Other characters are kept as they are."""
+    import re
+
+    return re.sub(r"\\([ntr\\])", lambda m: {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}[m.group(1)], text)
+
+
 class Generator:
-    """The loaded model and tokenizer plus the job settings; generates for lists of prompts."""
+    """The CLI's job settings over the one generation entry point (:class:`TextGenerator`)."""
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
-        self.decoder = DECODERS.build(to_dict(cfg.decoding))  # bad settings fail before the model loads
+        decoding = to_dict(cfg.decoding)
+        if decoding and "name" in decoding:
+            DECODERS.build(decoding)  # bad settings fail before the model loads
         _check(cfg)
-        self.model, self.tokenizer, self.config = load_pretrained(cfg.run, map_location=cfg.device)
-        self.eos_token_id = None
-        if cfg.eos_token is not None:
-            self.eos_token_id = self.tokenizer.token_to_id(cfg.eos_token)
-            if self.eos_token_id is None:
-                raise ValueError(f"eos_token={cfg.eos_token!r} is not in the tokenizer's vocabulary; "
-                                 f"pick a token it knows (e.g. a special token added at training) or leave it null.")
+        self.gen = TextGenerator.load(str(cfg.run), device=cfg.device)
+        self.decoder = self.gen.decoder(decoding)
+        self.tokenizer, self.config = self.gen.tokenizer, self.gen.config
+        self.eos_token_id = self.gen.eos_token_id(cfg.eos_token)
         self.rng = torch.Generator(device=cfg.device)
         if cfg.seed is not None:
             self.rng.manual_seed(int(cfg.seed))
         else:
             self.rng.seed()
-        self.stop_strings = list(OmegaConf.to_container(cfg.stop_strings)) if cfg.stop_strings else []
+        self.stop_strings = [interpret_escapes(str(s)) for s in OmegaConf.to_container(cfg.stop_strings)] \
+            if cfg.stop_strings else []
 
-    def encode(self, prompt: str, what: str = "prompt") -> list[int]:
-        return self.tokenizer.encode_checked(prompt, on_unknown=self.cfg.on_unknown, what=what)
-
-    def run(self, prompt_ids: list[list[int]], streamer=None):
-        return self.decoder.generate(
-            self.model, prompt_ids, max_new_tokens=self.cfg.max_new_tokens, eos_token_id=self.eos_token_id,
-            bos_token_id=self.config.get("bos_token_id", 0), streamer=streamer, generator=self.rng,
-            tokenizer=self.tokenizer, stop_strings=self.stop_strings, max_time=self.cfg.max_time)
+    def generate(self, prompts: list[str], stream=None, what: str = "prompt"):
+        return self.gen.generate(prompts, decoding=self.decoder, max_new_tokens=self.cfg.max_new_tokens,
+                                 generator=self.rng, eos_token=self.cfg.eos_token, stop_strings=self.stop_strings,
+                                 max_time=self.cfg.max_time, on_unknown=self.cfg.on_unknown, stream=stream, what=what)
 
     # -- modes -------------------------------------------------------------------------
     def one_prompt(self, prompt: str, out=None) -> list[str]:
         out = out or sys.stdout
-        ids = self.encode(prompt)
         texts = []
         stream = self.cfg.stream and self.decoder.streams
         for i in range(self.cfg.num_samples):
             if self.cfg.num_samples > 1:
                 print(f"--- sample {i + 1} ---", file=out)
-            streamer = TextStreamer(self.tokenizer, out, prompt=prompt, prompt_ids=ids) if stream else None
-            result = self.run([ids], streamer)
-            for j, seq in enumerate(result.sequences):
-                text = prompt + self.tokenizer.continuation(ids, seq)
+            completions = self.generate([prompt], stream=out if stream else None)
+            for j, c in enumerate(completions):
                 if not stream:
-                    if len(result.sequences) > 1:
-                        print(f"--- sequence {j + 1} (score {result.scores[j]:.4f}) ---", file=out)
-                    print(text, file=out)
-                texts.append(text)
+                    if len(completions) > 1:
+                        print(f"--- sequence {j + 1} (score {c.score:.4f}) ---", file=out)
+                    print(c.prompt + c.text, file=out)
+                texts.append(c.prompt + c.text)
             out.flush()
         return texts
 
     def prompts_file(self) -> list[dict]:
         lines = Path(self.cfg.prompts_file).read_text(encoding="utf-8").splitlines()
-        encoded = [self.encode(p, what=f"prompt on line {i + 1} of {self.cfg.prompts_file}") for i, p in enumerate(lines)]
+        for i, p in enumerate(lines):  # every line checked before any generation
+            self.gen.encode(p, self.cfg.on_unknown, what=f"prompt on line {i + 1} of {self.cfg.prompts_file}")
         records = []
         sink = open(self.cfg.output_file, "w", encoding="utf-8") if self.cfg.output_file else sys.stdout
         try:
@@ -94,12 +95,12 @@ class Generator:
             rows = [(i, s) for i in range(len(lines)) for s in range(self.cfg.num_samples)]
             for start in range(0, len(rows), self.cfg.batch_size):
                 chunk = rows[start: start + self.cfg.batch_size]
-                result = self.run([encoded[i] for i, _ in chunk])
-                per_row = len(result.sequences) // len(chunk)  # beam search returns num_return_sequences each
-                for k, (seq, score) in enumerate(zip(result.sequences, result.scores)):
+                completions = self.generate([lines[i] for i, _ in chunk])
+                per_row = len(completions) // len(chunk)  # beam search returns num_return_sequences each
+                for k, c in enumerate(completions):
                     i, s = chunk[k // per_row]
                     rec = {"line": i + 1, "prompt": lines[i], "sample": s * per_row + k % per_row,
-                           "text": self.tokenizer.continuation(encoded[i], seq), "tokens": seq, "score": score}
+                           "text": c.text, "tokens": c.tokens, "score": c.score, "finish_reason": c.finish_reason}
                     sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
                     records.append(rec)
                 sink.flush()

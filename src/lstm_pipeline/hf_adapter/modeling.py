@@ -5,7 +5,9 @@ never rebuilds any part of it, so every layout (one cell per layer, a tying proj
 plugin cells) runs exactly as in lstm-pipeline. ``model.safetensors`` holds RecurrentLM's own keys
 (``embedding.weight``, ``layers.0...``); loading prefixes them with ``lm.``. The recurrent state is the generation cache (``RecurrentStateCache``):
 the prompt runs once through the fused kernel, each new token costs one ``step``; beam search
-reorders the state rows through the cell contract (``reorder_state``).
+reorders the state rows through the cell contract (``reorder_state``). Padded batches (the
+``pipeline``'s ``batch_size``; padding on the left, as ``tokenizer_config.json`` says) run one token at
+a time where the mask has zeros, the state of a row held still over its padding.
 """
 from __future__ import annotations
 
@@ -57,6 +59,26 @@ class LstmPipelineForCausalLM(PreTrainedModel, GenerationMixin):
             self._tied_weights_keys = {"lm.head.weight": "lm.embedding.weight"}
         self.post_init()
 
+    def _masked(self, input_ids: torch.LongTensor, mask: torch.Tensor, state):
+        """A padded batch (left or right): one token at a time; where ``mask`` is 0 the row's state
+        does not change (a pad token never enters it). Returns logits (B, T, V) (those at padded
+        positions are the model's output for the pad token, and unused) and the state."""
+        lm = self.lm
+        if state is None:
+            state = lm.init_state(input_ids.size(0), device=input_ids.device)
+        out = []
+        for t in range(input_ids.size(1)):
+            if torch.is_grad_enabled():
+                logits, new = lm(input_ids[:, t:t + 1], state)
+                logits = logits[:, 0]
+            else:
+                logits, new = lm.step(input_ids[:, t], state)
+            keep = mask[:, t]
+            state = tuple(torch.where(keep.view([-1 if i == d else 1 for i in range(n.dim())]), n, o)
+                          for n, o, d in zip(new, state, lm.state_batch_dims(state)))
+            out.append(logits)
+        return torch.stack(out, 1), state
+
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
         return False  # our cache is the recurrent state, created by forward
@@ -78,12 +100,12 @@ class LstmPipelineForCausalLM(PreTrainedModel, GenerationMixin):
                 use_cache: bool | None = None, return_dict: bool | None = None, **kwargs) -> RecurrentLMOutput:
         if input_ids is None:
             raise ValueError("LstmPipelineForCausalLM needs input_ids (inputs_embeds are not supported).")
-        if attention_mask is not None and not bool(attention_mask.bool().all()):
-            raise ValueError("Padded batches are not supported by the recurrent adapter: a pad token would "
-                             "enter the state. Generate prompts of different lengths one at a time, or use "
-                             "lstm_pipeline's own decoders, which handle ragged prompts.")
         state = cache.state if cache is not None else None
-        if input_ids.size(1) == 1 and state is not None and not torch.is_grad_enabled():
+        # the mask's columns for these input_ids (during generation it also covers earlier tokens)
+        mask = attention_mask[:, -input_ids.size(1):].bool() if attention_mask is not None else None
+        if mask is not None and not bool(mask.all()):
+            logits, state = self._masked(input_ids, mask, state)  # padding: the state holds still there
+        elif input_ids.size(1) == 1 and state is not None and not torch.is_grad_enabled():
             logits, state = self.lm.step(input_ids[:, 0], state)  # (B, V): the path our decoders use
             logits = logits[:, None]  # (B, 1, V)
         else:

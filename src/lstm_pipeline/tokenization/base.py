@@ -19,6 +19,10 @@ class UnknownTokenError(ValueError):
     pass
 
 
+#: the decoder of word-level tokenizers (a space before every word), as tokenizer.json writes it
+SPACE_BEFORE_WORDS = {"type": "Replace", "pattern": {"Regex": "^"}, "content": " "}
+
+
 class TextTokenizer:
     """A trained ``tokenizers.Tokenizer`` plus the few facts the pipeline needs."""
 
@@ -26,6 +30,8 @@ class TextTokenizer:
         self.tk = tokenizer
         self.unk_token: str | None = getattr(tokenizer.model, "unk_token", None)
         self.unk_id = tokenizer.token_to_id(self.unk_token) if self.unk_token else None
+        # word level: the decoder writes a space before every word (tokenization/word.py)
+        self.space_before_words = json.loads(tokenizer.to_str()).get("decoder") == SPACE_BEFORE_WORDS
 
     # -- io ---------------------------------------------------------------------------
     @classmethod
@@ -58,7 +64,8 @@ class TextTokenizer:
         return [e.ids for e in encode(list(texts), add_special_tokens=False)]
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self.tk.decode(list(ids), skip_special_tokens=False)
+        text = self.tk.decode(list(ids), skip_special_tokens=False)
+        return text[1:] if self.space_before_words and text.startswith(" ") else text
 
     def continuation(self, prompt_ids: Sequence[int], ids: Sequence[int]) -> str:
         """The text ``ids`` add after ``prompt_ids``: ``prompt + continuation`` reads as the whole.

@@ -1,12 +1,17 @@
 """Word-level tokenizer (the PTB / WikiText setups): words split on whitespace (and, with
 ``split_punctuation``, punctuation); the ``vocab_size`` most frequent words, or those seen at
 least ``min_frequency`` times, are kept and every other word is ``<unk>``. Not lossless:
-decoding joins words with single spaces."""
+decoding joins words with single spaces.
+
+The decoder writes a space before every word (``decoders.Replace`` of the start of each token),
+so the text of the tokens that follow a prompt starts with the space that separates them from it,
+however they are decoded: alone (``transformers``' text-generation pipeline decodes only the new
+tokens) or in a stream. :meth:`TextTokenizer.decode` drops the one space before the first word."""
 from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from .common import TrainedTokenizer
 
@@ -33,6 +38,7 @@ class WordTokenizer(TrainedTokenizer):
     def _tokenizer(self, model) -> Tokenizer:
         tok = self.new(model)
         tok.pre_tokenizer = pre_tokenizers.Whitespace() if self.split_punctuation else pre_tokenizers.WhitespaceSplit()
+        tok.decoder = decoders.Replace(Regex("^"), " ")  # " word" for every word (see the module doc)
         return tok
 
     def _keep_most_frequent(self, tok: Tokenizer, specials: list[str]) -> Tokenizer:

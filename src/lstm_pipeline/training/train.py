@@ -16,9 +16,8 @@ from omegaconf import DictConfig
 from ..config import to_dict, validate_train_config
 from ..data.datamodule import StreamDataModule
 from ..data.pipeline import prepare_corpus
-from ..generation.strategies import Sample
-from ..generation.streamer import TextStreamer
-from ..hub import MODEL_DIRNAME, load_pretrained, save_pretrained
+from ..generation.engine import TextGenerator
+from ..hub import MODEL_DIRNAME, save_pretrained
 from ..registry import CALLBACKS
 from .checkpoint_io import AtomicCheckpointIO
 from .malloc import tune_malloc
@@ -44,14 +43,11 @@ def run_dir_of_checkpoint(ckpt: Path) -> Path:
     return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
 
 
-def bos_token_id(tokenizer) -> int:
-    """The token whose state starts a text: a newline for character models (byte-level ones
-    spell it "Ċ"), else an end-of-text token (word, wordpiece and pretrained tokenizers), else 0."""
-    for tok in ("\n", "Ċ", "<eos>", "</s>", "<|endoftext|>", "[SEP]", "<s>", "[CLS]"):
-        tid = tokenizer.token_to_id(tok)
-        if tid is not None:
-            return tid
-    return 0
+def bos_token_id(tokenizer, eos_token: str | None = None) -> int:
+    """The token whose state starts a text (see :func:`lstm_pipeline.hub.special_tokens`)."""
+    from ..hub import special_tokens
+
+    return special_tokens(tokenizer, eos_token)["bos_token_id"]
 
 
 def _global_rank() -> int:
@@ -201,7 +197,7 @@ def train(cfg: DictConfig) -> dict:
     if not metrics and previous.is_file():  # nothing validated now (resumed with no steps left): keep the export's
         metrics = json.loads(previous.read_text()).get("metrics") or {}
     out = save_pretrained(model, model_cfg, tokenizer, run_dir / MODEL_DIRNAME, extra={
-        "bos_token_id": bos_token_id(tokenizer), "metrics": metrics,
+        "eos_token": corpus.eos_token, "metrics": metrics,
         "data": to_dict(cfg.data), "tokenizer": to_dict(cfg.tokenizer), "sample": to_dict(cfg.sample)})
     log.info("exported model to %s", out)
     print(f"\nRun directory: {run_dir}\nExported model: {out}")
@@ -209,11 +205,8 @@ def train(cfg: DictConfig) -> dict:
         print(f"val_loss {result['val_loss']:.4f}  val_bpc {result['val_bpc']:.4f}")
     if cfg.sample.max_new_tokens > 0:
         print(f"\n--- sample (temperature {cfg.sample.temperature}) ---")
-        model, tokenizer, config = load_pretrained(out)  # sample from what was written, as a user will
-        prompt = cfg.sample.prompt
-        ids = tokenizer.encode_checked(prompt, on_unknown="skip")
-        Sample(temperature=cfg.sample.temperature).generate(
-            model, [ids], max_new_tokens=cfg.sample.max_new_tokens, bos_token_id=config["bos_token_id"],
-            streamer=TextStreamer(tokenizer, sys.stdout, prompt=prompt, prompt_ids=ids),
-            generator=torch.Generator().manual_seed(cfg.seed))
+        # sample from what was written, as a user will, through the one generation entry point
+        TextGenerator.load(out).generate(
+            cfg.sample.prompt, decoding={"name": "sample", "temperature": cfg.sample.temperature},
+            max_new_tokens=cfg.sample.max_new_tokens, seed=cfg.seed, on_unknown="replace", stream=sys.stdout)
     return result
