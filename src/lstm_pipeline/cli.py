@@ -65,7 +65,7 @@ def _hydra_app(config_name: str, fn):
 
     from .config import register_schemas
 
-    register_schemas()
+    register_schemas(config_name)
 
     @hydra.main(version_base="1.3", config_path="pkg://lstm_pipeline.conf", config_name=config_name)
     def app(cfg):

@@ -36,20 +36,45 @@ class OneHot(nn.Module):
         return F.one_hot(tokens, self.vocab_size).float()
 
 
+_CELL_RUNTIME = ("input_size", "hidden_size", "num_layers", "dropout")
+
+
+def complete_cell_config(cell: Mapping[str, Any]) -> dict[str, Any]:
+    """The cell's config with every setting its class takes, defaults filled in from its signature."""
+    import inspect
+
+    cell = dict(cell)
+    try:
+        params = inspect.signature(CELLS.get(cell["name"])).parameters
+    except (KeyError, TypeError, ValueError, LookupError):
+        return cell
+    return {"name": cell["name"], **{k: p.default for k, p in params.items() if k not in _CELL_RUNTIME
+                                     and p.default is not inspect.Parameter.empty
+                                     and p.kind is p.POSITIONAL_OR_KEYWORD}, **cell}
+
+
 def _check_p(name: str, p: float) -> None:
     if not 0.0 <= p < 1.0:
         raise ValueError(f"model.{name} must be a probability in [0, 1), not {p}")
 
 
 class RecurrentLM(nn.Module):
+    """Embedding (or one-hot) -> stacked recurrent cells -> (tying projection) -> linear head.
+
+    Its signature holds the one set of defaults: ``conf/model/lstm_lm.yaml`` adds nothing to it, so
+    ``RecurrentLM(vocab_size)`` is the model ``lstm-pipeline train`` trains by default (a 2 x 256
+    LSTM over 64-wide embeddings, dropout 0.1: the character-level char-rnn shape). :attr:`config` is
+    every setting, defaults included (what ``config.json`` records, so that a later change of a
+    default never changes a saved model)."""
+
     def __init__(
         self,
         vocab_size: int,
-        cell: Mapping[str, Any],
-        embedding_dim: int = 256,      # width of token embeddings (may differ from hidden_size)
+        cell: Mapping[str, Any] | None = None,  # the cell's config: {"name": <registered cell>, **its settings}; lstm
+        embedding_dim: int = 64,       # width of token embeddings (may differ from hidden_size); 64 is plenty for characters
         hidden_size: int = 256,        # recurrent width
         num_layers: int = 2,           # stacked layers
-        dropout: float = 0.0,          # plain dropout between layers (inside the cell) and on the output
+        dropout: float = 0.1,          # plain dropout between layers (inside the cell) and on the output
         tie_weights: bool = False,     # share the embedding matrix with the output head
         input_encoding: str = "embedding",  # "embedding" or "one_hot" (Keras seed model)
         dropout_embedding: float = 0.0,  # drop whole rows of the embedding matrix (AWD "dropoute")
@@ -62,6 +87,10 @@ class RecurrentLM(nn.Module):
         locked_dropout: bool = True,   # dropout_input/_hidden/_output: one mask per sequence, or plain
     ):
         super().__init__()
+        cell = dict(cell or {"name": "lstm"})
+        settings = dict(locals())
+        self.config: dict[str, Any] = {k: settings[k] for k in _SETTINGS}
+        self.config["cell"] = complete_cell_config(cell)
         for name, p in (("dropout", dropout), ("dropout_embedding", dropout_embedding),
                         ("dropout_input", dropout_input), ("dropout_hidden", dropout_hidden),
                         ("dropout_output", dropout_output), ("weight_drop", weight_drop)):
@@ -236,3 +265,9 @@ class RecurrentLM(nn.Module):
         if self.proj is not None:
             y = step_linear(self.proj, "weight", y, self.proj.weight, self.proj.bias)
         return step_linear(self.head, "weight", y, self.head.weight, self.head.bias), state
+
+
+#: RecurrentLM's settings (its keyword arguments after vocab_size), in signature order
+import inspect as _inspect  # noqa: E402
+
+_SETTINGS = [k for k in _inspect.signature(RecurrentLM.__init__).parameters if k not in ("self", "vocab_size")]
