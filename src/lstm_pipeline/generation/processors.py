@@ -10,6 +10,15 @@ strategies apply them in one fixed order, ``PROCESSOR_ORDER``:
 Constraints come first so that a filter (say top-k = 1) can never keep only a banned token; this is
 also the order Hugging Face ``generate`` uses, so a combination gives the same distribution there.
 
+Any registered processor (a plugin's too) is switched on by name with the decoding setting
+``processors``: a list of names, or a mapping name -> its settings, e.g. from the command line
+``decoding.processors={top_a: {top_a: 0.2}}`` or from Python
+``DECODERS.build({"name": "sample", "processors": {"top_a": {"top_a": 0.2}}})``. Where it goes in the
+order: a built-in name at its place above; any other processor after the built-in constraints if
+its class says ``stage = "constraint"``, else (the default, ``stage = "filter"``) after the built-in
+filters, in the order given. The full order is therefore: built-in constraints, named constraint
+processors, temperature, built-in filters, named filter processors.
+
 ``history`` holds the prompt and the tokens generated so far. Ragged prompts are left-padded with
 ``pad id = V`` (one past the vocabulary), which every processor ignores. Processors that need to know
 where the prompt ends, the end-of-sequence token or the token budget get them through ``setup``.
@@ -27,10 +36,16 @@ NEG_INF = float("-inf")
 
 
 class LogitsProcessor:
+    """Base class of processors (optional: any callable ``(history, logits) -> logits`` class works)."""
+
     lstm_pipeline_api = "1"
+    #: where a processor switched on by name (the ``processors`` setting) runs: "constraint" (on the
+    #: raw scores, after the built-in constraints) or "filter" (after temperature and the built-in filters)
+    stage = "filter"
 
     def setup(self, *, prompt_length: int, max_new_tokens: int, eos_token_id: int | None) -> None:
-        """Called once per ``generate`` call before the first token (prompt_length = padded width)."""
+        """Optional hook, called once per ``generate`` call before the first token (prompt_length =
+        the padded width of the prompts in ``history``). A processor without it works as well."""
 
     def __call__(self, history: Tensor, logits: Tensor) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
@@ -426,16 +441,69 @@ OFF = {"repetition_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 
 _ARG = {"repetition_penalty": "penalty", "no_repeat_ngram_size": "ngram_size"}
 
 
+#: the built-in processors that act on the raw scores (the rest shape the distribution)
+CONSTRAINTS = ("repetition_penalty", "frequency_penalty", "no_repeat_ngram", "bad_words", "min_new_tokens", "forced_end")
+
+
+def named_processors(spec) -> dict[str, dict]:
+    """The ``processors`` setting as name -> settings: a list of names, a mapping name -> settings
+    (None for a processor's defaults), or None/empty (none)."""
+    if not spec:
+        return {}
+    if isinstance(spec, str):
+        spec = [spec]
+    if isinstance(spec, (list, tuple)):
+        return {str(n): {} for n in spec}
+    if isinstance(spec, dict):
+        out = {}
+        for n, v in spec.items():
+            if v is not None and not isinstance(v, dict):
+                raise ValueError(f"processors.{n} must be a mapping of that processor's settings (or null), got {v!r}")
+            out[str(n)] = dict(v or {})
+        return out
+    raise ValueError(f"processors must be a list of processor names or a mapping name -> settings, got {spec!r}")
+
+
+def setup_processor(proc, prompt_length: int, max_new_tokens: int, eos_token_id: int | None) -> None:
+    """Call the processor's optional ``setup`` hook."""
+    setup = getattr(proc, "setup", None)
+    if callable(setup):
+        setup(prompt_length=prompt_length, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id)
+
+
 def build_processors(settings: dict, registry=None) -> list[LogitsProcessor]:
-    """The active processors for ``settings`` (decoding setting -> value), in ``PROCESSOR_ORDER``.
-    A processor whose settings are all at their off value is left out (it would be the identity)."""
+    """The active processors for ``settings`` (decoding setting -> value) in the documented order: the
+    built-in ones in ``PROCESSOR_ORDER`` (a processor whose settings are all at their off value is left
+    out: it would be the identity), with the processors named in ``settings["processors"]`` after the
+    built-in constraints (``stage = "constraint"``) or after the built-in filters (the default)."""
     if registry is None:
         from ..registry import LOGITS_PROCESSORS as registry
-    out = []
+    from ..registry import validate_kwargs
+
+    named = named_processors(settings.get("processors"))
+    built = {}
     for name in PROCESSOR_ORDER:
         keys = PROCESSOR_SETTINGS[name]
         given = {k: settings[k] for k in keys if k in settings}
+        if name in named:
+            if any(v != OFF[k] for k, v in given.items() if not (k == "bad_words_ids" and not v)):
+                raise ValueError(f"processor '{name}' is both set by its setting(s) {', '.join(keys)} and named in "
+                                 f"processors: use one of the two.")
+            continue
         if not given or all(v == OFF[k] or (k == "bad_words_ids" and not v) for k, v in given.items()):
             continue
-        out.append(registry.get(name)(**{_ARG.get(k, k): v for k, v in given.items()}))
-    return out
+        built[name] = registry.get(name)(**{_ARG.get(k, k): v for k, v in given.items()})
+    constraints, filters = [], []
+    for name, kwargs in named.items():
+        factory = registry.get(name)  # unknown: an error listing the registered processors
+        validate_kwargs(factory, kwargs, f"logits processor '{name}' (processors.{name})")
+        proc = factory(**kwargs)
+        if name in PROCESSOR_SETTINGS:
+            built[name] = proc
+        elif getattr(proc, "stage", "filter") == "constraint":
+            constraints.append(proc)
+        else:
+            filters.append(proc)
+    ordered = [built[n] for n in PROCESSOR_ORDER if n in built]
+    split = sum(1 for n in PROCESSOR_ORDER if n in built and n in CONSTRAINTS)
+    return ordered[:split] + constraints + ordered[split:] + filters

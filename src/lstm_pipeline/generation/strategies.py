@@ -6,8 +6,9 @@ are one loop plus a list of logits processors (nucleus = sampling + top-p, typic
 typical filtering, ...). Many prompts of different lengths run as one batch.
 
 Every strategy takes the constraint settings (``COMMON``: repetition_penalty, frequency_penalty,
-presence_penalty, no_repeat_ngram_size, bad_words_ids, min_new_tokens, forced_end); sampling
-strategies also take every sampling setting (``SAMPLING``).
+presence_penalty, no_repeat_ngram_size, bad_words_ids, min_new_tokens, forced_end) and
+``processors`` (any registered logits processor by name, plugins' included: see processors.py);
+sampling strategies also take every sampling setting (``SAMPLING``).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..registry import check_settings
-from .processors import OFF, LogitsProcessor, build_processors
+from .processors import OFF, LogitsProcessor, build_processors, setup_processor
 from .stopping import StoppingCriteria
 
 #: settings every strategy accepts (processor constraints), with their off values
@@ -106,7 +107,7 @@ class DecodingStrategy:
     settings: dict[str, Any] = {}
 
     def __init__(self, **settings):
-        allowed = {**COMMON, **(SAMPLING if self.SAMPLES else {}), **self.OWN}
+        allowed = {**COMMON, "processors": None, **(SAMPLING if self.SAMPLES else {}), **self.OWN}
         check_settings(settings, list(allowed), f"decoding '{self.name()}'")
         self.settings = {**allowed, **settings}
         self.check()
@@ -130,7 +131,7 @@ class DecodingStrategy:
 
     def _setup(self, processors, prompt_length, max_new_tokens, eos_token_id):
         for p in processors:
-            p.setup(prompt_length=prompt_length, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id)
+            setup_processor(p, prompt_length, max_new_tokens, eos_token_id)
         return processors
 
 
