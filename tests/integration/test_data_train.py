@@ -30,7 +30,12 @@ def test_documents_mode_with_files_source_and_byte_bpe(tmp_path, jsonl_dataset):
     tok = json.loads((run / "tokenizer.json").read_text())
     assert tok["model"]["type"] == "BPE" and any(t["content"] == "<eos>" for t in tok["added_tokens"])
     cfg = json.loads((run / "model" / "config.json").read_text())
-    assert cfg["bos_token_id"] == tok["model"]["vocab"]["Ċ"]  # a newline starts a text
+    gen = json.loads((run / "model" / "generation_config.json").read_text())
+    eos = next(t["id"] for t in tok["added_tokens"] if t["content"] == "<eos>")
+    # trained with an end-of-text token: it is recorded, generation stops there, and a text starts after it
+    assert cfg["eos_token"] == "<eos>" and cfg["bos_token_id"] == eos and gen["eos_token_id"] == eos
+    out = run_cli("generate", f"run={run}", "prompt=", "max_new_tokens=40", "seed=1", cwd=tmp_path).stdout
+    assert "<eos>" not in out
 
 
 def test_streaming_hub_source_on_a_local_dataset_directory(tmp_path, jsonl_dataset):

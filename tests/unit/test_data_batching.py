@@ -110,9 +110,12 @@ def test_documents_are_packed_whole_with_resets_and_no_cross_document_targets(al
     assert sorted(found) == sorted(DOCS)  # every document exactly once, whole, on one rank
 
 
-def packed_reference(ids, offsets, batch_size, bptt, rank, world_size, pad_id, align):
-    """The packing written out eagerly: the whole (B, W) layout of this rank in RAM."""
+def packed_reference(ids, offsets, batch_size, bptt, rank, world_size, pad_id, align, start_id=None):
+    """The packing written out eagerly: the whole (B, W) layout of this rank in RAM (each non-empty
+    document after ``start_id``, when given)."""
     lengths = np.diff(offsets)
+    if start_id is not None:
+        lengths = lengths + (lengths > 0)
     span = (-(-lengths // bptt) * bptt) if align else lengths
     rows = pack_documents(span, batch_size * world_size)
     width = max(int(span[r].sum()) for r in rows)
@@ -122,7 +125,9 @@ def packed_reference(ids, offsets, batch_size, bptt, rank, world_size, pad_id, a
     for b, docs in enumerate(rows[rank * batch_size: (rank + 1) * batch_size]):
         pos = 0
         for d in docs:
-            tokens = ids[offsets[d]: offsets[d + 1]]
+            tokens = np.asarray(ids[offsets[d]: offsets[d + 1]], dtype=np.int64)
+            if start_id is not None and len(tokens):
+                tokens = np.concatenate([[start_id], tokens])
             x[b, pos: pos + len(tokens)] = tokens
             y[b, pos: pos + len(tokens) - 1] = tokens[1:]
             reset[b, pos] = True
@@ -130,9 +135,10 @@ def packed_reference(ids, offsets, batch_size, bptt, rank, world_size, pad_id, a
     return [tuple(torch.from_numpy(a[:, i: i + bptt]) for a in (x, y, reset)) for i in range(0, width, bptt)]
 
 
+@pytest.mark.parametrize("start_id", [None, 7])
 @pytest.mark.parametrize("align", [False, True])
 @pytest.mark.parametrize("bptt", [1, 3, 7, 40])
-def test_document_windows_read_lazily_equal_the_packed_layout(tmp_path, align, bptt):
+def test_document_windows_read_lazily_equal_the_packed_layout(tmp_path, align, bptt, start_id):
     rng = np.random.default_rng(bptt)
     lengths = rng.integers(0, 30, size=60)  # some empty documents too
     offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -140,11 +146,25 @@ def test_document_windows_read_lazily_equal_the_packed_layout(tmp_path, align, b
     rng.integers(1, 60000, size=int(offsets[-1])).astype(np.uint16).tofile(path)
     ids = np.memmap(path, dtype=np.uint16, mode="r")
     for rank in range(2):
-        got = collect(DocumentBatches(ids, offsets, 3, bptt, rank, 2, pad_id=0, align=align))
-        ref = packed_reference(ids, offsets, 3, bptt, rank, 2, 0, align)
+        got = collect(DocumentBatches(ids, offsets, 3, bptt, rank, 2, pad_id=0, align=align, start_id=start_id))
+        ref = packed_reference(ids, offsets, 3, bptt, rank, 2, 0, align, start_id)
         assert len(got) == len(ref)
         for g, r in zip(got, ref):
             assert all(torch.equal(a, b) and a.dtype == b.dtype for a, b in zip(g, r))
+
+
+def test_with_an_end_of_text_token_every_document_is_read_after_it():
+    """From the reset state the model reads the end-of-text token and predicts each document's first
+    token: the state an empty prompt starts from in generation."""
+    ids, offsets = doc_stream()
+    eos = 7
+    x, y, reset = (torch.cat(t, 1) for t in zip(*collect(DocumentBatches(ids, offsets, 4, 6, start_id=eos))))
+    for row in range(4):
+        starts = torch.nonzero(reset[row]).flatten().tolist()
+        for a in starts:
+            assert int(x[row, a]) == eos and [int(y[row, a])] == [int(t) for t in x[row, a + 1: a + 2]]
+    firsts = sorted(int(y[r, a]) for r in range(4) for a in torch.nonzero(reset[r]).flatten().tolist())
+    assert firsts == sorted(d[0] for d in DOCS)
 
 
 def test_forward_with_resets_equals_running_each_document_from_the_zero_state():

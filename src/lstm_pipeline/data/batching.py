@@ -151,12 +151,21 @@ class DocumentBatches(_Windows):
 
     Only the layout is kept (per row: where each document starts in the row and in ``ids``);
     each window is read from ``ids`` (a memmap) when it is asked for, so the corpus is never
-    copied into RAM."""
+    copied into RAM.
+
+    ``start_id`` (the end-of-text token, when the data has one): every document is read with that
+    token in front of it, so that from the reset state the model reads an end-of-text token and
+    learns to predict a document's first token. Generation from an empty prompt starts the same
+    way (the zero state, then the end-of-text token: ``bos_token_id``)."""
 
     def __init__(self, ids: np.ndarray, doc_offsets: np.ndarray, batch_size: int, bptt: int, rank: int = 0,
-                 world_size: int = 1, split: str = "train", pad_id: int = 0, align: bool = False):
+                 world_size: int = 1, split: str = "train", pad_id: int = 0, align: bool = False,
+                 start_id: int | None = None):
         offsets = np.asarray(doc_offsets, dtype=np.int64)
         lengths = np.diff(offsets)
+        self.lead = int(start_id is not None)  # a leading start token per (non-empty) document
+        if self.lead:
+            lengths = lengths + (lengths > 0)
         # align: every document starts at a window boundary (padded up to a multiple of bptt), so the
         # state is only ever reset at column 0 and a window costs one model call
         span = (-(-lengths // bptt) * bptt) if align else lengths
@@ -171,6 +180,15 @@ class DocumentBatches(_Windows):
             d = np.asarray(docs, dtype=np.int64)
             self.rows.append((np.cumsum(span[d]) - span[d], offsets[d], lengths[d]))
         self.ids, self.pad_id, self.bptt, self.split = ids, pad_id, bptt, split
+        self.start_id = start_id
+
+    def _read(self, s: int, i: int, j: int) -> np.ndarray:
+        """Tokens i..j-1 of the document that starts at ``ids[s]`` (with its leading start token)."""
+        if not self.lead:
+            return self.ids[s + i: s + j]
+        if i > 0:
+            return self.ids[s + i - 1: s + j - 1]
+        return np.concatenate([np.asarray([self.start_id], dtype=np.int64), np.asarray(self.ids[s: s + j - 1])])
 
     def __len__(self) -> int:
         return math.ceil(self.width / self.bptt)
@@ -187,7 +205,7 @@ class DocumentBatches(_Windows):
                 lo, hi = max(a, p), min(e, p + n)  # the document's part of this window
                 if lo < hi:
                     hy = min(e, p + n - 1)  # its last token predicts nothing
-                    tokens = self.ids[s + lo - p: s + max(hi, hy + 1) - p]  # inputs and targets in one read
+                    tokens = self._read(s, lo - p, max(hi, hy + 1) - p)  # inputs and targets in one read
                     x[r, lo - a: hi - a] = tokens[: hi - lo]
                     if lo < hy:
                         y[r, lo - a: hy - a] = tokens[1: hy - lo + 1]

@@ -74,8 +74,10 @@ class StreamDataModule(L.LightningDataModule):
         if self.mode == "random_windows":
             return RandomWindows(ids, batch_size, self.bptt, rank, world, seed=self.seed, epoch=self._epoch, split=split)
         pad = c.tokenizer.token_to_id("<pad>") or 0
+        # with an end-of-text token, every document is read after one (what an empty prompt starts from)
+        start = c.tokenizer.token_to_id(c.eos_token) if c.eos_token else None
         return DocumentBatches(ids, c.doc_offsets[split], batch_size, self.bptt, rank, world, split=split, pad_id=pad,
-                               align=self.align_documents)
+                               align=self.align_documents, start_id=start)
 
     def _loader(self, split: str, batch_size: int, start: int = 0, train: bool = False) -> DataLoader:
         ds = self._dataset(split, batch_size, train)
