@@ -1,0 +1,14 @@
+"""The sample printed at the end of training goes through the one generation entry point: a word-level
+prompt the vocabulary does not know stays in context (was: `The<unk> acknowledges ...`, glued)."""
+from helpers import TINY, run_cli
+
+
+def test_word_level_sample_keeps_the_space_after_an_unknown_prompt_word(tmp_path):
+    corpus = tmp_path / "words.txt"
+    corpus.write_text("the cat sat on the mat and the dog ate the bone\n" * 200)
+    run = tmp_path / "run"
+    out = run_cli("train", "data=text", f"data.path={corpus}", "tokenizer=word", "sample.prompt=The",
+                  *[o for o in TINY if not o.startswith("sample.")], "sample.max_new_tokens=6",
+                  f"hydra.run.dir={run}", cwd=tmp_path).stdout
+    text = out.split("--- sample (temperature 0.8) ---\n", 1)[1].splitlines()[0]
+    assert text.startswith("The ") and len(text.split()) == 7, text
