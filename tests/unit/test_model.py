@@ -80,3 +80,16 @@ def test_awd_shaped_model_round_trips_through_safetensors(tmp_path):
     load_model(b, str(tmp_path / "m.safetensors"))
     assert b.head.weight is b.embedding.weight
     assert torch.equal(a(tokens())[0], b(tokens())[0])
+
+
+def test_a_long_prompt_is_consumed_in_chunks_with_the_same_result(monkeypatch):
+    """prefill runs a long prompt chunk by chunk (flat memory); the logits and state equal one pass."""
+    torch.manual_seed(0)
+    m = RecurrentLM(30, {"name": "lstm"}, embedding_dim=8, hidden_size=12).eval()
+    tokens = torch.randint(0, 30, (2, 50))
+    whole_logits, whole_state = m.prefill(tokens)
+    monkeypatch.setattr(RecurrentLM, "PREFILL_CHUNK", 7)
+    logits, state = m.prefill(tokens)
+    torch.testing.assert_close(logits, whole_logits, atol=1e-6, rtol=0)
+    for a, b in zip(state, whole_state):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)

@@ -226,11 +226,17 @@ class RecurrentLM(nn.Module):
         _, y, state = self._features(tokens, state)
         return self._logits(y), state
 
+    #: prompt tokens consumed per call of the cells in ``prefill``: activations stay O(chunk), not O(prompt)
+    PREFILL_CHUNK = 2048
+
     @torch.no_grad()
     def prefill(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """Consume a prompt: tokens (B, T) -> logits after the last token (B, V), state. Only the last
-        position goes through the output layer (the head is most of a step's cost)."""
-        _, y, state = self._features(tokens, state)
+        position goes through the output layer (the head is most of a step's cost), and a long prompt
+        runs in chunks of ``PREFILL_CHUNK`` tokens with the state carried, so memory stays flat in its
+        length (a 1M-character prompt needs the activations of one chunk, not of the whole text)."""
+        for start in range(0, tokens.size(1), self.PREFILL_CHUNK):
+            _, y, state = self._features(tokens[:, start:start + self.PREFILL_CHUNK], state)
         return self._logits(y[:, -1]), state
 
     def features_train(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State, Tensor]:
