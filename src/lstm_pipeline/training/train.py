@@ -23,6 +23,7 @@ from ..registry import CALLBACKS
 from .checkpoint_io import AtomicCheckpointIO
 from .malloc import tune_malloc
 from .module import LanguageModelTask
+from .safety import check_targets, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ def build_logger(node):
 
 
 def train(cfg: DictConfig) -> dict:
+    check_targets(cfg, "the train config")  # before anything is built: a config is data, not code
     validate_train_config(cfg)
     tune_malloc()
     # Lightning prints through its own handler; stop a second copy through Hydra's root handler
@@ -144,6 +146,8 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     ckpt = resolve_checkpoint(cfg.ckpt_path) if cfg.ckpt_path else None
+    if ckpt is not None:
+        load_checkpoint(ckpt)  # refused (one line) before anything is prepared if it is not plain weights
     logger = build_logger(cfg.logger)  # before the data: a missing logger package fails at once
     # reuse the tokenizer of the run being resumed (or of this run dir, if it already has one)
     tok_path = run_dir / "tokenizer.json"
@@ -171,7 +175,7 @@ def train(cfg: DictConfig) -> dict:
     callbacks += dm.callbacks()  # e.g. the learning-rate scaling of variable-length BPTT
     trainer = L.Trainer(**to_dict(cfg.trainer), default_root_dir=str(run_dir), callbacks=callbacks, logger=logger,
                         plugins=[AtomicCheckpointIO()], use_distributed_sampler=False)
-    trainer.fit(task, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=False)
+    trainer.fit(task, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
 
     result = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if not trainer.is_global_zero:
@@ -179,7 +183,7 @@ def train(cfg: DictConfig) -> dict:
     # export the best checkpoint's weights (the last ones when no validation ran)
     best = ckpt_cb.best_model_path
     if best and Path(best).is_file():
-        best_ckpt = torch.load(best, map_location="cpu", weights_only=False)
+        best_ckpt = load_checkpoint(best)
         task.load_state_dict(best_ckpt["state_dict"])
         # NT-ASGD: the averaged weights (those the checkpoint was validated with) are the model
         averaged = best_ckpt.get("lstm_pipeline", {}).get("averaged_weights")
