@@ -158,3 +158,47 @@ def test_missing_logger_package_is_a_clear_error(tmp_path, tiny_corpus):
             continue
         with pytest.raises(ValueError, match=f"logger={name} needs the '{name}' package: pip install {name}"):
             run(tmp_path, name, tiny_corpus, f"logger={name}", "trainer.max_steps=1")
+
+
+# -- exact resume at any stop point, across epoch boundaries ----------------------------------------
+SWEEP = ["model.hidden_size=16", "model.embedding_dim=8", "batching.batch_size=4", "batching.bptt=16",
+         "batching.eval_batch_size=2", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
+         "sample.max_new_tokens=0", "optim=ntasgd", "optim.lr=2.0", "optim.nonmono=0", "model.dropout=0.2",
+         "model.weight_drop=0.3", "model.dropout_input=0.1", "trainer.val_check_interval=1",
+         "trainer.check_val_every_n_epoch=null"]
+
+
+def test_resume_is_exact_at_every_stop_point_across_epoch_boundaries(tmp_path, tiny_corpus):
+    """A 400-character corpus: 6 training batches per epoch, so 14 steps cross two epoch boundaries.
+    Stopping after any of the steps around them and resuming ends bit-identical to the uninterrupted
+    run: weights, NT-ASGD averages and optimizer state, the carried hidden state. (The reset of the
+    hidden state at the start of the epoch after a resumed one used to be skipped, and a resume from
+    an epoch's last batch replayed the RNG before the new epoch's dataloader drew from it.)"""
+    corpus = tmp_path / "small.txt"
+    corpus.write_text(tiny_corpus.read_text()[:400])
+
+    def go(name, *extra):
+        cfg = compose_train(["data=text", f"data.path={corpus}", *SWEEP, f"run_dir={tmp_path / name}", *extra])
+        return train(cfg)
+
+    go("full", "trainer.max_steps=14")
+    full = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert full["epoch"] == 2 and full["optimizer_states"][0]["param_groups"][0]["averaging"]
+    saved = set()
+    for stop in (5, 6, 7, 11, 12, 13):
+        go(f"stop{stop}", f"trainer.max_steps={stop}")
+        half = torch.load(tmp_path / f"stop{stop}" / "checkpoints" / "last.ckpt", weights_only=True)
+        saved.add((half["global_step"], half["epoch"]))
+        go(f"stop{stop}", "trainer.max_steps=14", f"ckpt_path={tmp_path / f'stop{stop}'}")
+        got = torch.load(tmp_path / f"stop{stop}" / "checkpoints" / "last.ckpt", weights_only=True)
+        assert got["global_step"] == 14
+        assert _state_equal(got["state_dict"], full["state_dict"]), f"stopped at {stop}"
+        assert _state_equal(got["lstm_pipeline"]["averaged_weights"], full["lstm_pipeline"]["averaged_weights"])
+        for s, t in zip(got["lstm_pipeline"]["train_state"], full["lstm_pipeline"]["train_state"]):
+            assert torch.equal(s, t), f"stopped at {stop}"
+        opt_a, opt_b = got["optimizer_states"][0], full["optimizer_states"][0]
+        assert opt_a["param_groups"] == opt_b["param_groups"]
+        for k, st in opt_b["state"].items():
+            assert _state_equal(opt_a["state"][k], st)
+    # the stops really straddle both boundaries (steps 6 and 12 start epochs 1 and 2)
+    assert {s for s, _ in saved} >= {5, 6, 7, 11, 12, 13} and {e for _, e in saved} == {0, 1, 2}, saved

@@ -33,16 +33,23 @@ class LanguageModelTask(L.LightningModule):
         self.chars_per_token = dict(chars_per_token or {})
         self.carry_state = carry_state
         self._train_state = None      # carried (detached) between consecutive training batches
-        self._restored_state = False  # set by on_load_checkpoint: keep the state at the next epoch start
         self._eval: dict[str, Any] = {}
         self._t_last = None
         self._pending_rng = None      # RNG state of a checkpoint being resumed, applied at the next batch
 
     # -- training -----------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        if not self._restored_state:
-            self._train_state = None  # a new epoch starts the streams from their beginning
-        self._restored_state = False
+        # a new epoch starts the streams from their beginning. Lightning calls this hook only for an
+        # epoch that starts at its first batch, never for the epoch a checkpoint is resumed in the middle
+        # of (that one keeps the state restored by on_load_checkpoint): so the reset is unconditional.
+        # (A "skip the next reset after a restore" flag would skip the reset of the epoch *after* a
+        # resumed one, since the resumed one never calls this hook.)
+        self._train_state = None
+        if self._pending_rng is not None:
+            # resumed from a checkpoint saved at the end of the previous epoch: the uninterrupted run
+            # created this epoch's dataloader iterator (which draws from the torch RNG) after that save
+            _set_rng_state(self._pending_rng)
+            self._pending_rng = None
         self._t_last = time.perf_counter()
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
@@ -191,7 +198,6 @@ class LanguageModelTask(L.LightningModule):
             rank = self.trainer.global_rank if self._trainer is not None else 0
             # streams cut for another number of processes: the saved state belongs to other text
             self._train_state = tuple(s[rank] if world > 1 else s for s in state) if saved_world == world else None
-            self._restored_state = True
         if extra.get("rng"):
             # applied just before the first resumed batch, not now: (re)creating the train dataloader's
             # iterator draws from the torch RNG, which the uninterrupted run did before the checkpoint
