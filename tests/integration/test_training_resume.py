@@ -202,3 +202,53 @@ def test_resume_is_exact_at_every_stop_point_across_epoch_boundaries(tmp_path, t
             assert _state_equal(opt_a["state"][k], st)
     # the stops really straddle both boundaries (steps 6 and 12 start epochs 1 and 2)
     assert {s for s, _ in saved} >= {5, 6, 7, 11, 12, 13} and {e for _, e in saved} == {0, 1, 2}, saved
+
+
+def _lr_by_step(run_dir):
+    import csv
+
+    with open(run_dir / "logs" / "metrics.csv") as f:
+        return {int(r["step"]): float(r["lr"]) for r in csv.DictReader(f) if r.get("lr")}
+
+
+SCHEDULES = {  # every shipped schedule (conf/scheduler/*.yaml and the char_rnn preset's), short enough to act in 20 steps
+    "cosine": ["scheduler=cosine"],
+    "warmup_cosine": ["scheduler=warmup_cosine", "scheduler.warmup_steps=4"],
+    "step": ["scheduler=step", "scheduler.step_size=3"],
+    "plateau": ["scheduler=plateau", "scheduler.patience=0"],
+    "exponential_after": ["+scheduler._target_=lstm_pipeline.training.schedules.ExponentialAfter",
+                          "+scheduler.start=1", "+scheduler.gamma=0.5", "+scheduler.interval=epoch"],
+}
+
+
+def test_every_shipped_schedule_is_covered():
+    from importlib import resources
+
+    shipped = {p.name[:-5] for p in resources.files("lstm_pipeline.conf").joinpath("scheduler").iterdir()
+               if p.name.endswith(".yaml")}
+    assert shipped <= set(SCHEDULES), shipped - set(SCHEDULES)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_train_longer_stretches_the_schedule_to_the_new_horizon(name, tmp_path, tiny_corpus):
+    """``ckpt_path=<run> trainer.max_steps=20`` after 10 steps: from step 10 on, the learning rate is
+    the one of a run planned for 20 steps (cosine no longer climbs back to its peak past the old
+    horizon, warmup_cosine no longer stays at 0)."""
+    corpus = tmp_path / "small.txt"
+    corpus.write_text(tiny_corpus.read_text()[:400])
+    common = ["data=text", f"data.path={corpus}", *(o for o in SWEEP if not o.startswith("optim")), "optim=sgd", "optim.lr=1.0", *SCHEDULES[name]]
+
+    def go(run_name, *extra):
+        return train(compose_train([*common, f"run_dir={tmp_path / run_name}", *extra]))
+
+    go("planned", "trainer.max_steps=20")
+    go("extended", "trainer.max_steps=10")
+    assert torch.load(tmp_path / "extended" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 10
+    go("extended", "trainer.max_steps=20", f"ckpt_path={tmp_path / 'extended'}")
+    planned, extended = _lr_by_step(tmp_path / "planned"), _lr_by_step(tmp_path / "extended")
+    later = [s for s in planned if s >= 10]
+    assert len(later) == 10, (planned, extended)
+    assert [extended[s] for s in later] == pytest.approx([planned[s] for s in later], rel=1e-6, abs=1e-9)
+    if name in ("cosine", "warmup_cosine"):  # a real decay over the new horizon, neither stuck nor climbing
+        lrs = [extended[s] for s in later]
+        assert lrs == sorted(lrs, reverse=True) and lrs[0] > 0.1 and lrs[-1] < 0.05, lrs

@@ -171,6 +171,44 @@ class LanguageModelTask(L.LightningModule):
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": interval, "monitor": monitor}}
 
+    def on_train_start(self) -> None:
+        self._apply_schedule_settings()
+
+    def _apply_schedule_settings(self) -> None:
+        """Resumed ("train longer"): the scheduler settings of this command win over the checkpoint's.
+
+        A scheduler's state_dict carries its settings (``T_max``, ``total_steps``, ``step_size`` ...),
+        so restoring a checkpoint would keep the old horizon: past it, cosine climbs back to its peak and
+        warmup_cosine stays at its floor. Each setting of the config that differs from the restored one
+        is set again, and the learning rate is recomputed for the current step from the schedule's closed
+        form: with ``T_max``/``total_steps: ${trainer.max_steps}`` the schedule is stretched to the new
+        horizon and goes on from where the stretched curve is at this step."""
+        if not self.hparams.scheduler or self._trainer is None:
+            return
+        settings = {k: v for k, v in dict(self.hparams.scheduler).items() if k not in ("_target_", "interval", "monitor")
+                    and not str(k).startswith("_")}
+        for conf in self.trainer.lr_scheduler_configs:
+            sched = conf.scheduler
+            changed = {k: (getattr(sched, k), v) for k, v in settings.items()
+                       if hasattr(sched, k) and isinstance(getattr(sched, k), (int, float)) and getattr(sched, k) != v}
+            if not changed:
+                continue
+            for k, (_, v) in changed.items():
+                setattr(sched, k, v)
+            lrs = None
+            if isinstance(sched, torch.optim.lr_scheduler.LambdaLR):
+                lrs = [base * fn(sched.last_epoch) for base, fn in zip(sched.base_lrs, sched.lr_lambdas)]
+            elif hasattr(sched, "_get_closed_form_lr"):
+                lrs = sched._get_closed_form_lr()
+            if lrs is not None:
+                for group, lr in zip(sched.optimizer.param_groups, lrs):
+                    group["lr"] = lr
+                sched._last_lr = list(lrs)
+            if self.trainer.is_global_zero:
+                log.info("resumed with new scheduler settings (%s)%s", ", ".join(
+                    f"{k} {old} -> {new}" for k, (old, new) in changed.items()),
+                    f": learning rate {lrs[0]:.6g} at step {sched.last_epoch}" if lrs else "")
+
     # -- exact resume: carried state and RNG travel with the checkpoint -------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         state = self._train_state

@@ -95,6 +95,29 @@ class RunCheckpoint(ModelCheckpoint):
         key = super().state_key
         return ModelCheckpoint.__qualname__ + key[len(type(self).__qualname__):]
 
+    # last.ckpt is the run's latest state. Lightning (>= 2.5) rewrites it only at a validation that also
+    # wrote a new best checkpoint, so an interrupted run, or one extended with a larger max_steps, went
+    # back to the last *improvement*: here it is written after every validation. (Not when max_steps ends
+    # training between validations: Lightning's loop state then says "epoch finished", and a resume from
+    # it would restart the epoch's data; the last validation's checkpoint resumes exactly.)
+    _last_saved_step: int | None = None
+
+    def _save_last_checkpoint(self, trainer, monitor_candidates) -> None:
+        super()._save_last_checkpoint(trainer, monitor_candidates)
+        if self.save_last:
+            self._last_saved_step = trainer.global_step
+
+    def _save_latest(self, trainer) -> None:
+        from lightning.pytorch.trainer.states import TrainerFn
+
+        if (self.save_last and not trainer.fast_dev_run and not trainer.sanity_checking
+                and trainer.state.fn == TrainerFn.FITTING and self._last_saved_step != trainer.global_step):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._save_latest(trainer)
+
     def load_state_dict(self, state_dict: dict) -> None:
         old = state_dict.get("dirpath")
         if old and self.dirpath and old != self.dirpath and self._resume_dir == self.dirpath:
