@@ -23,6 +23,7 @@ from .data.pipeline import prepare_corpus
 from .data.sources import DataError
 from .eval import loss_metrics
 from .hub import load_pretrained, resolve_model_dir
+from .integrity import json_safe
 
 
 @torch.no_grad()
@@ -171,6 +172,6 @@ def evaluate(cfg: DictConfig) -> dict:
               f"  own ppl {g['own_ppl']:.3f}  ({g['num_samples']} samples x {gen_cfg['max_new_tokens']} tokens)")
     out = Path(cfg.report) if cfg.report else run_dir / "eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    out.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False))  # valid JSON: NaN/inf written as null
     print(f"report: {out}")
     return report

@@ -211,13 +211,12 @@ def _lr_by_step(run_dir):
         return {int(r["step"]): float(r["lr"]) for r in csv.DictReader(f) if r.get("lr")}
 
 
-SCHEDULES = {  # every shipped schedule (conf/scheduler/*.yaml and the char_rnn preset's), short enough to act in 20 steps
+SCHEDULES = {  # every shipped schedule (conf/scheduler/*.yaml), set to act within 20 steps
     "cosine": ["scheduler=cosine"],
     "warmup_cosine": ["scheduler=warmup_cosine", "scheduler.warmup_steps=4"],
     "step": ["scheduler=step", "scheduler.step_size=3"],
     "plateau": ["scheduler=plateau", "scheduler.patience=0"],
-    "exponential_after": ["+scheduler._target_=lstm_pipeline.training.schedules.ExponentialAfter",
-                          "+scheduler.start=1", "+scheduler.gamma=0.5", "+scheduler.interval=epoch"],
+    "exponential_after": ["scheduler=exponential_after", "scheduler.start=1", "scheduler.gamma=0.5"],
 }
 
 

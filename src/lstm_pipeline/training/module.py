@@ -21,6 +21,13 @@ log = logging.getLogger(__name__)
 
 LN2 = math.log(2.0)
 
+#: a validation loss this many times that of a uniform guess (ln V) means the training diverged
+DIVERGED_FACTOR = 5.0
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN/inf (or exploded): the run stops with one line saying where and what to try."""
+
 
 class LanguageModelTask(L.LightningModule):
     def __init__(self, model: Mapping[str, Any], vocab_size: int, optim: Mapping[str, Any],
@@ -36,6 +43,7 @@ class LanguageModelTask(L.LightningModule):
         self._eval: dict[str, Any] = {}
         self._t_last = None
         self._pending_rng = None      # RNG state of a checkpoint being resumed, applied at the next batch
+        self._finite = None           # (step, bool tensor): was the last training loss finite (checked lazily)
 
     # -- training -----------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -52,7 +60,25 @@ class LanguageModelTask(L.LightningModule):
             self._pending_rng = None
         self._t_last = time.perf_counter()
 
+    def _diverged_advice(self) -> str:
+        lr = self.hparams.optim.get("lr") if self.hparams.optim else None
+        now = f", now {lr:g}" if isinstance(lr, (int, float)) else ""
+        return (f"Try a lower learning rate (optim.lr{now}), gradient clipping (trainer.gradient_clip_val=0.25) or "
+                f"full precision (trainer.precision=32). Nothing of the diverged run was exported or checkpointed.")
+
+    def _check_finite_loss(self) -> None:
+        """Raise :class:`TrainingDiverged` if the last training loss was NaN/inf. Checked one batch late
+        (at the next batch, validation, or the end) so that a GPU is not synchronised at every step."""
+        if self._finite is None:
+            return
+        step, finite = self._finite
+        self._finite = None
+        if not bool(finite):
+            raise TrainingDiverged(f"the training loss is not finite (NaN or inf) at step {step}: the training diverged. "
+                                   + self._diverged_advice())
+
     def on_train_batch_start(self, batch, batch_idx) -> None:
+        self._check_finite_loss()
         if self._pending_rng is not None:
             _set_rng_state(self._pending_rng)
             self._pending_rng = None
@@ -75,7 +101,9 @@ class LanguageModelTask(L.LightningModule):
         self._train_state = tuple(s.detach() for s in state)
         loss, correct, count = self.model.head_loss(features, y)  # output layer + cross-entropy in one
         self._log_train_metrics(x, loss, correct, count, penalty)
-        return loss + penalty if self.model.ar_alpha or self.model.tar_beta else loss
+        total = loss + penalty if self.model.ar_alpha or self.model.tar_beta else loss
+        self._finite = (self.global_step, torch.isfinite(total.detach()))
+        return total
 
     def _log_train_metrics(self, x, loss, correct, count, penalty) -> None:
         now = time.perf_counter()
@@ -129,7 +157,12 @@ class LanguageModelTask(L.LightningModule):
         opts = self.trainer.optimizers if self._trainer is not None else []
         return opts[0] if opts and isinstance(opts[0], NTASGD) else None
 
+    def on_train_end(self) -> None:
+        self._check_finite_loss()
+
     def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._check_finite_loss()
         self._eval_start("validation")
         opt = self._ntasgd()
         if opt is not None and opt.averaging:
@@ -140,6 +173,8 @@ class LanguageModelTask(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         metrics = self._eval_end("validation", "val")
+        if not self.trainer.sanity_checking:
+            self._check_val_loss(metrics["val_loss"])
         opt = self._ntasgd()
         if opt is not None:
             if opt.averaging:
@@ -149,6 +184,19 @@ class LanguageModelTask(L.LightningModule):
                 log.info("NT-ASGD: validation loss %.4f did not improve for %d checks: averaging from step %d",
                          metrics["val_loss"], opt.param_groups[0]["nonmono"], self.global_step)
         self._t_last = None  # validation time is not training throughput
+
+    def _check_val_loss(self, val_loss: float) -> None:
+        """A NaN/inf validation loss, or one far above a uniform guess's ``ln V``, stops the run before
+        any checkpoint of it is written (the checkpoint callback runs after this hook)."""
+        uniform = math.log(max(self.model.vocab_size, 2))
+        if not math.isfinite(val_loss):
+            raise TrainingDiverged(f"the validation loss is {val_loss} at step {self.global_step}: the training "
+                                   f"diverged. " + self._diverged_advice())
+        if val_loss > DIVERGED_FACTOR * uniform:
+            raise TrainingDiverged(
+                f"the validation loss is {val_loss:.4g} at step {self.global_step}, more than {DIVERGED_FACTOR:g} times "
+                f"that of a uniform guess over the {self.model.vocab_size} tokens ({uniform:.3f}): the training "
+                f"diverged. " + self._diverged_advice())
 
     def on_test_epoch_start(self) -> None:
         self._eval_start("test")
@@ -240,6 +288,50 @@ class LanguageModelTask(L.LightningModule):
             # applied just before the first resumed batch, not now: (re)creating the train dataloader's
             # iterator draws from the torch RNG, which the uninterrupted run did before the checkpoint
             self._pending_rng = extra["rng"]
+
+
+def check_component_settings(cfg) -> None:
+    """``optim`` and ``scheduler`` settings their ``_target_`` does not take are an error naming them, before
+    the data is prepared. Typically a preset's optimizer replaced on the command line
+    (``experiment=awd_lstm_ptb optim=adam``) leaves a setting of the old one behind (NT-ASGD's ``nonmono``);
+    the message says to drop it with ``~optim.<key>``."""
+    import inspect
+
+    from hydra.utils import get_class, get_method
+    from omegaconf import OmegaConf
+
+    from ..registry import ConfigError
+
+    for group in ("optim", "scheduler"):
+        node = cfg.get(group)
+        if not node or "_target_" not in node:
+            continue
+        node = OmegaConf.to_container(node, resolve=True)
+        target = node["_target_"]
+        try:
+            factory = get_class(target)
+        except Exception:
+            try:
+                factory = get_method(target)
+            except Exception:
+                raise ConfigError(f"{group}._target_={target} cannot be imported: check the name.") from None
+        try:
+            params = inspect.signature(factory).parameters
+        except (TypeError, ValueError):
+            continue
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            continue
+        first = {"optim": "params", "scheduler": "optimizer"}[group]
+        accepted = [n for n, p in params.items() if n != first and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        extra = {"scheduler": ("interval", "monitor")}.get(group, ())
+        unknown = [k for k in node if not k.startswith("_") and k not in accepted and k not in extra]
+        if unknown:
+            drop = " ".join(f"~{group}.{k}" for k in unknown)
+            raise ConfigError(
+                f"{group}: {target} does not take the setting{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(unknown)} (left from another {'optimizer' if group == 'optim' else 'schedule'}, e.g. a "
+                f"preset's, when {group}= was changed on the command line). Drop {'them' if len(unknown) > 1 else 'it'} "
+                f"with {drop}; its settings are: {', '.join(accepted)}.")
 
 
 def _rng_state() -> dict:

@@ -19,10 +19,11 @@ from ..data.pipeline import prepare_corpus
 from ..generation.strategies import Sample
 from ..generation.streamer import TextStreamer
 from ..hub import MODEL_DIRNAME, load_pretrained, save_pretrained
+from ..integrity import check_finite, json_safe
 from ..registry import CALLBACKS
 from .checkpoint_io import AtomicCheckpointIO
 from .malloc import tune_malloc
-from .module import LanguageModelTask
+from .module import LanguageModelTask, check_component_settings
 from .safety import check_targets, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,7 @@ def build_logger(node):
 def train(cfg: DictConfig) -> dict:
     check_targets(cfg, "the train config")  # before anything is built: a config is data, not code
     validate_train_config(cfg)
+    check_component_settings(cfg)
     tune_malloc()
     # Lightning prints through its own handler; stop a second copy through Hydra's root handler
     logging.getLogger("lightning.pytorch").propagate = False
@@ -223,7 +225,8 @@ def train(cfg: DictConfig) -> dict:
         if opt is not None and opt.averaging:
             opt.swap_averaged()
     model = task.model.cpu().eval()
-    metrics = {k: v for k, v in result.items() if k.startswith("val_")}
+    check_finite(model, f"not exporting the model of {run_dir}")  # a NaN model is never exported
+    metrics = json_safe({k: v for k, v in result.items() if k.startswith("val_")})  # valid JSON: no NaN literals
     previous = run_dir / MODEL_DIRNAME / "config.json"
     if not metrics and previous.is_file():  # nothing validated now (resumed with no steps left): keep the export's
         metrics = json.loads(previous.read_text()).get("metrics") or {}
