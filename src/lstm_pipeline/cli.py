@@ -45,7 +45,7 @@ Set HYDRA_FULL_ERROR=1 for a full traceback."""
 
 
 #: what Hydra and the data stage write into a run directory before training starts
-_BEFORE_TRAINING = {".hydra", "train.log", "tokenizer.json"}
+_BEFORE_TRAINING = {".hydra", "train.log", "tokenizer.json", ".lock"}
 
 
 def _drop_unused_run_dir(cfg) -> None:
@@ -239,7 +239,9 @@ def main(argv: list[str] | None = None) -> int | None:
         return 1
     if command == "train":
         try:
-            rest = _resume_overrides(rest)
+            from .training.rundir import claim_run_dir
+
+            rest = claim_run_dir(_resume_overrides(rest))  # a run directory of its own, one writer
         except (LookupError, ValueError, FileNotFoundError) as exc:  # e.g. a refused overrides.yaml
             print(f"lstm-pipeline train: error: {exc}", file=sys.stderr)
             return 1
