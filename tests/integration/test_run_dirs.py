@@ -117,10 +117,12 @@ def test_stale_temporary_files_are_removed_at_the_next_start(used_run, tiny_corp
     for p in stale:
         p.write_bytes(b"half")
     (used_run / ".model.tmp-abc").mkdir()
+    (used_run / ".model.old-999999").mkdir()
     overrides = OmegaConf.to_container(OmegaConf.load(used_run / ".hydra" / "overrides.yaml"))
     cfg = compose_train([*overrides, f"run_dir={used_run}", f"ckpt_path={used_run}", "trainer.max_steps=12"])
     train(cfg)
     assert not any(p.exists() for p in stale) and not (used_run / ".model.tmp-abc").exists()
+    assert not (used_run / ".model.old-999999").exists()
 
 
 def test_a_damaged_cache_entry_is_rebuilt_with_a_warning(tmp_path, tiny_corpus, caplog):

@@ -108,6 +108,7 @@ def test_composed_config_with_a_foreign_target_is_refused_before_anything_runs(t
     ("+callbacks.x={_target_: torch.load, f: /etc/hostname}", "torch.load"),
     ("+hydra.callbacks.x._target_=shutil.copyfile", "reconfigures Hydra"),
     ("hydra.job_logging.handlers.file.filename=/tmp/elsewhere.log", "reconfigures Hydra"),
+    ("logger.save_dir=/tmp/elsewhere", "a place outside the run directory to write to"),
 ])
 def test_resume_refuses_crafted_recorded_overrides(tiny_run, tmp_path, line, names):
     run = tmp_path / "shared"
@@ -127,11 +128,20 @@ def test_resume_refuses_crafted_recorded_overrides(tiny_run, tmp_path, line, nam
     assert {p.name: p.read_bytes() for p in (run / ".hydra").glob("*")} == before  # nothing rewritten
 
 
+def test_trusted_targets_from_the_environment(monkeypatch):
+    assert not target_allowed("my_pkg.callbacks.Dump")
+    monkeypatch.setenv("LSTM_PIPELINE_ALLOW_TARGETS", "other.X, my_pkg.callbacks.*")
+    assert target_allowed("my_pkg.callbacks.Dump") and target_allowed("other.X") and not target_allowed("other.Y")
+
+
 def test_recorded_overrides_check_accepts_a_plain_run():
     check_recorded_overrides(["data=text", "model.hidden_size=32", "optim=sgd",
                               "scheduler._target_=torch.optim.lr_scheduler.StepLR", "hydra.verbose=true"], "x")
     with pytest.raises(UnsafeConfigError):
         check_recorded_overrides(["+logger._target_=os.system"], "x")
+    with pytest.raises(UnsafeConfigError, match="data.cache_dir=/elsewhere"):
+        check_recorded_overrides(["data.cache_dir=/elsewhere"], "x")
+    check_recorded_overrides(["data.cache_dir=null"], "x")
 
 
 # -- evaluate and a model's recorded data --------------------------------------------------------------

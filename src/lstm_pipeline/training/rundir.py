@@ -61,6 +61,7 @@ def claim_run_dir(args: list[str], now: datetime | None = None) -> list[str]:
         path = Path(given).expanduser()
         try:
             path.mkdir(parents=True)
+            _remove_at_exit_if_empty(path)
         except FileExistsError:
             if path.is_dir() and any(path.iterdir()):
                 raise RunDirError(
@@ -78,8 +79,23 @@ def claim_run_dir(args: list[str], now: datetime | None = None) -> list[str]:
             candidate.mkdir()  # atomic: exactly one process creates it
         except FileExistsError:
             continue
+        _remove_at_exit_if_empty(candidate, parent)
         return [*args, f"hydra.run.dir={candidate}"]
     raise RunDirError(f"could not find a free run directory under {parent}")
+
+
+def _remove_at_exit_if_empty(*paths: Path) -> None:
+    """A run stopped by bad input before Hydra wrote anything (a misspelt key) leaves no empty directory."""
+    import atexit
+
+    def remove():
+        for p in paths:
+            try:
+                p.rmdir()  # only if still empty
+            except OSError:
+                pass
+
+    atexit.register(remove)
 
 
 # -- the lock ------------------------------------------------------------------------------------------------
@@ -129,14 +145,15 @@ class RunLock:
 
 
 def clean_stale_temp_files(run_dir: Path) -> list[Path]:
-    """Remove the temporary files a killed run left (call with the lock held): ``.*.tmp-*`` files and
-    folders in the run directory, its checkpoints/ and model/ folders. Returns what was removed."""
+    """Remove the temporary files a killed run left (call with the lock held): ``.*.tmp*`` and ``.*.old-*``
+    files and folders (half-written checkpoints, tokenizer, model exports) in the run directory, its
+    checkpoints/ and model/ folders. Returns what was removed."""
     removed = []
     for folder in (run_dir, run_dir / "checkpoints", run_dir / "model"):
         if not folder.is_dir():
             continue
         for p in folder.iterdir():
-            if p.name.startswith(".") and ".tmp" in p.name:
+            if p.name.startswith(".") and (".tmp" in p.name or ".old-" in p.name):
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
                 removed.append(p)
     if removed:

@@ -11,13 +11,17 @@
   - a class of ``torch.optim`` (an optimizer), ``torch.optim.lr_scheduler`` (a schedule),
     ``lightning.pytorch.callbacks`` (a callback) or ``lightning.pytorch.loggers`` (a logger);
   - a public name defined in the project's optimizer, schedule and logger modules
-    (:data:`PROJECT_MODULES`).
+    (:data:`PROJECT_MODULES`);
+  - a name the user trusts through the environment variable ``LSTM_PIPELINE_ALLOW_TARGETS``
+    (comma-separated names or ``module.*`` prefixes).
 
   Anything else (``shutil.copyfile``, ``torch.load``, ``builtins.exec`` ...) is refused, naming
   the key and the target.
 * :func:`check_recorded_overrides`: the overrides a run recorded (``.hydra/overrides.yaml``) are
   composed again on resume; those that reach Hydra itself (``hydra.*``: its callbacks, its logging
-  config) are refused, except the harmless ones in :data:`SAFE_HYDRA_OVERRIDES`.
+  config) are refused, except the harmless ones in :data:`SAFE_HYDRA_OVERRIDES`, and so are those
+  naming a place to write (:data:`WRITE_PATH_KEYS`: ``logger.save_dir``, ``data.cache_dir`` ...)
+  unless the command line gives them again.
 """
 from __future__ import annotations
 
@@ -43,6 +47,11 @@ PROJECT_MODULES = ("lstm_pipeline.training.ntasgd", "lstm_pipeline.training.sche
                    "lstm_pipeline.training.loggers")
 #: recorded Hydra overrides that may be replayed on resume (anything else under hydra. is refused)
 SAFE_HYDRA_OVERRIDES = ("hydra.verbose", "hydra.job.name", "hydra.run.dir")
+#: settings naming where to write: a recorded one is replayed only when given again on the command line
+WRITE_PATH_KEYS = ("save_dir", "cache_dir", "tracking_uri", "dirpath", "default_root_dir", "log_dir", "output_dir",
+                   "report")
+#: environment variable naming further targets the user trusts (see :func:`_allowed_by_environment`)
+ALLOW_ENV = "LSTM_PIPELINE_ALLOW_TARGETS"
 
 
 class UnsafeConfigError(ValueError):
@@ -120,11 +129,21 @@ def _resolve(dotted: str) -> tuple[Any, str] | None:
     return (obj, module) if obj is not None else None
 
 
+def _allowed_by_environment(target: str) -> bool:
+    """``LSTM_PIPELINE_ALLOW_TARGETS``: comma-separated names (``my_pkg.MyCallback``) or module prefixes
+    (``my_pkg.*``) the user trusts beyond the allow-list. An environment variable, not a config key:
+    a recorded config cannot extend its own allow-list."""
+    for entry in filter(None, (e.strip() for e in os.environ.get(ALLOW_ENV, "").split(","))):
+        if target == entry or (entry.endswith(".*") and target.startswith(entry[:-1])):
+            return True
+    return False
+
+
 def target_allowed(target: str) -> bool:
     """True if ``target`` (a Hydra ``_target_``) may be instantiated; see the module docstring."""
     if not isinstance(target, str):
         return False
-    if target in _registered_targets():
+    if target in _registered_targets() or _allowed_by_environment(target):
         return True
     found = _resolve(target)
     if found is None:
@@ -170,8 +189,8 @@ def check_targets(cfg: Any, source: str = "the config") -> None:
             raise UnsafeConfigError(
                 f"{key}={target} in {source} is refused: a _target_ must be a registered component, a class of "
                 f"torch.optim, torch.optim.lr_scheduler, lightning.pytorch.callbacks or lightning.pytorch.loggers, "
-                f"or one of lstm-pipeline's own optimizers, schedules and loggers. Remove it (~{key.rsplit('.', 1)[0]}) "
-                f"or register the component as a plugin.")
+                f"or one of lstm-pipeline's own optimizers, schedules and loggers. Remove it (~{key.rsplit('.', 1)[0]}), "
+                f"register the component as a plugin, or trust it with {ALLOW_ENV}={target}.")
 
 
 def check_recorded_overrides(overrides: list[str], path: str | os.PathLike) -> None:
@@ -188,6 +207,11 @@ def check_recorded_overrides(overrides: list[str], path: str | os.PathLike) -> N
                 raise UnsafeConfigError(
                     f"{path} records the override '{o}', which reconfigures Hydra itself and is not replayed on "
                     f"resume: remove that line from the file if you trust the rest of the run, or start a new run.")
+        if bare.split(".")[-1] in WRITE_PATH_KEYS and value.strip("'\"") not in ("", "null", "None"):
+            raise UnsafeConfigError(
+                f"{path} records '{o}', a place outside the run directory to write to: resuming does not write "
+                f"where a recorded config says. Pass it on the command line if you want it ({o.lstrip('+~')}), or "
+                f"remove that line from the file.")
         if bare.split(".")[-1] == "_target_" or "_target_" in bare.split("."):
             if not target_allowed(value.strip("'\"")):
                 raise UnsafeConfigError(
