@@ -45,7 +45,7 @@ Set HYDRA_FULL_ERROR=1 for a full traceback."""
 
 
 #: what Hydra and the data stage write into a run directory before training starts
-_BEFORE_TRAINING = {".hydra", "train.log", "tokenizer.json"}
+_BEFORE_TRAINING = {".hydra", "train.log", "tokenizer.json", ".lock"}
 
 
 def _drop_unused_run_dir(cfg) -> None:
@@ -104,12 +104,14 @@ def _resume_overrides(args: list[str]) -> list[str]:
         return args
     from omegaconf import OmegaConf
 
+    from .training.safety import check_recorded_overrides
     from .training.train import resolve_checkpoint, run_dir_of_checkpoint
 
     run_dir = run_dir_of_checkpoint(resolve_checkpoint(ckpt)).resolve()
     recorded = run_dir / ".hydra" / "overrides.yaml"
-    previous = [o for o in OmegaConf.load(recorded) if not o.startswith(("ckpt_path=", "hydra.run.dir="))] \
+    previous = [o for o in OmegaConf.load(recorded) if not str(o).startswith(("ckpt_path=", "hydra.run.dir="))] \
         if recorded.is_file() else []
+    check_recorded_overrides(previous, recorded)  # recorded configs are data: no code is replayed
     given_keys = {a.split("=", 1)[0].lstrip("+~") for a in args}
     previous = [o for o in previous if o.split("=", 1)[0].lstrip("+~") not in given_keys]
     extra = [] if any(a.startswith("hydra.run.dir=") for a in args) else [f"hydra.run.dir={run_dir}"]
@@ -236,7 +238,13 @@ def main(argv: list[str] | None = None) -> int | None:
         print(f"lstm-pipeline {command}: error: {exc}", file=sys.stderr)
         return 1
     if command == "train":
-        rest = _resume_overrides(rest)
+        try:
+            from .training.rundir import claim_run_dir
+
+            rest = claim_run_dir(_resume_overrides(rest))  # a run directory of its own, one writer
+        except (LookupError, ValueError, FileNotFoundError) as exc:  # e.g. a refused overrides.yaml
+            print(f"lstm-pipeline train: error: {exc}", file=sys.stderr)
+            return 1
     module, name = COMMANDS[command][0].split(":")
 
     def fn(cfg):  # the command's module is imported only once Hydra runs it (not for --help)

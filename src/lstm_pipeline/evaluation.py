@@ -23,6 +23,7 @@ from .data.pipeline import prepare_corpus
 from .data.sources import DataError
 from .eval import loss_metrics
 from .hub import load_pretrained, resolve_model_dir
+from .integrity import json_safe
 
 
 @torch.no_grad()
@@ -78,15 +79,53 @@ def generation_quality(model, tokenizer, config: dict, gen_cfg: dict, device: st
     return report
 
 
+def recorded_data(model_dir: Path, config: dict) -> dict:
+    """The ``data`` block a model recorded, used only when it is the run's own and local.
+
+    A model's ``config.json`` is data someone else may have written: its ``data`` block names files
+    to read and cache folders to write. It is followed only when the model directory is the
+    ``model/`` folder of a local training run (``<run>/.hydra/config.yaml`` exists, the model is not
+    in the Hugging Face cache) and the block is the one that run was trained with (equal to the
+    run's ``.hydra/config.yaml``). Otherwise :class:`DataError` asks for ``data=``."""
+    from omegaconf import OmegaConf
+
+    model_dir = Path(model_dir).resolve()
+    recorded = config.get("data")
+    ask = (f"Pass the data to evaluate on: data=text data.path=<file> (or another data preset, e.g. "
+           f"data=shakespeare).")
+    if not recorded:
+        raise DataError(f"{model_dir}/config.json does not record its data. {ask}")
+    run_config = model_dir.parent / ".hydra" / "config.yaml"
+    reason = None
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        in_hub_cache = Path(HF_HUB_CACHE).resolve() in model_dir.parents
+    except Exception:  # no huggingface_hub: nothing can have been downloaded by it
+        in_hub_cache = False
+    if in_hub_cache:
+        reason = "it was downloaded (it lies in the Hugging Face cache)"
+    elif model_dir.name != "model" or not run_config.is_file():
+        reason = "it is not the model/ folder of a training run (no .hydra/config.yaml beside it)"
+    else:
+        try:
+            own = OmegaConf.to_container(OmegaConf.load(run_config).get("data"), resolve=True)
+        except Exception:
+            own = None
+        if own != recorded:
+            reason = f"its config.json data block is not the one in {run_config}"
+    if reason:
+        raise DataError(f"{model_dir}: the data recorded in its config.json is not used, because {reason}. {ask}")
+    return recorded
+
+
 def evaluate(cfg: DictConfig) -> dict:
     from .eval.cache import cache_evaluate
     from .eval.dynamic import dynamic_evaluate
 
     model_dir = resolve_model_dir(cfg.run)
     model, tokenizer, config = load_pretrained(model_dir, map_location=cfg.device)
-    data_cfg = to_dict(cfg.data) or config.get("data")
-    if not data_cfg:
-        raise DataError(f"{model_dir}/config.json does not record its data; pass data=... to evaluate on.")
+    data_cfg = to_dict(cfg.data) or recorded_data(model_dir, config)
     corpus = prepare_corpus(data_cfg, {}, tokenizer_path=model_dir / "tokenizer.json")
     run_dir = Path(model_dir).parent if Path(model_dir).name == "model" else Path(model_dir)
     dyn, cache = to_dict(cfg.dynamic_eval), to_dict(cfg.cache)
@@ -131,6 +170,6 @@ def evaluate(cfg: DictConfig) -> dict:
               f"  own ppl {g['own_ppl']:.3f}  ({g['num_samples']} samples x {gen_cfg['max_new_tokens']} tokens)")
     out = Path(cfg.report) if cfg.report else run_dir / "eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    out.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False))  # valid JSON: NaN/inf written as null
     print(f"report: {out}")
     return report

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import torch
 from safetensors.torch import load_model, save_model
 
+from .integrity import check_loaded_model
 from .models.lm import RecurrentLM
 from .network import network_error_details, network_errors
 from .tokenization.base import TextTokenizer
@@ -197,6 +198,7 @@ def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu"
     load_model(model, str(model_dir / "model.safetensors"), device=str(map_location))
     model.eval()
     tokenizer = TextTokenizer.load(model_dir / "tokenizer.json")
+    check_loaded_model(model, tokenizer, model_dir)  # finite weights, the model's own tokenizer
     return model, tokenizer, config
 
 

@@ -32,7 +32,8 @@ def test_ddp_two_processes_match_single_process(tmp_path, tiny_corpus):
     dumps = tmp_path / "dumps"
     dumps.mkdir()
     cb = ["+callbacks.dump._target_=test_ddp.WeightDump", f"+callbacks.dump.path={dumps}"]
-    env = {"PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
+    env = {"PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")]),
+           "LSTM_PIPELINE_ALLOW_TARGETS": "test_ddp.WeightDump"}  # a test's own callback: trusted explicitly
     ddp = run_cli("train", "data=text", f"data.path={tiny_corpus}", *TINY, *COMMON, *cb, "trainer=ddp",
                   "trainer.accelerator=cpu", "trainer.devices=2", "batching.batch_size=2",
                   "batching.eval_batch_size=2",

@@ -158,3 +158,96 @@ def test_missing_logger_package_is_a_clear_error(tmp_path, tiny_corpus):
             continue
         with pytest.raises(ValueError, match=f"logger={name} needs the '{name}' package: pip install {name}"):
             run(tmp_path, name, tiny_corpus, f"logger={name}", "trainer.max_steps=1")
+
+
+# -- exact resume at any stop point, across epoch boundaries ----------------------------------------
+SWEEP = ["model.hidden_size=16", "model.embedding_dim=8", "batching.batch_size=4", "batching.bptt=16",
+         "batching.eval_batch_size=2", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
+         "sample.max_new_tokens=0", "optim=ntasgd", "optim.lr=2.0", "optim.nonmono=0", "model.dropout=0.2",
+         "model.weight_drop=0.3", "model.dropout_input=0.1", "trainer.val_check_interval=1",
+         "trainer.check_val_every_n_epoch=null"]
+
+
+def test_resume_is_exact_at_every_stop_point_across_epoch_boundaries(tmp_path, tiny_corpus):
+    """A 400-character corpus: 6 training batches per epoch, so 14 steps cross two epoch boundaries.
+    Stopping after any of the steps around them and resuming ends bit-identical to the uninterrupted
+    run: weights, NT-ASGD averages and optimizer state, the carried hidden state. (The reset of the
+    hidden state at the start of the epoch after a resumed one used to be skipped, and a resume from
+    an epoch's last batch replayed the RNG before the new epoch's dataloader drew from it.)"""
+    corpus = tmp_path / "small.txt"
+    corpus.write_text(tiny_corpus.read_text()[:400])
+
+    def go(name, *extra):
+        cfg = compose_train(["data=text", f"data.path={corpus}", *SWEEP, f"run_dir={tmp_path / name}", *extra])
+        return train(cfg)
+
+    go("full", "trainer.max_steps=14")
+    full = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert full["epoch"] == 2 and full["optimizer_states"][0]["param_groups"][0]["averaging"]
+    saved = set()
+    for stop in (5, 6, 7, 11, 12, 13):
+        go(f"stop{stop}", f"trainer.max_steps={stop}")
+        half = torch.load(tmp_path / f"stop{stop}" / "checkpoints" / "last.ckpt", weights_only=True)
+        saved.add((half["global_step"], half["epoch"]))
+        go(f"stop{stop}", "trainer.max_steps=14", f"ckpt_path={tmp_path / f'stop{stop}'}")
+        got = torch.load(tmp_path / f"stop{stop}" / "checkpoints" / "last.ckpt", weights_only=True)
+        assert got["global_step"] == 14
+        assert _state_equal(got["state_dict"], full["state_dict"]), f"stopped at {stop}"
+        assert _state_equal(got["lstm_pipeline"]["averaged_weights"], full["lstm_pipeline"]["averaged_weights"])
+        for s, t in zip(got["lstm_pipeline"]["train_state"], full["lstm_pipeline"]["train_state"]):
+            assert torch.equal(s, t), f"stopped at {stop}"
+        opt_a, opt_b = got["optimizer_states"][0], full["optimizer_states"][0]
+        assert opt_a["param_groups"] == opt_b["param_groups"]
+        for k, st in opt_b["state"].items():
+            assert _state_equal(opt_a["state"][k], st)
+    # the stops really straddle both boundaries (steps 6 and 12 start epochs 1 and 2)
+    assert {s for s, _ in saved} >= {5, 6, 7, 11, 12, 13} and {e for _, e in saved} == {0, 1, 2}, saved
+
+
+def _lr_by_step(run_dir):
+    import csv
+
+    with open(run_dir / "logs" / "metrics.csv") as f:
+        return {int(r["step"]): float(r["lr"]) for r in csv.DictReader(f) if r.get("lr")}
+
+
+SCHEDULES = {  # every shipped schedule (conf/scheduler/*.yaml), set to act within 20 steps
+    "cosine": ["scheduler=cosine"],
+    "warmup_cosine": ["scheduler=warmup_cosine", "scheduler.warmup_steps=4"],
+    "step": ["scheduler=step", "scheduler.step_size=3"],
+    "plateau": ["scheduler=plateau", "scheduler.patience=0"],
+    "exponential_after": ["scheduler=exponential_after", "scheduler.start=1", "scheduler.gamma=0.5"],
+}
+
+
+def test_every_shipped_schedule_is_covered():
+    from importlib import resources
+
+    shipped = {p.name[:-5] for p in resources.files("lstm_pipeline.conf").joinpath("scheduler").iterdir()
+               if p.name.endswith(".yaml")}
+    assert shipped <= set(SCHEDULES), shipped - set(SCHEDULES)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_train_longer_stretches_the_schedule_to_the_new_horizon(name, tmp_path, tiny_corpus):
+    """``ckpt_path=<run> trainer.max_steps=20`` after 10 steps: from step 10 on, the learning rate is
+    the one of a run planned for 20 steps (cosine no longer climbs back to its peak past the old
+    horizon, warmup_cosine no longer stays at 0)."""
+    corpus = tmp_path / "small.txt"
+    corpus.write_text(tiny_corpus.read_text()[:400])
+    common = ["data=text", f"data.path={corpus}", *(o for o in SWEEP if not o.startswith("optim")), "optim=sgd", "optim.lr=1.0", *SCHEDULES[name]]
+
+    def go(run_name, *extra):
+        return train(compose_train([*common, f"run_dir={tmp_path / run_name}", *extra]))
+
+    go("planned", "trainer.max_steps=20")
+    go("extended", "trainer.max_steps=10")
+    assert torch.load(tmp_path / "extended" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 10
+    go("extended", "trainer.max_steps=20", f"ckpt_path={tmp_path / 'extended'}")
+    planned, extended = _lr_by_step(tmp_path / "planned"), _lr_by_step(tmp_path / "extended")
+    later = [s for s in planned if s >= 10]
+    assert len(later) == 10, (planned, extended)
+    assert [extended[s] for s in later] == pytest.approx([planned[s] for s in later], rel=1e-6, abs=1e-9)
+    if name in ("cosine", "warmup_cosine"):  # a real decay over the new horizon, neither stuck nor climbing
+        lrs = [extended[s] for s in later]
+        assert lrs == sorted(lrs, reverse=True) and lrs[0] > 0.1 and lrs[-1] < 0.05, lrs

@@ -116,8 +116,14 @@ def build_tokenizer(tokenizer_cfg: Mapping[str, Any], train, column: str, source
         key = _digest("tokenizer", fp, dict(tokenizer_cfg), column, sep, eos)
         path = cache_root(source) / "tokenizers" / f"{key}.json"
         if path.is_file():
-            log.info("reusing cached tokenizer %s", path)
-            return TextTokenizer.load(path)
+            try:
+                tk = TextTokenizer.load(path)
+                log.info("reusing cached tokenizer %s", path)
+                return tk
+            except Exception as exc:  # a damaged cache entry: trained again below, and rewritten
+                log.warning("the cached tokenizer %s is damaged (%s): training it again", path,
+                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                path.unlink(missing_ok=True)
     counter = [0]
     rows = _texts(train, column, sep, counter)  # batches of texts: train_from_iterator takes them as they are
     try:
@@ -151,6 +157,38 @@ def _memmap(path: Path, dtype, n: int) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r", shape=(n,))
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_cache_entry(meta_path: Path, bin_path: Path, doc_path: Path, dtype):
+    """A cached encoded split (ids, document offsets, characters), or None (with a warning naming the
+    file) when the entry is damaged: an unreadable index, a .bin file of the wrong size, unreadable offsets.
+    The caller then encodes the split again and rewrites the entry."""
+    try:
+        meta = json.loads(meta_path.read_text())
+        n, chars = int(meta["tokens"]), int(meta["chars"])
+        if meta.get("dtype", np.dtype(dtype).name) != np.dtype(dtype).name:
+            raise ValueError(f"dtype {meta.get('dtype')}, expected {np.dtype(dtype).name}")
+        size = bin_path.stat().st_size if n else 0
+        if size != n * np.dtype(dtype).itemsize:
+            raise ValueError(f"{bin_path.name} has {size} bytes, the index says {n} tokens")
+        docs = np.load(doc_path, mmap_mode="r")
+        if docs.ndim != 1 or len(docs) < 1 or int(docs[-1]) != n:
+            raise ValueError(f"{doc_path.name} does not end at {n} tokens")
+        return _memmap(bin_path, dtype, n), docs, chars
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
+        log.warning("the encoded-data cache entry %s is damaged (%s): encoding the split again", meta_path, exc)
+        for path in (meta_path, bin_path, doc_path):
+            path.unlink(missing_ok=True)
+        return None
+
+
 def encode_split(ds: datasets.Dataset, column: str, tk: TextTokenizer, num_proc: int | None = None,
                  separator: str | None = None, eos_token: str | None = None, cache_dir: Path | None = None
                  ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -166,8 +204,9 @@ def encode_split(ds: datasets.Dataset, column: str, tk: TextTokenizer, num_proc:
     meta_path, bin_path, doc_path = out / f"{key}.json", out / f"{key}.bin", out / f"{key}.docs.npy"
     cacheable = bool(ds.cache_files)  # an in-memory dataset has no stable fingerprint to cache on
     if cacheable and meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        return (_memmap(bin_path, dtype, meta["tokens"]), np.load(doc_path, mmap_mode="r"), meta["chars"])
+        cached = _read_cache_entry(meta_path, bin_path, doc_path, dtype)
+        if cached is not None:
+            return cached
 
     sep = separator or ""
 
@@ -203,8 +242,9 @@ def encode_split(ds: datasets.Dataset, column: str, tk: TextTokenizer, num_proc:
     with open(str(doc_path) + tmp, "wb") as f:
         np.save(f, offsets)
     os.replace(str(doc_path) + tmp, doc_path)
-    meta_path.write_text(json.dumps({"tokens": n, "chars": chars, "rows": len(lengths), "dtype": np.dtype(dtype).name,
-                                     "vocab_size": tk.vocab_size}))
+    # the index last and atomically: a reader sees no entry or a complete one, never half a file
+    _write_atomic(meta_path, json.dumps({"tokens": n, "chars": chars, "rows": len(lengths),
+                                         "dtype": np.dtype(dtype).name, "vocab_size": tk.vocab_size}))
     # the .bin file is the cache from now on: drop datasets' arrow copy of the same ids
     del table
     for f in encoded.cache_files:

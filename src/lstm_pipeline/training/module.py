@@ -21,6 +21,13 @@ log = logging.getLogger(__name__)
 
 LN2 = math.log(2.0)
 
+#: a validation loss this many times that of a uniform guess (ln V) means the training diverged
+DIVERGED_FACTOR = 5.0
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN/inf (or exploded): the run stops with one line saying where and what to try."""
+
 
 class LanguageModelTask(L.LightningModule):
     def __init__(self, model: Mapping[str, Any], vocab_size: int, optim: Mapping[str, Any],
@@ -33,19 +40,45 @@ class LanguageModelTask(L.LightningModule):
         self.chars_per_token = dict(chars_per_token or {})
         self.carry_state = carry_state
         self._train_state = None      # carried (detached) between consecutive training batches
-        self._restored_state = False  # set by on_load_checkpoint: keep the state at the next epoch start
         self._eval: dict[str, Any] = {}
         self._t_last = None
         self._pending_rng = None      # RNG state of a checkpoint being resumed, applied at the next batch
+        self._finite = None           # (step, bool tensor): was the last training loss finite (checked lazily)
 
     # -- training -----------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        if not self._restored_state:
-            self._train_state = None  # a new epoch starts the streams from their beginning
-        self._restored_state = False
+        # a new epoch starts the streams from their beginning. Lightning calls this hook only for an
+        # epoch that starts at its first batch, never for the epoch a checkpoint is resumed in the middle
+        # of (that one keeps the state restored by on_load_checkpoint): so the reset is unconditional.
+        # (A "skip the next reset after a restore" flag would skip the reset of the epoch *after* a
+        # resumed one, since the resumed one never calls this hook.)
+        self._train_state = None
+        if self._pending_rng is not None:
+            # resumed from a checkpoint saved at the end of the previous epoch: the uninterrupted run
+            # created this epoch's dataloader iterator (which draws from the torch RNG) after that save
+            _set_rng_state(self._pending_rng)
+            self._pending_rng = None
         self._t_last = time.perf_counter()
 
+    def _diverged_advice(self) -> str:
+        lr = self.hparams.optim.get("lr") if self.hparams.optim else None
+        now = f", now {lr:g}" if isinstance(lr, (int, float)) else ""
+        return (f"Try a lower learning rate (optim.lr{now}), gradient clipping (trainer.gradient_clip_val=0.25) or "
+                f"full precision (trainer.precision=32). Nothing of the diverged run was exported or checkpointed.")
+
+    def _check_finite_loss(self) -> None:
+        """Raise :class:`TrainingDiverged` if the last training loss was NaN/inf. Checked one batch late
+        (at the next batch, validation, or the end) so that a GPU is not synchronised at every step."""
+        if self._finite is None:
+            return
+        step, finite = self._finite
+        self._finite = None
+        if not bool(finite):
+            raise TrainingDiverged(f"the training loss is not finite (NaN or inf) at step {step}: the training diverged. "
+                                   + self._diverged_advice())
+
     def on_train_batch_start(self, batch, batch_idx) -> None:
+        self._check_finite_loss()
         if self._pending_rng is not None:
             _set_rng_state(self._pending_rng)
             self._pending_rng = None
@@ -68,7 +101,9 @@ class LanguageModelTask(L.LightningModule):
         self._train_state = tuple(s.detach() for s in state)
         loss, correct, count = self.model.head_loss(features, y)  # output layer + cross-entropy in one
         self._log_train_metrics(x, loss, correct, count, penalty)
-        return loss + penalty if self.model.ar_alpha or self.model.tar_beta else loss
+        total = loss + penalty if self.model.ar_alpha or self.model.tar_beta else loss
+        self._finite = (self.global_step, torch.isfinite(total.detach()))
+        return total
 
     def _log_train_metrics(self, x, loss, correct, count, penalty) -> None:
         now = time.perf_counter()
@@ -122,7 +157,12 @@ class LanguageModelTask(L.LightningModule):
         opts = self.trainer.optimizers if self._trainer is not None else []
         return opts[0] if opts and isinstance(opts[0], NTASGD) else None
 
+    def on_train_end(self) -> None:
+        self._check_finite_loss()
+
     def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._check_finite_loss()
         self._eval_start("validation")
         opt = self._ntasgd()
         if opt is not None and opt.averaging:
@@ -133,6 +173,8 @@ class LanguageModelTask(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         metrics = self._eval_end("validation", "val")
+        if not self.trainer.sanity_checking:
+            self._check_val_loss(metrics["val_loss"])
         opt = self._ntasgd()
         if opt is not None:
             if opt.averaging:
@@ -142,6 +184,19 @@ class LanguageModelTask(L.LightningModule):
                 log.info("NT-ASGD: validation loss %.4f did not improve for %d checks: averaging from step %d",
                          metrics["val_loss"], opt.param_groups[0]["nonmono"], self.global_step)
         self._t_last = None  # validation time is not training throughput
+
+    def _check_val_loss(self, val_loss: float) -> None:
+        """A NaN/inf validation loss, or one far above a uniform guess's ``ln V``, stops the run before
+        any checkpoint of it is written (the checkpoint callback runs after this hook)."""
+        uniform = math.log(max(self.model.vocab_size, 2))
+        if not math.isfinite(val_loss):
+            raise TrainingDiverged(f"the validation loss is {val_loss} at step {self.global_step}: the training "
+                                   f"diverged. " + self._diverged_advice())
+        if val_loss > DIVERGED_FACTOR * uniform:
+            raise TrainingDiverged(
+                f"the validation loss is {val_loss:.4g} at step {self.global_step}, more than {DIVERGED_FACTOR:g} times "
+                f"that of a uniform guess over the {self.model.vocab_size} tokens ({uniform:.3f}): the training "
+                f"diverged. " + self._diverged_advice())
 
     def on_test_epoch_start(self) -> None:
         self._eval_start("test")
@@ -163,6 +218,44 @@ class LanguageModelTask(L.LightningModule):
         scheduler = instantiate(sched_cfg, _partial_=True)(optimizer)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": interval, "monitor": monitor}}
+
+    def on_train_start(self) -> None:
+        self._apply_schedule_settings()
+
+    def _apply_schedule_settings(self) -> None:
+        """Resumed ("train longer"): the scheduler settings of this command win over the checkpoint's.
+
+        A scheduler's state_dict carries its settings (``T_max``, ``total_steps``, ``step_size`` ...),
+        so restoring a checkpoint would keep the old horizon: past it, cosine climbs back to its peak and
+        warmup_cosine stays at its floor. Each setting of the config that differs from the restored one
+        is set again, and the learning rate is recomputed for the current step from the schedule's closed
+        form: with ``T_max``/``total_steps: ${trainer.max_steps}`` the schedule is stretched to the new
+        horizon and goes on from where the stretched curve is at this step."""
+        if not self.hparams.scheduler or self._trainer is None:
+            return
+        settings = {k: v for k, v in dict(self.hparams.scheduler).items() if k not in ("_target_", "interval", "monitor")
+                    and not str(k).startswith("_")}
+        for conf in self.trainer.lr_scheduler_configs:
+            sched = conf.scheduler
+            changed = {k: (getattr(sched, k), v) for k, v in settings.items()
+                       if hasattr(sched, k) and isinstance(getattr(sched, k), (int, float)) and getattr(sched, k) != v}
+            if not changed:
+                continue
+            for k, (_, v) in changed.items():
+                setattr(sched, k, v)
+            lrs = None
+            if isinstance(sched, torch.optim.lr_scheduler.LambdaLR):
+                lrs = [base * fn(sched.last_epoch) for base, fn in zip(sched.base_lrs, sched.lr_lambdas)]
+            elif hasattr(sched, "_get_closed_form_lr"):
+                lrs = sched._get_closed_form_lr()
+            if lrs is not None:
+                for group, lr in zip(sched.optimizer.param_groups, lrs):
+                    group["lr"] = lr
+                sched._last_lr = list(lrs)
+            if self.trainer.is_global_zero:
+                log.info("resumed with new scheduler settings (%s)%s", ", ".join(
+                    f"{k} {old} -> {new}" for k, (old, new) in changed.items()),
+                    f": learning rate {lrs[0]:.6g} at step {sched.last_epoch}" if lrs else "")
 
     # -- exact resume: carried state and RNG travel with the checkpoint -------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -191,11 +284,54 @@ class LanguageModelTask(L.LightningModule):
             rank = self.trainer.global_rank if self._trainer is not None else 0
             # streams cut for another number of processes: the saved state belongs to other text
             self._train_state = tuple(s[rank] if world > 1 else s for s in state) if saved_world == world else None
-            self._restored_state = True
         if extra.get("rng"):
             # applied just before the first resumed batch, not now: (re)creating the train dataloader's
             # iterator draws from the torch RNG, which the uninterrupted run did before the checkpoint
             self._pending_rng = extra["rng"]
+
+
+def check_component_settings(cfg) -> None:
+    """``optim`` and ``scheduler`` settings their ``_target_`` does not take are an error naming them, before
+    the data is prepared. Typically a preset's optimizer replaced on the command line
+    (``experiment=awd_lstm_ptb optim=adam``) leaves a setting of the old one behind (NT-ASGD's ``nonmono``);
+    the message says to drop it with ``~optim.<key>``."""
+    import inspect
+
+    from hydra.utils import get_class, get_method
+    from omegaconf import OmegaConf
+
+    from ..registry import ConfigError
+
+    for group in ("optim", "scheduler"):
+        node = cfg.get(group)
+        if not node or "_target_" not in node:
+            continue
+        node = OmegaConf.to_container(node, resolve=True)
+        target = node["_target_"]
+        try:
+            factory = get_class(target)
+        except Exception:
+            try:
+                factory = get_method(target)
+            except Exception:
+                raise ConfigError(f"{group}._target_={target} cannot be imported: check the name.") from None
+        try:
+            params = inspect.signature(factory).parameters
+        except (TypeError, ValueError):
+            continue
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            continue
+        first = {"optim": "params", "scheduler": "optimizer"}[group]
+        accepted = [n for n, p in params.items() if n != first and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        extra = {"scheduler": ("interval", "monitor")}.get(group, ())
+        unknown = [k for k in node if not k.startswith("_") and k not in accepted and k not in extra]
+        if unknown:
+            drop = " ".join(f"~{group}.{k}" for k in unknown)
+            raise ConfigError(
+                f"{group}: {target} does not take the setting{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(unknown)} (left from another {'optimizer' if group == 'optim' else 'schedule'}, e.g. a "
+                f"preset's, when {group}= was changed on the command line). Drop {'them' if len(unknown) > 1 else 'it'} "
+                f"with {drop}; its settings are: {', '.join(accepted)}.")
 
 
 def _rng_state() -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -18,25 +19,50 @@ from ..data.datamodule import StreamDataModule
 from ..data.pipeline import prepare_corpus
 from ..generation.engine import TextGenerator
 from ..hub import MODEL_DIRNAME, save_pretrained
+from ..integrity import check_finite, json_safe
 from ..registry import CALLBACKS
 from .checkpoint_io import AtomicCheckpointIO
 from .malloc import tune_malloc
-from .module import LanguageModelTask
+from .module import LanguageModelTask, check_component_settings
+from .rundir import RecordRun, RunDirError, RunLock, StartGuard, clean_stale_temp_files, hydra_records_itself
+from .safety import check_targets, load_checkpoint
 
 log = logging.getLogger(__name__)
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A run directory (its checkpoints/last.ckpt) or a .ckpt file."""
+    """A run directory (its checkpoints/last.ckpt) or a .ckpt file.
+
+    A run directory whose ``last.ckpt`` is missing or unreadable (a run killed while nothing had
+    replaced it yet, a damaged copy) resumes from its newest complete checkpoint instead, with a
+    warning naming it. Raises ``FileNotFoundError`` when there is none."""
     p = Path(path).expanduser()
     if p.is_dir():
         last = p / "checkpoints" / "last.ckpt"
-        if last.is_file():
+        if last.is_file() and _readable_checkpoint(last):
             return last
-        raise FileNotFoundError(f"{p} has no checkpoints/last.ckpt to resume from.")
+        candidates = sorted((c for c in (p / "checkpoints").glob("*.ckpt") if c != last and not c.name.startswith(".")),
+                            key=lambda c: c.stat().st_mtime, reverse=True) if (p / "checkpoints").is_dir() else []
+        for c in candidates:
+            if _readable_checkpoint(c):
+                log.warning("%s %s: resuming from %s, the newest complete checkpoint", last,
+                            "is damaged" if last.is_file() else "is missing", c.name)
+                return c
+        raise FileNotFoundError(f"{p} has no checkpoints/last.ckpt (nor another complete checkpoint) to resume from.")
     if p.is_file():
         return p
     raise FileNotFoundError(f"ckpt_path={path} does not exist: pass a run directory or a .ckpt file.")
+
+
+def _readable_checkpoint(path: Path) -> bool:
+    """A complete zip-format checkpoint (torch.save's): its central directory is intact. Cheap (no tensor is read)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("data.pkl") for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def run_dir_of_checkpoint(ckpt: Path) -> Path:
@@ -90,6 +116,29 @@ class RunCheckpoint(ModelCheckpoint):
         key = super().state_key
         return ModelCheckpoint.__qualname__ + key[len(type(self).__qualname__):]
 
+    # last.ckpt is the run's latest state. Lightning (>= 2.5) rewrites it only at a validation that also
+    # wrote a new best checkpoint, so an interrupted run, or one extended with a larger max_steps, went
+    # back to the last *improvement*: here it is written after every validation. (Not when max_steps ends
+    # training between validations: Lightning's loop state then says "epoch finished", and a resume from
+    # it would restart the epoch's data; the last validation's checkpoint resumes exactly.)
+    _last_saved_step: int | None = None
+
+    def _save_last_checkpoint(self, trainer, monitor_candidates) -> None:
+        super()._save_last_checkpoint(trainer, monitor_candidates)
+        if self.save_last:
+            self._last_saved_step = trainer.global_step
+
+    def _save_latest(self, trainer) -> None:
+        from lightning.pytorch.trainer.states import TrainerFn
+
+        if (self.save_last and not trainer.fast_dev_run and not trainer.sanity_checking
+                and trainer.state.fn == TrainerFn.FITTING and self._last_saved_step != trainer.global_step):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._save_latest(trainer)
+
     def load_state_dict(self, state_dict: dict) -> None:
         old = state_dict.get("dirpath")
         if old and self.dirpath and old != self.dirpath and self._resume_dir == self.dirpath:
@@ -130,22 +179,81 @@ def build_logger(node):
         raise
 
 
+#: what a run directory holds once a run has used it (Hydra's files and the lock alone do not count)
+RUN_OUTPUTS = ("checkpoints", "model", "logs", "tokenizer.json")
+
+
+def check_model_matches(task: L.LightningModule, ckpt_state: dict, ckpt: Path) -> None:
+    """A resume whose model settings differ from the checkpoint's: one line naming the first differing
+    weight, before Lightning fails with a traceback half-way through restoring."""
+    have = task.state_dict()
+    saved = ckpt_state.get("state_dict") or {}
+    for name in sorted(set(have) | set(saved)):
+        a, b = saved.get(name), have.get(name)
+        if a is None or b is None or tuple(a.shape) != tuple(b.shape):
+            shapes = f"{tuple(a.shape) if a is not None else 'absent'} in the checkpoint, " \
+                     f"{tuple(b.shape) if b is not None else 'absent'} with these settings"
+            raise ValueError(
+                f"ckpt_path={ckpt}: the checkpoint's model does not match this command's model settings ({name}: "
+                f"{shapes}). Resume with the run's own model settings (drop the model.* overrides), or start a new run.")
+
+
 def train(cfg: DictConfig) -> dict:
+    """Train (or resume, ``cfg.ckpt_path``) into ``cfg.run_dir``; returns the final metrics.
+
+    The run directory has one writer: its lock is held throughout (:class:`~.rundir.RunLock`), a new
+    run refuses a directory another run used, and a run that fails before its first training step
+    leaves the directory as it found it. Raises ``ValueError`` subclasses (one line each) for bad input."""
+    check_targets(cfg, "the train config")  # before anything is built: a config is data, not code
     validate_train_config(cfg)
+    check_component_settings(cfg)
+    ckpt = resolve_checkpoint(cfg.ckpt_path) if cfg.ckpt_path else None
+    # refused (one line) before anything is prepared if it is not plain weights
+    ckpt_state = {"state": load_checkpoint(ckpt)} if ckpt is not None else {}  # handed on, then dropped
+    run_dir = Path(cfg.run_dir)
+    is_rank_zero = _global_rank() == 0
+    existed = run_dir.is_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not is_rank_zero:
+        return _train(cfg, run_dir, ckpt, ckpt_state, None)
+    try:
+        lock = RunLock(run_dir).acquire()
+    except RunDirError:
+        if not existed:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    try:
+        if ckpt is None:
+            used = [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
+            if used:
+                raise RunDirError(
+                    f"{run_dir} already holds a run ({', '.join(used)}): pass ckpt_path={run_dir} to continue it, or "
+                    f"train into a new directory (leave hydra.run.dir/run_dir out).")
+        guard = StartGuard(run_dir)
+        clean_stale_temp_files(run_dir)
+        record = RecordRun(run_dir, cfg, write=not hydra_records_itself())
+        try:
+            return _train(cfg, run_dir, ckpt, ckpt_state, record)
+        except BaseException:
+            if not record.started:
+                guard.undo()  # a failed start or resume leaves the directory as it was
+            raise
+    finally:
+        lock.release()
+
+
+def _train(cfg: DictConfig, run_dir: Path, ckpt: Path | None, holder: dict, record: RecordRun | None) -> dict:
     tune_malloc()
     # Lightning prints through its own handler; stop a second copy through Hydra's root handler
     logging.getLogger("lightning.pytorch").propagate = False
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    is_rank_zero = record is not None
 
-    ckpt = resolve_checkpoint(cfg.ckpt_path) if cfg.ckpt_path else None
     logger = build_logger(cfg.logger)  # before the data: a missing logger package fails at once
     # reuse the tokenizer of the run being resumed (or of this run dir, if it already has one)
     tok_path = run_dir / "tokenizer.json"
     if ckpt is not None and not tok_path.is_file():
         tok_path = run_dir_of_checkpoint(ckpt) / "tokenizer.json"
-    is_rank_zero = _global_rank() == 0
     if not is_rank_zero:
         # every rank must use rank 0's tokenizer: some trainers (Unigram) are not deterministic
         _wait_for(tok_path)
@@ -162,12 +270,18 @@ def train(cfg: DictConfig) -> dict:
         scheduler=to_dict(cfg.scheduler),
         chars_per_token={s: corpus.chars_per_token(s) for s in corpus.ids},
     )
+    ckpt_state = holder.pop("state", None)  # not kept in memory while training: Lightning reads the file again
+    if ckpt_state is not None:
+        check_model_matches(task, ckpt_state, ckpt)
+        del ckpt_state
     dm = StreamDataModule(corpus, **to_dict(cfg.batching))
     callbacks, ckpt_cb = build_callbacks(cfg, run_dir, resume_from=ckpt)
     callbacks += dm.callbacks()  # e.g. the learning-rate scaling of variable-length BPTT
+    if record is not None:
+        callbacks.append(record)
     trainer = L.Trainer(**to_dict(cfg.trainer), default_root_dir=str(run_dir), callbacks=callbacks, logger=logger,
                         plugins=[AtomicCheckpointIO()], use_distributed_sampler=False)
-    trainer.fit(task, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=False)
+    trainer.fit(task, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
 
     result = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if not trainer.is_global_zero:
@@ -175,7 +289,7 @@ def train(cfg: DictConfig) -> dict:
     # export the best checkpoint's weights (the last ones when no validation ran)
     best = ckpt_cb.best_model_path
     if best and Path(best).is_file():
-        best_ckpt = torch.load(best, map_location="cpu", weights_only=False)
+        best_ckpt = load_checkpoint(best)
         task.load_state_dict(best_ckpt["state_dict"])
         # NT-ASGD: the averaged weights (those the checkpoint was validated with) are the model
         averaged = best_ckpt.get("lstm_pipeline", {}).get("averaged_weights")
@@ -192,7 +306,8 @@ def train(cfg: DictConfig) -> dict:
         if opt is not None and opt.averaging:
             opt.swap_averaged()
     model = task.model.cpu().eval()
-    metrics = {k: v for k, v in result.items() if k.startswith("val_")}
+    check_finite(model, f"not exporting the model of {run_dir}")  # a NaN model is never exported
+    metrics = json_safe({k: v for k, v in result.items() if k.startswith("val_")})  # valid JSON: no NaN literals
     previous = run_dir / MODEL_DIRNAME / "config.json"
     if not metrics and previous.is_file():  # nothing validated now (resumed with no steps left): keep the export's
         metrics = json.loads(previous.read_text()).get("metrics") or {}
