@@ -45,7 +45,7 @@ Set HYDRA_FULL_ERROR=1 for a full traceback."""
 
 
 #: what Hydra and the data stage write into a run directory before training starts
-_BEFORE_TRAINING = {".hydra", "train.log", "tokenizer.json"}
+_BEFORE_TRAINING = {".hydra", "train.log", "tokenizer.json", "components.json"}
 
 
 def _drop_unused_run_dir(cfg) -> None:
@@ -174,6 +174,26 @@ each. Listing imports nothing; --check imports every component and reports, per 
 API version or the error it fails with (exit status 1 if any fails)."""
 
 
+def _check_recorded_components(command: str, args: list[str]) -> None:
+    """A command that uses a run (``run=<dir>``, ``ckpt_path=<dir or .ckpt>``): every component the
+    run recorded (``components.json``) must still be installed; else one error naming the
+    distribution to install. The records also make any later unknown-component error say so."""
+    from .registry import UnknownComponentError, expect_components, missing_components, read_provenance
+
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if key not in ("run", "ckpt_path") or not sep or value in ("", "null", "None"):
+            continue
+        value = value.strip("'\"")
+        records = read_provenance(value)
+        if not records:
+            continue
+        expect_components(records, source=f"The run {value}")
+        missing = missing_components(records, source=f"The run {value}")
+        if missing:
+            raise UnknownComponentError(" ".join(missing))
+
+
 def _plugins(args: list[str]) -> int:
     from .registry import ALL, API_VERSION, RegistryError, check_entry
 
@@ -200,12 +220,18 @@ def _plugins(args: list[str]) -> int:
             print(f"  ERROR: {exc}")
             status = 1
             continue
+        dups = reg.duplicates()
         for name, e in entries.items():
             line = f"  {name:<22} {e.distribution:<28} {e.value}"
-            if check:
+            if name in dups:  # selecting it is an error; the group's other names work
+                line += f"\n    DUPLICATE: {reg.duplicate_error(name, dups[name])}"
+                status = 1
+            elif check:
                 st = check_entry(reg, e)
                 if st.ok:
-                    line += f"   ok (API {st.api})" if st.api else "   ok (API not declared: taken as current)"
+                    line += f"   ok (API {st.api})" if st.api else (
+                        f"   ok, but declares no plugin API (taken as {API_VERSION}): set "
+                        f"LSTM_PIPELINE_API = \"{API_VERSION}\" in its package")
                 else:
                     line += f"\n    FAILED: {st.error}"
                     status = 1
@@ -231,12 +257,14 @@ def main(argv: list[str] | None = None) -> int | None:
         return _plugins(rest)
     rest = _quote_free_text(rest)
     try:
+        _check_recorded_components(command, rest)
         _check_component_choices(rest)
-    except LookupError as exc:
+        if command == "train":
+            rest = _resume_overrides(rest)
+            _check_component_choices(rest)  # the resumed run's own choices (model/cell=<plugin>) too
+    except (LookupError, FileNotFoundError) as exc:
         print(f"lstm-pipeline {command}: error: {exc}", file=sys.stderr)
         return 1
-    if command == "train":
-        rest = _resume_overrides(rest)
     module, name = COMMANDS[command][0].split(":")
 
     def fn(cfg):  # the command's module is imported only once Hydra runs it (not for --help)

@@ -150,6 +150,10 @@ def train(cfg: DictConfig) -> dict:
     if ckpt is not None and not tok_path.is_file():
         tok_path = run_dir_of_checkpoint(ckpt) / "tokenizer.json"
     is_rank_zero = _global_rank() == 0
+    if is_rank_zero:  # components.json: the distribution that provided each component (registry.provenance)
+        from ..registry import write_provenance
+
+        write_provenance(run_dir, to_dict(cfg))
     if not is_rank_zero:
         # every rank must use rank 0's tokenizer: some trainers (Unigram) are not deterministic
         _wait_for(tok_path)
