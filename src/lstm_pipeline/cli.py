@@ -230,6 +230,7 @@ def _plugins(args: list[str]) -> int:
                 st = check_entry(reg, e)
                 if st.ok:
                     line += f"   ok (API {st.api})" if st.api else (
+                        f"   ok (API {API_VERSION}: built in)" if e.distribution == "lstm-pipeline" else
                         f"   ok, but declares no plugin API (taken as {API_VERSION}): set "
                         f"LSTM_PIPELINE_API = \"{API_VERSION}\" in its package")
                 else:
@@ -254,7 +255,11 @@ def main(argv: list[str] | None = None) -> int | None:
         print(f"lstm-pipeline: unknown command '{command}'. Commands: {', '.join(COMMANDS)}.", file=sys.stderr)
         return 2
     if command == "plugins":
-        return _plugins(rest)
+        try:
+            return _plugins(rest)
+        except BrokenPipeError:  # `lstm-pipeline plugins | head`: stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     rest = _quote_free_text(rest)
     try:
         _check_recorded_components(command, rest)

@@ -100,12 +100,17 @@ def install_hint(record: Mapping[str, Any]) -> str:
 class Registry:
     """The components registered under one entry-point group."""
 
-    def __init__(self, group: str, kind: str, config_group: str | None = None, select: str | None = None):
+    def __init__(self, group: str, kind: str, config_group: str | None = None, select: str | None = None,
+                 shared: Mapping[str, Any] | None = None, adapter: str | None = None):
         self.group = group          # entry-point group, e.g. "lstm_pipeline.cells"
         self.kind = kind            # human name, e.g. "cell"
         self.config_group = config_group  # Hydra config group that selects it, e.g. "model/cell"
         # how a user picks one on the command line (default: <config_group>=<name>)
         self.select = select or (f"{config_group}=<name>" if config_group else None)
+        #: settings every component of the group may be given (setting -> its off value); a component
+        #: that does not take one itself gets it applied by ``adapter`` ("module:function(obj, **shared)")
+        self.shared = dict(shared or {})
+        self.adapter = adapter
 
     # -- listing (no imports) -------------------------------------------------------
     def _scan(self) -> tuple[dict[str, Entry], dict[str, list[Entry]]]:
@@ -180,16 +185,47 @@ class Registry:
         check_api(obj, f"{self.kind} '{name}' from '{entry.distribution}'")
         return obj
 
+    def split_shared(self, factory: Any, settings: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(settings ``factory`` takes itself, shared settings it does not take, off values dropped)."""
+        own, shared = dict(settings), {}
+        if not self.shared:
+            return own, shared
+        try:
+            params = inspect.signature(factory).parameters
+        except (TypeError, ValueError):
+            return own, shared
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return own, shared
+        for key, off in self.shared.items():
+            if key in own and key not in params:
+                value = own.pop(key)
+                if value != off and value is not None:
+                    shared[key] = value
+        return own, shared
+
+    def validate(self, name: str, settings: Mapping[str, Any], what: str | None = None, **runtime: Any) -> None:
+        """Check ``settings`` (a config node without ``name``) against component ``name``'s signature,
+        the group's shared settings allowed; raise :class:`ConfigError` naming the bad key."""
+        factory = self.get(name)
+        own, _ = self.split_shared(factory, settings)
+        validate_kwargs(factory, {**own, **runtime}, what or f"{self.kind} '{name}'", self.config_group)
+
     def build(self, cfg: Mapping[str, Any], **runtime: Any) -> Any:
         """Build the component named by ``cfg['name']`` with the remaining fields as keyword
-        arguments (plus ``runtime`` ones). Fields the component does not accept are an error."""
+        arguments (plus ``runtime`` ones). Fields the component does not accept are an error, except
+        the group's shared settings, which the group's adapter applies for it."""
         cfg = dict(cfg)
         if "name" not in cfg:
             raise RegistryError(f"The {self.kind} config has no 'name' field: {cfg}")
         name = cfg.pop("name")
         factory = self.get(name)
-        validate_kwargs(factory, {**cfg, **runtime}, f"{self.kind} '{name}'", self.config_group)
-        return factory(**cfg, **runtime)
+        own, shared = self.split_shared(factory, cfg)
+        validate_kwargs(factory, {**own, **runtime}, f"{self.kind} '{name}'", self.config_group)
+        obj = factory(**own, **runtime)
+        if shared and self.adapter:
+            module, _, attr = self.adapter.partition(":")
+            obj = getattr(__import__(module, fromlist=[attr]), attr)(obj, **shared)
+        return obj
 
 
 def _top_package(obj: Any) -> str:
@@ -290,7 +326,12 @@ def validate_kwargs(factory: Any, kwargs: Mapping[str, Any], what: str, config_g
 
 
 # One registry per extension point ------------------------------------------------------
-DATA_SOURCES = Registry("lstm_pipeline.data_sources", "data source", "data")
+#: the data.* settings every data source may be given, with their off values (a source that does not
+#: take one itself gets it applied by lstm_pipeline.data.sources.with_shared_options)
+SHARED_DATA_SETTINGS: dict[str, Any] = {"eos_token": None, "document_separator": None, "min_length": 0,
+                                        "streaming": False, "cache_dir": None}
+DATA_SOURCES = Registry("lstm_pipeline.data_sources", "data source", "data", shared=SHARED_DATA_SETTINGS,
+                        adapter="lstm_pipeline.data.sources:with_shared_options")
 TOKENIZERS = Registry("lstm_pipeline.tokenizers", "tokenizer", "tokenizer")
 CELLS = Registry("lstm_pipeline.cells", "cell", "model/cell")
 DECODERS = Registry("lstm_pipeline.decoders", "decoder", "decoding")
