@@ -175,9 +175,10 @@ API version or the error it fails with (exit status 1 if any fails)."""
 
 
 def _check_recorded_components(command: str, args: list[str]) -> None:
-    """A command that uses a run (``run=<dir>``, ``ckpt_path=<dir or .ckpt>``): every component the
-    run recorded (``components.json``) must still be installed; else one error naming the
-    distribution to install. The records also make any later unknown-component error say so."""
+    """A command that uses a run (``run=<dir>``, ``ckpt_path=<dir or .ckpt>``): the components the
+    run recorded (``components.json``) that the command loads must still be installed (train and
+    evaluate: all; generate, export, push: the cell); else one error naming the distribution to
+    install. The records also make any later unknown-component error say so."""
     from .registry import UnknownComponentError, expect_components, missing_components, read_provenance
 
     for arg in args:
@@ -189,6 +190,8 @@ def _check_recorded_components(command: str, args: list[str]) -> None:
         if not records:
             continue
         expect_components(records, source=f"The run {value}")
+        if command not in ("train", "evaluate"):  # generate, export, push: only the model's cell is loaded
+            records = {k: v for k, v in records.items() if k == "model.cell"}
         missing = missing_components(records, source=f"The run {value}")
         if missing:
             raise UnknownComponentError(" ".join(missing))

@@ -109,7 +109,7 @@ class Registry:
         self.select = select or (f"{config_group}=<name>" if config_group else None)
         #: settings every component of the group may be given (setting -> its off value); a component
         #: that does not take one itself gets it applied by ``adapter`` ("module:function(obj, **shared)")
-        self.shared = dict(shared or {})
+        self._shared = shared  # a mapping, or "module:attribute" naming one (resolved when first used)
         self.adapter = adapter
 
     # -- listing (no imports) -------------------------------------------------------
@@ -185,10 +185,18 @@ class Registry:
         check_api(obj, f"{self.kind} '{name}' from '{entry.distribution}'")
         return obj
 
+    @property
+    def shared(self) -> dict[str, Any]:
+        """Settings every component of the group may be given: setting -> its off value."""
+        if isinstance(self._shared, str):
+            module, _, attr = self._shared.partition(":")
+            self._shared = dict(getattr(__import__(module, fromlist=[attr]), attr))
+        return dict(self._shared or {})
+
     def split_shared(self, factory: Any, settings: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """(settings ``factory`` takes itself, shared settings it does not take, off values dropped)."""
         own, shared = dict(settings), {}
-        if not self.shared:
+        if self._shared is None or not any(key in own for key in self.shared):
             return own, shared
         try:
             params = inspect.signature(factory).parameters
@@ -199,16 +207,27 @@ class Registry:
         for key, off in self.shared.items():
             if key in own and key not in params:
                 value = own.pop(key)
-                if value != off and value is not None:
+                if value != off and value is not None and value != []:
                     shared[key] = value
         return own, shared
 
     def validate(self, name: str, settings: Mapping[str, Any], what: str | None = None, **runtime: Any) -> None:
         """Check ``settings`` (a config node without ``name``) against component ``name``'s signature,
         the group's shared settings allowed; raise :class:`ConfigError` naming the bad key."""
-        factory = self.get(name)
-        own, _ = self.split_shared(factory, settings)
-        validate_kwargs(factory, {**own, **runtime}, what or f"{self.kind} '{name}'", self.config_group)
+        self._check(self.get(name), settings, what or f"{self.kind} '{name}'", runtime)
+
+    def _check(self, factory: Any, settings: Mapping[str, Any], what: str, runtime: Mapping[str, Any]) -> dict:
+        own, shared = self.split_shared(factory, settings)
+        if self._shared is not None:  # a misspelt shared setting: suggest among the component's and the shared ones
+            try:
+                params = inspect.signature(factory).parameters
+            except (TypeError, ValueError):
+                params = None
+            if params is not None and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+                accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+                check_settings(own, accepted + [k for k in self.shared if k not in accepted], what)
+        validate_kwargs(factory, {**own, **runtime}, what, self.config_group)
+        return shared
 
     def build(self, cfg: Mapping[str, Any], **runtime: Any) -> Any:
         """Build the component named by ``cfg['name']`` with the remaining fields as keyword
@@ -219,8 +238,8 @@ class Registry:
             raise RegistryError(f"The {self.kind} config has no 'name' field: {cfg}")
         name = cfg.pop("name")
         factory = self.get(name)
-        own, shared = self.split_shared(factory, cfg)
-        validate_kwargs(factory, {**own, **runtime}, f"{self.kind} '{name}'", self.config_group)
+        shared = self._check(factory, cfg, f"{self.kind} '{name}'", runtime)
+        own, _ = self.split_shared(factory, cfg)
         obj = factory(**own, **runtime)
         if shared and self.adapter:
             module, _, attr = self.adapter.partition(":")
@@ -334,13 +353,28 @@ DATA_SOURCES = Registry("lstm_pipeline.data_sources", "data source", "data", sha
                         adapter="lstm_pipeline.data.sources:with_shared_options")
 TOKENIZERS = Registry("lstm_pipeline.tokenizers", "tokenizer", "tokenizer")
 CELLS = Registry("lstm_pipeline.cells", "cell", "model/cell")
-DECODERS = Registry("lstm_pipeline.decoders", "decoder", "decoding")
+#: every decoder takes the constraint settings (repetition_penalty, ...: strategies.COMMON); one whose own
+#: __init__ does not (it does not pass them on to DecodingStrategy.__init__) gets them from the adapter
+DECODERS = Registry("lstm_pipeline.decoders", "decoder", "decoding", shared="lstm_pipeline.generation.strategies:COMMON",
+                    adapter="lstm_pipeline.registry:decoder_with_shared_settings")
 LOGITS_PROCESSORS = Registry("lstm_pipeline.logits_processors", "logits processor")
 CALLBACKS = Registry("lstm_pipeline.callbacks", "callback", "callbacks",  # the group's options are files
                      select="+callbacks.<key>={name:<name>} or a file under conf/callbacks/ (callbacks=<file>)")
 CONF = Registry("lstm_pipeline.conf", "config package")
 
 ALL: tuple[Registry, ...] = (DATA_SOURCES, TOKENIZERS, CELLS, DECODERS, LOGITS_PROCESSORS, CALLBACKS, CONF)
+
+
+def decoder_with_shared_settings(decoder: Any, **shared: Any) -> Any:
+    """The ``DECODERS`` adapter: a decoder whose own ``__init__`` does not take the settings every
+    strategy takes (and so never passes them to ``DecodingStrategy.__init__``) gets them in its
+    ``settings``, from which ``StepDecoding.generate`` builds its logits processors; they are
+    checked now. A decoder with its own ``generate`` must call ``self.processors()`` to apply them."""
+    decoder.settings = {**(getattr(decoder, "settings", None) or {}), **shared}
+    processors = getattr(decoder, "processors", None)
+    if callable(processors):
+        processors()  # validates the values (ValueError naming the setting)
+    return decoder
 
 
 # Config files that components ship (our config package and installed plugins') -----------
@@ -476,9 +510,10 @@ def expect_components(records: Mapping[str, Mapping[str, Any]], source: str = "T
 
 
 def missing_components(records: Mapping[str, Mapping[str, Any]], source: str = "The run") -> list[str]:
-    """One message per recorded component that is no longer installed, naming the distribution
-    (and version) to install. Components recorded without a distribution are skipped."""
-    out = []
+    """One message per distribution that provided recorded components and is no longer installed
+    (one of its components is not registered any more): which components, and what to install.
+    Components recorded without a distribution are skipped."""
+    missing: dict[tuple[str, str | None], list[str]] = {}
     for where, rec in records.items():
         try:
             reg = _registry_of(str(rec.get("group")))
@@ -486,7 +521,10 @@ def missing_components(records: Mapping[str, Mapping[str, Any]], source: str = "
             continue
         if rec.get("name") in reg.entries() or not rec.get("distribution"):
             continue
-        version = f" {rec['version']}" if rec.get("version") else ""
-        out.append(f"{source} was made with {reg.kind} '{rec['name']}' ({where}) from the distribution "
-                   f"'{rec['distribution']}'{version}, which is not installed: {install_hint(rec)}.")
+        missing.setdefault((rec["distribution"], rec.get("version")), []).append(f"{reg.kind} '{rec['name']}' ({where})")
+    out = []
+    for (dist, version), what in missing.items():
+        listed = what[0] if len(what) == 1 else ", ".join(what[:-1]) + " and " + what[-1]
+        out.append(f"{source} was made with {listed} from the distribution '{dist}'{' ' + version if version else ''}, "
+                   f"which is not installed: {install_hint({'distribution': dist, 'version': version})}.")
     return out

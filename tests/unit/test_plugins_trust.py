@@ -234,3 +234,56 @@ def test_generated_decoder_takes_the_settings_every_strategy_takes(tmp_path, mon
         TrustplugGreedyDecoder(repetition_penalti=1.2)
     with pytest.raises(ValueError, match="temperature must be > 0"):
         TrustplugGreedyDecoder(temperature=0)
+
+
+OWN_INIT_DECODER = '''
+from lstm_pipeline.generation.strategies import StepDecoding
+
+LSTM_PIPELINE_API = "1"
+
+
+class Cold(StepDecoding):
+    """Written with its own __init__ that never calls the base class's (so, before, it silently ran
+    without the constraint settings, or refused them)."""
+
+    def __init__(self, temperature: float = 1.0):
+        self.temperature = temperature
+
+    def select(self, scores, generator):
+        return (scores / self.temperature).argmax(-1)
+'''
+
+
+def test_plugin_decoder_with_its_own_init_gets_the_settings_every_strategy_takes(site):
+    from lstm_pipeline.generation.strategies import Greedy
+    from lstm_pipeline.registry import DECODERS
+    from lstm_pipeline.testing import DecoderContract
+
+    make_dist(site, "trustplug-cold", "[lstm_pipeline.decoders]\ncold = trustplug_cold:Cold\n",
+              {"trustplug_cold.py": OWN_INIT_DECODER})
+    model = DecoderContract().make_model()
+    prompts = [[1, 2, 3], [4, 5]]
+    for settings in ({"repetition_penalty": 3.0}, {"no_repeat_ngram_size": 1, "min_new_tokens": 4}):
+        ours = DECODERS.build({"name": "cold", "temperature": 1.0, **settings}).generate(model, prompts, 8)
+        assert ours.sequences == Greedy(**settings).generate(model, prompts, 8).sequences, settings
+    # off values change nothing; a bad value or a misspelt name is an error naming it
+    plain = DECODERS.build({"name": "cold", "repetition_penalty": 1.0, "bad_words_ids": None})
+    assert plain.generate(model, prompts, 8).sequences == Greedy().generate(model, prompts, 8).sequences
+    with pytest.raises(ValueError, match="repetition_penalty must be > 0"):
+        DECODERS.build({"name": "cold", "repetition_penalty": -1.0})
+    with pytest.raises(TypeError, match="'repetition_penalti'. Did you mean 'repetition_penalty'"):
+        DECODERS.build({"name": "cold", "repetition_penalti": 1.2})
+
+
+def test_generate_needs_only_the_recorded_cell_while_evaluate_and_resume_need_every_component(site, tmp_path):
+    from lstm_pipeline.cli import _check_recorded_components
+
+    make_dist(site, "trustplug-src", "[lstm_pipeline.data_sources]\nsq = trustplug_src:S\n",
+              {"trustplug_src.py": "class S:\n    pass\n"})
+    run = fake_run(tmp_path, {"model": {"cell": {"name": "gru"}}, "data": {"name": "sq"}})
+    (site / "trustplug_src-0.1.dist-info" / "entry_points.txt").unlink()  # uninstalled
+    for command in ("generate", "export", "push"):
+        _check_recorded_components(command, [f"run={run}"])  # the model needs no data source
+    for command, arg in (("evaluate", "run"), ("train", "ckpt_path")):
+        with pytest.raises(UnknownComponentError, match=r"data source 'sq' \(data\) from the distribution 'trustplug-src'"):
+            _check_recorded_components(command, [f"{arg}={run}"])
