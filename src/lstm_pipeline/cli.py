@@ -167,11 +167,13 @@ def _check_component_choices(args: list[str]) -> None:
 
 
 PLUGINS_USAGE = """usage: lstm-pipeline plugins [--check]
-       lstm-pipeline plugins new <name> --group <group> [--dir D]
+       lstm-pipeline plugins new <name> --group <group>[:<component>] [--group ...] [--dir D]
 
 Lists the components registered in each entry-point group and the distribution that provides
 each. Listing imports nothing; --check imports every component and reports, per entry, its plugin
-API version or the error it fails with (exit status 1 if any fails)."""
+API version or the error it fails with, and names registered by two distributions (exit status 1
+if any). `plugins new` writes a plugin package holding one component per --group (see
+`lstm-pipeline plugins new --help` and docs/plugins.md)."""
 
 
 def _check_recorded_components(command: str, args: list[str]) -> None:
