@@ -45,7 +45,7 @@ Set HYDRA_FULL_ERROR=1 for a full traceback."""
 
 
 #: what Hydra and the data stage write into a run directory before training starts
-_BEFORE_TRAINING = {".hydra", "train.log", "tokenizer.json", ".lock"}
+_BEFORE_TRAINING = {".hydra", "train.log", "tokenizer.json", ".lock", "components.json"}
 
 
 def _drop_unused_run_dir(cfg) -> None:
@@ -169,11 +169,36 @@ def _check_component_choices(args: list[str]) -> None:
 
 
 PLUGINS_USAGE = """usage: lstm-pipeline plugins [--check]
-       lstm-pipeline plugins new <name> --group <group> [--dir D]
+       lstm-pipeline plugins new <name> --group <group>[:<component>] [--group ...] [--dir D]
 
 Lists the components registered in each entry-point group and the distribution that provides
 each. Listing imports nothing; --check imports every component and reports, per entry, its plugin
-API version or the error it fails with (exit status 1 if any fails)."""
+API version or the error it fails with, and names registered by two distributions (exit status 1
+if any). `plugins new` writes a plugin package holding one component per --group (see
+`lstm-pipeline plugins new --help` and docs/plugins.md)."""
+
+
+def _check_recorded_components(command: str, args: list[str]) -> None:
+    """A command that uses a run (``run=<dir>``, ``ckpt_path=<dir or .ckpt>``): the components the
+    run recorded (``components.json``) that the command loads must still be installed (train and
+    evaluate: all; generate, export, push: the cell); else one error naming the distribution to
+    install. The records also make any later unknown-component error say so."""
+    from .registry import UnknownComponentError, expect_components, missing_components, read_provenance
+
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if key not in ("run", "ckpt_path") or not sep or value in ("", "null", "None"):
+            continue
+        value = value.strip("'\"")
+        records = read_provenance(value)
+        if not records:
+            continue
+        expect_components(records, source=f"The run {value}")
+        if command not in ("train", "evaluate"):  # generate, export, push: only the model's cell is loaded
+            records = {k: v for k, v in records.items() if k == "model.cell"}
+        missing = missing_components(records, source=f"The run {value}")
+        if missing:
+            raise UnknownComponentError(" ".join(missing))
 
 
 def _plugins(args: list[str]) -> int:
@@ -202,12 +227,19 @@ def _plugins(args: list[str]) -> int:
             print(f"  ERROR: {exc}")
             status = 1
             continue
+        dups = reg.duplicates()
         for name, e in entries.items():
             line = f"  {name:<22} {e.distribution:<28} {e.value}"
-            if check:
+            if name in dups:  # selecting it is an error; the group's other names work
+                line += f"\n    DUPLICATE: {reg.duplicate_error(name, dups[name])}"
+                status = 1
+            elif check:
                 st = check_entry(reg, e)
                 if st.ok:
-                    line += f"   ok (API {st.api})" if st.api else "   ok (API not declared: taken as current)"
+                    line += f"   ok (API {st.api})" if st.api else (
+                        f"   ok (API {API_VERSION}: built in)" if e.distribution == "lstm-pipeline" else
+                        f"   ok, but declares no plugin API (taken as {API_VERSION}): set "
+                        f"LSTM_PIPELINE_API = \"{API_VERSION}\" in its package")
                 else:
                     line += f"\n    FAILED: {st.error}"
                     status = 1
@@ -230,18 +262,26 @@ def main(argv: list[str] | None = None) -> int | None:
         print(f"lstm-pipeline: unknown command '{command}'. Commands: {', '.join(COMMANDS)}.", file=sys.stderr)
         return 2
     if command == "plugins":
-        return _plugins(rest)
+        try:
+            return _plugins(rest)
+        except BrokenPipeError:  # `lstm-pipeline plugins | head`: stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     rest = _quote_free_text(rest)
     try:
+        _check_recorded_components(command, rest)
         _check_component_choices(rest)
-    except LookupError as exc:
+        if command == "train":
+            rest = _resume_overrides(rest)
+            _check_component_choices(rest)  # the resumed run's own choices (model/cell=<plugin>) too
+    except (LookupError, FileNotFoundError) as exc:
         print(f"lstm-pipeline {command}: error: {exc}", file=sys.stderr)
         return 1
     if command == "train":
         try:
             from .training.rundir import claim_run_dir
 
-            rest = claim_run_dir(_resume_overrides(rest))  # a run directory of its own, one writer
+            rest = claim_run_dir(rest)  # a run directory of its own, one writer (rest: resumed overrides included)
         except (LookupError, ValueError, FileNotFoundError) as exc:  # e.g. a refused overrides.yaml
             print(f"lstm-pipeline train: error: {exc}", file=sys.stderr)
             return 1

@@ -256,7 +256,7 @@ def validate_train_config(cfg: DictConfig) -> None:
         name = node.pop("name", None)
         if name is None:
             raise ValueError(f"The {what} config needs a 'name' (one of: {', '.join(registry.names())}).")
-        validate_kwargs(registry.get(name), {**node, **runtime}, f"{registry.kind} '{name}' ({what})")
+        registry.validate(name, node, f"{registry.kind} '{name}' ({what})", **runtime)
 
     check(DATA_SOURCES, cfg.data, "data")
     check(TOKENIZERS, cfg.tokenizer, "tokenizer")

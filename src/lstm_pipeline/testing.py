@@ -15,11 +15,14 @@ start with ``Test``, so they are not collected where they are imported). The cla
 (sizes, tolerances, sample texts) may be overridden. The suites need only ``pytest`` and ``torch``.
 
 * :class:`CellContract` (hook ``make_cell``): shapes, ``init_state``, state carry (two halves with
-  the state carried == one long sequence), ``step`` == ``forward``, gradient flow,
-  ``reorder_state``, eval-mode determinism with dropout configured, API declared.
+  the state carried == one long sequence), ``step`` == ``forward``, ``step`` under
+  ``torch.inference_mode()`` / ``torch.no_grad()`` (the path generation takes: prompt through
+  ``forward``, then ``step``) == ``forward`` with autograd on, gradient flow, ``reorder_state``,
+  dropout active in training and off in eval, API declared.
 * :class:`DecoderContract` (hook ``make_decoder``): lengths and id ranges, seeded determinism,
-  ragged and empty prompts, stopping at the end-of-text token, scores are model log-probs,
-  streaming.
+  ragged and empty prompts, stopping at the end-of-text token, scores are the model's own
+  log-probabilities (on a model whose distributions are peaked, so that scores taken from the
+  filtered/processed distribution differ), streaming.
 * :class:`DataSourceContract` (hook ``make_source(tmp_path)``): ``train``/``validation``/``test``
   splits of strings in ``text_column``, non-empty train, deterministic loading.
 * :class:`TokenizerContract` (hook ``make_tokenizer``): trains a ``tokenizers.Tokenizer``; ids in
@@ -138,6 +141,56 @@ class CellContract:
         for a, b in zip(s, state):
             _assert_close(a, b, self.atol, "final state, step-by-step vs forward")
 
+    def test_step_under_inference_mode_matches_forward(self):
+        """Generation consumes the prompt with ``forward`` and continues with ``step``, both under
+        ``torch.inference_mode()`` (or ``torch.no_grad()``): the outputs must be those of ``forward``
+        over the whole sequence with autograd on (as in training)."""
+        cell = self._cell()
+        x = self._x(seq_len=2 * self.seq_len)
+        y_ref, s_ref = cell(x, None)  # autograd on, as in training
+        y_ref, s_ref = y_ref.detach(), tuple(t.detach() for t in s_ref)
+        for mode in (torch.inference_mode, torch.no_grad):
+            with mode():
+                y1, s = cell(x[:, : self.seq_len], None)  # the prompt
+                ys = [y1]
+                for t in range(self.seq_len, x.size(1)):  # then one token at a time
+                    yt, s = cell.step(x[:, t], s)
+                    ys.append(yt.unsqueeze(1))
+                y = torch.cat(ys, 1)
+            _assert_close(y.clone(), y_ref, self.atol, f"forward + step under torch.{mode.__name__}() vs forward")
+            for a, b in zip(s, s_ref):
+                _assert_close(a.clone(), b, self.atol, f"final state under torch.{mode.__name__}() vs forward")
+            with mode():  # from the zero state, every token through step (an empty prompt)
+                s = cell.init_state(self.batch, dtype=self.dtype)
+                ys = []
+                for t in range(x.size(1)):
+                    yt, s = cell.step(x[:, t], s)
+                    ys.append(yt)
+                y = torch.stack(ys, 1)
+            _assert_close(y.clone(), y_ref, self.atol, f"step from init_state under torch.{mode.__name__}() vs forward")
+
+    def test_dropout_is_active_in_training_and_off_in_eval(self):
+        """``dropout`` (between stacked layers) must change the training outputs, differently on each
+        call, and must not act in eval mode."""
+        layers = max(2, self.num_layers)
+        x = self._x()
+        plain = self._cell(num_layers=layers, dropout=0.0)
+        cell = self._cell(num_layers=layers, dropout=0.5)
+        y_eval, _ = cell(x, None)
+        y_plain, _ = plain(x, None)
+        _assert_close(y_eval, y_plain, self.atol, "eval mode with dropout=0.5 vs the same weights with dropout=0.0")
+        cell.train()
+        torch.manual_seed(1)
+        y1, _ = cell(x, None)
+        torch.manual_seed(2)
+        y2, _ = cell(x, None)
+        cell.eval()
+        assert (y1 - y_eval).abs().max().item() > 1e-6, (
+            f"{type(cell).__name__}(dropout=0.5, num_layers={layers}) gives the same outputs in training as in "
+            f"eval mode: dropout is never applied. Apply it between layers when self.training "
+            f"(e.g. torch.nn.functional.dropout(y, self.dropout, self.training)).")
+        assert (y1 - y2).abs().max().item() > 1e-6, "two training forwards with dropout=0.5 gave the same outputs"
+
     def test_gradients_flow_to_input_state_and_parameters(self):
         cell = self._cell().train()
         x = self._x().requires_grad_(True)
@@ -203,12 +256,20 @@ class DecoderContract:
         """Return the decoding strategy under test."""
         raise NotImplementedError("implement make_decoder()")
 
+    #: how peaked the test model's next-token distributions are (the output head's weights are
+    #: scaled by this): a near-uniform model would hide scores taken after top-k/top-p/top-a filtering
+    peak = 4.0
+
     def make_model(self):
-        """A tiny real model; override to test against another."""
+        """A tiny real model with peaked next-token distributions; override to test against another."""
         from .models.lm import RecurrentLM
 
         torch.manual_seed(0)
-        return RecurrentLM(self.vocab_size, {"name": "lstm"}, embedding_dim=8, hidden_size=16, num_layers=1).eval()
+        model = RecurrentLM(self.vocab_size, {"name": "lstm"}, embedding_dim=8, hidden_size=16, num_layers=1).eval()
+        with torch.no_grad():
+            model.head.weight.mul_(self.peak)
+            model.head.bias.copy_(torch.randn(self.vocab_size, generator=torch.Generator().manual_seed(3)) * self.peak)
+        return model
 
     def _generate(self, model, prompts, seed: int = 0, **kw):
         return self.make_decoder().generate(model, prompts, max_new_tokens=kw.pop("max_new_tokens", self.max_new_tokens),
@@ -259,7 +320,10 @@ class DecoderContract:
                 logits, _ = model(tokens[:, :-1])
             logp = torch.log_softmax(logits.double(), -1)[0, len(p) - 1:]
             want = logp.gather(1, torch.tensor(row)[:, None]).sum().item()
-            assert abs(want - score) < 1e-3 * max(1.0, abs(want)), f"score {score} vs model log-prob {want}"
+            assert abs(want - score) < 1e-3 * max(1.0, abs(want)), (
+                f"score {score} vs the model's own log-probability {want} of the generated ids: a score is the "
+                f"sum of log_softmax(model logits) at the chosen ids, before any filtering, temperature or "
+                f"penalty (or set scores_are_logprob_sums = False and document what it is)")
 
     def test_streamer_receives_row_zero(self):
         if not getattr(self.make_decoder(), "streams", True):

@@ -34,6 +34,11 @@ def test_install_train_uninstall(tmp_path, tiny_corpus):
             "trainer.max_steps=4", "trainer.val_check_interval=4", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     config = json.loads((run_dir / "model" / "config.json").read_text())
     assert config["model"]["cell"] == {"name": "mogrifier", "rounds": 3, "rank": 0}
+    # the run records the distribution that provided each component
+    components = json.loads((run_dir / "components.json").read_text())
+    assert components["model.cell"] == {"group": "lstm_pipeline.cells", "name": "mogrifier",
+                                        "distribution": "lstm-pipeline-mogrifier", "version": "0.1.0"}
+    assert components["data"]["distribution"] == "lstm-pipeline"
     gen = env.run("-m", "lstm_pipeline.cli", "generate", f"run={run_dir}", "decoding=mirostat", "decoding.tau=3",
                   "prompt=ROMEO:", "max_new_tokens=10", "seed=1", cwd=tmp_path).stdout
     assert gen.startswith("ROMEO:")
@@ -44,6 +49,10 @@ def test_install_train_uninstall(tmp_path, tiny_corpus):
     assert proc.returncode == 1
     assert "Unknown cell 'mogrifier'. Available cells: " in proc.stderr and ", lstm, " in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
-    # the model trained with it names what is missing when loaded
-    proc = env.run("-m", "lstm_pipeline.cli", "generate", f"run={run_dir}", "max_new_tokens=5", cwd=tmp_path, check=False)
-    assert proc.returncode == 1 and "Unknown cell 'mogrifier'" in proc.stderr
+    # the run trained with it says which distribution to install, when generating and when resuming
+    for args in (["generate", f"run={run_dir}", "max_new_tokens=5"], ["train", f"ckpt_path={run_dir}"]):
+        proc = env.run("-m", "lstm_pipeline.cli", *args, cwd=tmp_path, check=False)
+        assert proc.returncode == 1 and "cell 'mogrifier'" in proc.stderr, proc.stderr
+        assert "pip install 'lstm-pipeline-mogrifier==0.1.0'" in proc.stderr, proc.stderr
+        assert "Did you mean" not in proc.stderr and "Could not find" not in proc.stderr
+        assert "Traceback" not in proc.stderr

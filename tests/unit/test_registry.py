@@ -42,12 +42,17 @@ def test_new_entry_points_are_seen_without_restart(site):
     assert reg.names() == ["late"]
 
 
-def test_duplicate_names_across_distributions_are_an_error(site):
-    make_dist(site, "fake-plugin-one", "[test_lp.dup]\nsame = fake_plugin_one:A\n")
+def test_duplicate_name_is_an_error_only_when_selected(site):
+    make_dist(site, "fake-plugin-one", "[test_lp.dup]\nsame = fake_plugin_one:A\nother = fake_plugin_one:C\n",
+              {"fake_plugin_one.py": "class A: pass\nclass C: pass\n"})
     make_dist(site, "fake-plugin-two", "[test_lp.dup]\nsame = fake_plugin_two:B\n")
+    reg = Registry("test_lp.dup", "widget")
+    assert reg.names() == ["other", "same"]  # listing never fails
+    assert reg.get("other").__name__ == "C"  # the group's other names work
     with pytest.raises(DuplicateComponentError) as err:
-        Registry("test_lp.dup", "widget").names()
+        reg.get("same")
     assert "fake-plugin-one" in str(err.value) and "fake-plugin-two" in str(err.value)
+    assert list(reg.duplicates()) == ["same"]
 
 
 def test_unknown_name_lists_available_and_suggests():

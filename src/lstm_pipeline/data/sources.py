@@ -232,6 +232,45 @@ class _SourceBase:
         return dd
 
 
+class SharedOptions:
+    """A data source (typically a plugin's) given the shared ``data.*`` settings it does not take
+    itself: ``eos_token``, ``document_separator`` and ``cache_dir`` become its attributes (the
+    pipeline reads them), ``min_length`` drops rows with fewer characters (after stripping) from
+    every split it loads, ``streaming=True`` turns the splits into ``IterableDataset`` streams
+    (tokenised on the fly). Every other attribute is the wrapped source's."""
+
+    def __init__(self, source, eos_token: str | None = None, document_separator: str | None = None,
+                 min_length: int = 0, streaming: bool = False, cache_dir: str | None = None):
+        self.source = source
+        for key, value in (("eos_token", eos_token), ("document_separator", document_separator),
+                           ("cache_dir", cache_dir)):
+            if value is not None:
+                setattr(self, key, value)
+        if not (isinstance(min_length, int) and min_length >= 0):
+            raise DataError(f"data.min_length must be an integer >= 0, got {min_length!r}.")
+        self.min_length, self.streaming = min_length, bool(streaming)
+
+    def __getattr__(self, name: str):
+        if name == "source":  # not set yet (copying): no recursion
+            raise AttributeError(name)
+        return getattr(self.source, name)
+
+    def load(self):
+        dd = self.source.load()
+        col, m = getattr(self.source, "text_column", "text"), self.min_length
+        if m:
+            dd = type(dd)({k: v.filter(lambda b: [t is not None and len(t.strip()) >= m for t in b[col]], batched=True)
+                           for k, v in dd.items()})
+        if self.streaming and isinstance(dd, datasets.DatasetDict):
+            dd = datasets.IterableDatasetDict({k: v.to_iterable_dataset() for k, v in dd.items()})
+        return dd
+
+
+def with_shared_options(source, **shared):
+    """The ``DATA_SOURCES`` registry's adapter: ``source`` given the shared settings it does not take."""
+    return SharedOptions(source, **shared)
+
+
 def check_column(dd, column: str) -> None:
     for split, ds in dd.items():
         names = ds.column_names

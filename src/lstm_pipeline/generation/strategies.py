@@ -23,8 +23,9 @@ from .processors import OFF, LogitsProcessor, build_processors, setup_processor
 from .stopping import StoppingCriteria
 
 #: settings every strategy accepts (processor constraints), with their off values
-COMMON: dict[str, Any] = {k: OFF[k] for k in ("repetition_penalty", "frequency_penalty", "presence_penalty",
-                                               "no_repeat_ngram_size", "bad_words_ids", "min_new_tokens", "forced_end")}
+COMMON: dict[str, Any] = {**{k: OFF[k] for k in ("repetition_penalty", "frequency_penalty", "presence_penalty",
+                                                  "no_repeat_ngram_size", "bad_words_ids", "min_new_tokens", "forced_end")},
+                          "processors": None}  # any registered processor by name (processors.py)
 #: settings of the sampling processors, with their off values
 SAMPLING: dict[str, Any] = {k: v for k, v in OFF.items() if k not in COMMON}
 
@@ -107,7 +108,7 @@ class DecodingStrategy:
     settings: dict[str, Any] = {}
 
     def __init__(self, **settings):
-        allowed = {**COMMON, "processors": None, **(SAMPLING if self.SAMPLES else {}), **self.OWN}
+        allowed = {**COMMON, **(SAMPLING if self.SAMPLES else {}), **self.OWN}
         check_settings(settings, list(allowed), f"decoding '{self.name()}'")
         self.settings = {**allowed, **settings}
         self.check()

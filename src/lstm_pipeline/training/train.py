@@ -254,6 +254,10 @@ def _train(cfg: DictConfig, run_dir: Path, ckpt: Path | None, holder: dict, reco
     tok_path = run_dir / "tokenizer.json"
     if ckpt is not None and not tok_path.is_file():
         tok_path = run_dir_of_checkpoint(ckpt) / "tokenizer.json"
+    if is_rank_zero:  # components.json: the distribution that provided each component (registry.provenance)
+        from ..registry import write_provenance
+
+        write_provenance(run_dir, to_dict(cfg))
     if not is_rank_zero:
         # every rank must use rank 0's tokenizer: some trainers (Unigram) are not deterministic
         _wait_for(tok_path)
