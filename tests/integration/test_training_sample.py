@@ -12,3 +12,12 @@ def test_word_level_sample_keeps_the_space_after_an_unknown_prompt_word(tmp_path
                   f"hydra.run.dir={run}", cwd=tmp_path).stdout
     text = out.split("--- sample (temperature 0.8) ---\n", 1)[1].splitlines()[0]
     assert text.startswith("The ") and len(text.split()) == 7, text
+
+
+def test_the_export_records_which_distribution_provided_each_component(tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    run_cli("train", *TINY, "trainer.max_steps=2", "trainer.val_check_interval=2", f"hydra.run.dir={run}", cwd=tmp_path)
+    components = json.loads((run / "model" / "config.json").read_text())["components"]
+    assert components["model.cell"]["name"] == "lstm" and components["model.cell"]["distribution"] == "lstm-pipeline"

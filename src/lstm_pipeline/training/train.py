@@ -20,7 +20,7 @@ from ..data.pipeline import prepare_corpus
 from ..generation.engine import TextGenerator
 from ..hub import MODEL_DIRNAME, save_pretrained
 from ..integrity import check_finite, json_safe
-from ..registry import CALLBACKS
+from ..registry import CALLBACKS, run_components
 from .checkpoint_io import AtomicCheckpointIO
 from .malloc import tune_malloc
 from .module import LanguageModelTask, check_component_settings
@@ -316,7 +316,7 @@ def _train(cfg: DictConfig, run_dir: Path, ckpt: Path | None, holder: dict, reco
     if not metrics and previous.is_file():  # nothing validated now (resumed with no steps left): keep the export's
         metrics = json.loads(previous.read_text()).get("metrics") or {}
     out = save_pretrained(model, model_cfg, tokenizer, run_dir / MODEL_DIRNAME, extra={
-        "eos_token": corpus.eos_token, "metrics": metrics,
+        "eos_token": corpus.eos_token, "metrics": metrics, "components": run_components(to_dict(cfg)),
         "data": to_dict(cfg.data), "tokenizer": to_dict(cfg.tokenizer), "sample": to_dict(cfg.sample)})
     log.info("exported model to %s", out)
     print(f"\nRun directory: {run_dir}\nExported model: {out}")
