@@ -104,6 +104,10 @@ def _resume_overrides(args: list[str]) -> list[str]:
         return args
     from omegaconf import OmegaConf
 
+    from .validation import check_ckpt_path
+
+    check_ckpt_path(ckpt)
+
     from .training.train import resolve_checkpoint, run_dir_of_checkpoint
 
     run_dir = run_dir_of_checkpoint(resolve_checkpoint(ckpt)).resolve()
@@ -236,7 +240,11 @@ def main(argv: list[str] | None = None) -> int | None:
         print(f"lstm-pipeline {command}: error: {exc}", file=sys.stderr)
         return 1
     if command == "train":
-        rest = _resume_overrides(rest)
+        try:
+            rest = _resume_overrides(rest)
+        except USER_ERRORS as exc:  # ckpt_path missing, or not a checkpoint: before any directory is made
+            print(f"lstm-pipeline {command}: error: {exc}", file=sys.stderr)
+            return 1
     module, name = COMMANDS[command][0].split(":")
 
     def fn(cfg):  # the command's module is imported only once Hydra runs it (not for --help)

@@ -201,3 +201,5 @@ def validate_train_config(cfg: DictConfig) -> None:
     for key, node in (to_dict(cfg.callbacks) or {}).items():
         if node is not None and "_target_" not in node:
             check(CALLBACKS, node, f"callbacks.{key}")
+    from .validation import validate_train  # value types, _target_ nodes, devices, ranges
+    validate_train(cfg)

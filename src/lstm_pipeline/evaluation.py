@@ -84,6 +84,7 @@ def evaluate(cfg: DictConfig) -> dict:
     from .eval.cache import cache_evaluate
     from .eval.dynamic import dynamic_evaluate
 
+    __import__("lstm_pipeline.validation").validation.check_positive_settings(cfg, "batch_size", "bptt")
     model_dir = resolve_model_dir(cfg.run)
     model, tokenizer, config = load_pretrained(model_dir, map_location=cfg.device)
     data_cfg = to_dict(cfg.data) or config.get("data")
