@@ -51,6 +51,8 @@ class TrainJob:
     logger: Any = None
     callbacks: Any = None
     sample: SampleSchema = field(default_factory=SampleSchema)
+    checkpoint: Any = None                  # ModelCheckpoint policy (validation.check_checkpoint)
+    optimized_metric: Optional[str] = None  # train returns this metric (Hydra sweepers)
 
 
 @dataclass

@@ -226,9 +226,19 @@ def check_ckpt_path(ckpt_path: Any) -> None:
                           f"one of its checkpoints/*.ckpt files.")
 
 
+#: Trainer arguments the pipeline passes itself: set through their own config groups
+_PIPELINE_TRAINER_ARGS = {"callbacks": "callbacks=<file> or +callbacks.<key>={name:...}", "logger": "logger=<name>",
+                          "default_root_dir": "hydra.run.dir=<dir>", "plugins": "(not settable)",
+                          "use_distributed_sampler": "(not settable: the data module shards the streams itself)"}
+
+
 def check_trainer(trainer: Mapping[str, Any]) -> None:
     import lightning as L
 
+    for key, use in _PIPELINE_TRAINER_ARGS.items():
+        if key in trainer:
+            raise ConfigError(f"trainer.{key} is set by the pipeline itself, not in the trainer config: "
+                              f"remove it and use {use}.")
     check_types(L.Trainer, trainer, "trainer", "lightning.Trainer")
     check_devices(trainer)
 
@@ -258,6 +268,38 @@ def validate_train(cfg: DictConfig) -> None:
         for path, node in _target_nodes(_plain(cfg.get(key)), key):
             check_target_node(node, path)
     check_ckpt_path(cfg.get("ckpt_path"))
+    check_checkpoint(_plain(cfg.get("checkpoint")))
+    check_optimized_metric(cfg.get("optimized_metric"))
+
+
+#: what ``train`` returns (its ``optimized_metric`` picks one): the last logged value of each, and
+#: ``best_val_loss`` (the best checkpoint's)
+RUN_METRICS = ("best_val_loss", *(f"{split}_{m}" for split in ("val", "train")
+                                  for m in ("loss", "ppl", "bpc", "bits_per_token", "acc")), "lr", "tokens_per_sec")
+
+
+def check_optimized_metric(name: Any) -> None:
+    if name and name not in RUN_METRICS:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), RUN_METRICS, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"optimized_metric={name} is not a metric a run reports.{hint} "
+                          f"Choose one of: {', '.join(RUN_METRICS)}.")
+
+
+def check_checkpoint(node: Any) -> None:
+    """``checkpoint.*``: the arguments of ``lightning ModelCheckpoint`` except ``dirpath``."""
+    if not node:
+        return
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    accepted = [n for n in inspect.signature(ModelCheckpoint).parameters if n != "dirpath"]
+    try:
+        check_settings(node, accepted, "checkpoint (lightning ModelCheckpoint)")
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (the directory is always <run dir>/checkpoints)") from None
+    check_types(ModelCheckpoint, node, "checkpoint", "lightning ModelCheckpoint")
 
 
 # -- a model directory (generate, evaluate, export) ------------------------------------------

@@ -75,6 +75,10 @@ CASES = [
     ("callback_target_typo", "train", ["+callbacks.es={_target_:lightning.pytorch.callbacks.EarlyStopping,monitr:val_loss}"],
      None, "callbacks.es.monitr"),
     ("target_unimportable", "train", ["optim._target_=torch.optim.Adamm"], None, "optim._target_=torch.optim.Adamm cannot be imported"),
+    ("checkpoint_key_typo", "train", ["+checkpoint.every_n_train_step=3"], None, "Did you mean 'every_n_train_steps'?"),
+    ("trainer_logger", "train", ["trainer.logger=false"], None, "trainer.logger is set by the pipeline itself"),
+    ("optimized_metric_unknown", "train", ["optimized_metric=val_losss", "trainer.max_steps=1"], None,
+     "optimized_metric=val_losss is not a metric a run reports. Did you mean 'val_loss'?"),
     # hardware the machine does not have
     ("accelerator_gpu", "train", ["trainer.accelerator=gpu"], None, "trainer.accelerator=gpu but this machine has no usable GPU"),
     ("devices_zero", "train", ["trainer.devices=0"], None, "trainer.devices=0 is not valid"),

@@ -23,6 +23,7 @@ from ..registry import CALLBACKS
 from .checkpoint_io import AtomicCheckpointIO
 from .malloc import tune_malloc
 from .module import LanguageModelTask
+from .run_callbacks import run_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +109,17 @@ class RunCheckpoint(ModelCheckpoint):
         super().load_state_dict(state_dict)
 
 
-def build_callbacks(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> tuple[list, ModelCheckpoint]:
-    ckpt_cb = RunCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{step}", monitor="val_loss",
-                            mode="min", save_top_k=1, save_last=True, resume_from=resume_from)
-    callbacks = [ckpt_cb]
+def build_callbacks(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None
+                    ) -> tuple[list, ModelCheckpoint | None]:
+    """The run's checkpoint policy (``checkpoint.*``; none with ``trainer.enable_checkpointing=false``),
+    validation at the last step, the progress bar, then the configured callbacks."""
+    trainer_cfg = to_dict(cfg.trainer) or {}
+    ckpt_cb = None
+    if trainer_cfg.get("enable_checkpointing", True) is not False:
+        policy = {"filename": "best-{step}", "monitor": "val_loss", "mode": "min", "save_top_k": 1, "save_last": True,
+                  **(to_dict(cfg.get("checkpoint")) or {})}
+        ckpt_cb = RunCheckpoint(dirpath=run_dir / "checkpoints", resume_from=resume_from, **policy)
+    callbacks = [c for c in (ckpt_cb, *run_callbacks(trainer_cfg)) if c is not None]
     for key, node in (to_dict(cfg.callbacks) or {}).items():
         if node is None:
             continue
@@ -137,8 +145,6 @@ def build_logger(node):
 def train(cfg: DictConfig) -> dict:
     validate_train_config(cfg)
     tune_malloc()
-    # Lightning prints through its own handler; stop a second copy through Hydra's root handler
-    logging.getLogger("lightning.pytorch").propagate = False
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -177,7 +183,7 @@ def train(cfg: DictConfig) -> dict:
     if not trainer.is_global_zero:
         return result
     # export the best checkpoint's weights (the last ones when no validation ran)
-    best = ckpt_cb.best_model_path
+    best = ckpt_cb.best_model_path if ckpt_cb is not None else None
     if best and Path(best).is_file():
         best_ckpt = torch.load(best, map_location="cpu", weights_only=False)
         task.load_state_dict(best_ckpt["state_dict"])
