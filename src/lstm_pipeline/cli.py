@@ -419,6 +419,10 @@ def _main(argv: list[str] | None = None) -> int | None:
     module, name = COMMANDS[command][0].split(":")
 
     def fn(cfg):  # the command's module is imported only once Hydra runs it (not for --help)
+        if command == "train":  # process-wide tuning belongs to the command, not to train() in a notebook
+            from .training.malloc import tune_malloc
+
+            tune_malloc()
         return getattr(importlib.import_module(module), name)(cfg)
 
     # argv[0] stays the real program, so that Lightning's DDP launcher can re-execute it; the command

@@ -21,7 +21,6 @@ from ..generation.streamer import TextStreamer
 from ..hub import MODEL_DIRNAME, load_pretrained, save_pretrained
 from ..registry import CALLBACKS
 from .checkpoint_io import AtomicCheckpointIO
-from .malloc import tune_malloc
 from .module import LanguageModelTask
 from .run_callbacks import run_callbacks
 
@@ -144,7 +143,6 @@ def build_logger(node):
 
 def train(cfg: DictConfig) -> dict:
     validate_train_config(cfg)
-    tune_malloc()
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
