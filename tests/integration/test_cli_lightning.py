@@ -90,3 +90,12 @@ def test_chdir_keeps_relative_data_paths(tiny_corpus, tmp_path):
     run_cli("train", *SMALL, "data.path=corpus.txt", "trainer.max_steps=2", "trainer.enable_progress_bar=false",
             "hydra.job.chdir=true", "hydra.run.dir=out/run", cwd=tmp_path)
     assert (tmp_path / "out" / "run" / "model" / "model.safetensors").is_file()
+
+
+def test_help_of_each_command_names_it_and_lists_only_its_own_choices(tmp_path):
+    for command in ("generate", "evaluate", "export", "plot", "push"):
+        out = run_cli(command, "--help", cwd=tmp_path).stdout
+        assert out.startswith(f"lstm-pipeline {command} ") and "powered by Hydra" not in out, out[:300]
+        assert "trainer: cpu" not in out and "model/cell:" not in out  # train's groups
+    out = run_cli("train", "--help", cwd=tmp_path).stdout
+    assert out.startswith("lstm-pipeline train ") and "trainer: cpu, ddp, gpu" in out
