@@ -405,6 +405,8 @@ def _main(argv: list[str] | None = None) -> int | None:
     if command == "plugins":
         return _plugins(rest)
     rest = _quote_free_text(rest)
+    # `train x=1 -m y=2,3`: Hydra's parser takes flags only before the overrides
+    rest = [a for a in rest if a in ("-m", "--multirun")] + [a for a in rest if a not in ("-m", "--multirun")]
     try:
         _check_component_choices(rest)
     except LookupError as exc:

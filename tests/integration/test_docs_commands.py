@@ -14,6 +14,8 @@ import pytest
 
 from helpers import ROOT
 
+pytestmark = pytest.mark.slow  # about 70 commands, a few seconds each
+
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 #: (pattern in the command, why it is not run here)
@@ -29,7 +31,10 @@ SKIPS = [
 
 SHRINK_TRAIN = ["model.hidden_size=8", "model.embedding_dim=8", "batching.batch_size=2", "batching.bptt=8",
                 "batching.eval_batch_size=2", "trainer.max_steps=2", "trainer.val_check_interval=2",
-                "trainer.enable_progress_bar=false", "sample.max_new_tokens=5"]
+                "trainer.enable_progress_bar=false", "sample.max_new_tokens=5"]  # the last two: also on resume
+#: numeric settings capped (the first value of a sweep at the cap, the next at twice it, ...)
+CAPS = {"max_new_tokens": 10, "decoding.num_beams": 4, "trainer.max_steps": 4, "model.hidden_size": 8,
+        "model.embedding_dim": 8, "model.cell.proj_size": 4, "trainer.val_check_interval": 2}
 RUN_PLACEHOLDER = re.compile(r"^(runs/[^ \]]*|<run>|<run dir>|/tmp/h6work/run|run)$")
 
 
@@ -88,14 +93,18 @@ def _shrink(args: list[str], tiny_run: Path, tiny_corpus: Path, tmp_path: Path) 
             value = str(tiny_corpus)
         elif sep and key == "out" and value.startswith("/tmp/h6work"):
             value = str(tmp_path / "plots")
-        elif sep and key in ("max_new_tokens", "decoding.num_beams", "trainer.max_steps") and value.isdigit():
-            value = str(min(int(value), 20))
+        elif sep and key in CAPS and re.fullmatch(r"[\d,]+", value):  # sweeps too: 256,512 -> 8,16
+            value = ",".join(str(min(int(v), CAPS[key] * (j + 1))) for j, v in enumerate(value.split(",")))
         out.append(f"{key}{sep}{value}" if sep else a)
     if command == "train" and "--help" not in out:
-        if not any(a.startswith("data") for a in out) and not any(a.startswith("ckpt_path=") for a in out):
+        resumed = any(a.startswith("ckpt_path=") for a in out)
+        if not any(a.startswith("data") for a in out) and not resumed:
             out = ["data=text", f"data.path={tiny_corpus}", *out]
-        out = [*out, *SHRINK_TRAIN]
-        if not any(a.startswith("ckpt_path=") for a in out):
+        given = {a.split("=", 1)[0] for a in out}
+        # a resumed run keeps its own model and batching (the recorded overrides): only the output shrinks
+        shrink = SHRINK_TRAIN[-2:] if resumed else [o for o in SHRINK_TRAIN if o.split("=", 1)[0] not in given]
+        out = [*out, *shrink]
+        if not resumed:
             out.append(f"hydra.run.dir={tmp_path / 'run'}")
         if "-m" in out:
             out.append(f"hydra.sweep.dir={tmp_path / 'sweep'}")
