@@ -72,6 +72,7 @@ _WARNINGS = (
     r".*It is recommended to use `self\.log\(.*sync_dist=True", # our metrics are reduced across ranks already
     r".*dataloader.* is not resumable",                   # the datamodule restores its own position
     r".*The number of training batches \(.*\) is smaller than the logging interval",
+    r".*torch\.distributed\.nn\.functional\.all_gather is deprecated",  # inside Lightning's all_gather (DDP)
 )
 
 
@@ -80,12 +81,14 @@ class _LightningNoise(logging.Filter):
         return not (record.name.startswith("lightning") and str(record.msg).lstrip().startswith(_NOISE))
 
 
-def _setup_logging() -> None:
+def _setup_logging(command: str) -> None:
     """Lightning's info lines (why early stopping stopped, DDP start-up) go through Hydra's handlers,
     to the console and ``<run dir>/<command>.log``, once; its hardware banner, advert and the
     warnings listed in ``_WARNINGS`` are dropped."""
     import warnings
 
+    if command == "train":
+        import lightning  # noqa: F401  (its import adds the console handlers removed here)
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         lg = logging.getLogger(name)
         for h in list(lg.handlers):  # the console handlers Lightning adds when imported
@@ -160,7 +163,7 @@ def _hydra_app(config_name: str, fn):
 
     @hydra.main(version_base="1.3", config_path="pkg://lstm_pipeline.conf", config_name=config_name)
     def app(cfg):
-        _setup_logging()
+        _setup_logging(config_name)
         try:
             _absolute_paths(cfg)
             result = fn(cfg)

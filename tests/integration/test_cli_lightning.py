@@ -99,3 +99,16 @@ def test_help_of_each_command_names_it_and_lists_only_its_own_choices(tmp_path):
         assert "trainer: cpu" not in out and "model/cell:" not in out  # train's groups
     out = run_cli("train", "--help", cwd=tmp_path).stdout
     assert out.startswith("lstm-pipeline train ") and "trainer: cpu, ddp, gpu" in out
+
+
+def test_ddp_start_up_is_said_once_on_the_console_and_in_train_log(tiny_corpus, tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli("train", *SMALL, f"data.path={tiny_corpus}", "trainer.max_steps=3", "trainer=ddp",
+                   "trainer.accelerator=cpu", "trainer.devices=2", "trainer.enable_progress_bar=false",
+                   f"hydra.run.dir={run}", cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert "Initializing distributed: GLOBAL_RANK: 0, MEMBER: 1/2" in (run / "train.log").read_text()
+    assert "All distributed processes registered. Starting with 2 processes" in out
+    assert out.count("GLOBAL_RANK: 1, MEMBER: 2/2") == 1 and "INFO: " not in out  # no second copy through Lightning's handler
+    assert out.count("validating at the last step") == 1  # rank 0 only
+    assert "is deprecated" not in out and "sync_dist" not in out

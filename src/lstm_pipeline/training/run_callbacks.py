@@ -29,8 +29,9 @@ class ValidateAtEnd(L.Callback):
         if isinstance(interval, int) and trainer.check_val_every_n_epoch is None and \
                 (trainer.fit_loop.epoch_loop.total_batch_idx + 1) % interval == 0:
             return  # this step validates anyway
-        log.info("validating at the last step (%d): it is not a multiple of trainer.val_check_interval (%s)",
-                 trainer.global_step, trainer.val_check_interval)
+        if trainer.is_global_zero:
+            log.info("validating at the last step (%d): it is not a multiple of trainer.val_check_interval (%s)",
+                     trainer.global_step, trainer.val_check_interval)
         trainer.should_stop = True
 
 
