@@ -5,7 +5,9 @@ so ``--help``, ``--cfg job``, ``-m`` (multirun) and every override work the Hydr
 """
 from __future__ import annotations
 
+import glob
 import importlib
+import logging
 import os
 import shutil
 import sys
@@ -60,6 +62,98 @@ def _drop_unused_run_dir(cfg) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+#: Lightning's lines that say nothing about this run (hardware it does not use, an advert)
+_NOISE = ("GPU available:", "TPU available:", "HPU available:", "\U0001f4a1 Tip:", "💡")
+#: warnings every run printed that are not the user's to act on: (message regex, module regex)
+_WARNINGS = (
+    r".*isinstance\(treespec, LeafSpec\)",                 # torch/lightning internal deprecation
+    r".*Your `IterableDataset` has `__len__` defined",    # our streams define it on purpose
+    r".*does not have many workers",                      # num_workers=0 is the default, by design
+    r".*It is recommended to use `self\.log\(.*sync_dist=True", # our metrics are reduced across ranks already
+    r".*dataloader.* is not resumable",                   # the datamodule restores its own position
+    r".*The number of training batches \(.*\) is smaller than the logging interval",
+    r".*torch\.distributed\.nn\.functional\.all_gather is deprecated",  # inside Lightning's all_gather (DDP)
+)
+
+
+class _LightningNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("lightning") and str(record.msg).lstrip().startswith(_NOISE))
+
+
+def _setup_logging(command: str) -> None:
+    """Lightning's info lines (why early stopping stopped, DDP start-up) go through Hydra's handlers,
+    to the console and ``<run dir>/<command>.log``, once; its hardware banner, advert and the
+    warnings listed in ``_WARNINGS`` are dropped."""
+    import warnings
+
+    if command == "train":
+        import lightning  # noqa: F401  (its import adds the console handlers removed here)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        lg = logging.getLogger(name)
+        for h in list(lg.handlers):  # the console handlers Lightning adds when imported
+            if type(h) is logging.StreamHandler:
+                lg.removeHandler(h)
+        lg.propagate = True
+    for h in logging.getLogger().handlers:
+        if not any(isinstance(f, _LightningNoise) for f in h.filters):
+            h.addFilter(_LightningNoise())
+    for pattern in _WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+#: keys holding file paths that are read, resolved against the directory the command was started in
+#: when ``hydra.job.chdir=true`` moved the process into the run directory
+PATH_KEYS = ("data.path", "data.files", "data.train", "data.validation", "data.test", "tokenizer.path",
+             "ckpt_path", "prompts_file", "output_file", "report", "out")
+WRITTEN_KEYS = ("output_file", "report", "out")
+
+
+def _absolute_paths(cfg) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd
+    from omegaconf import ListConfig, OmegaConf, open_dict
+
+    try:
+        if not HydraConfig.get().job.chdir:
+            return
+    except ValueError:
+        return
+    base = Path(get_original_cwd())
+
+    def fix(key, value):
+        if not isinstance(value, str) or not value or "://" in value or os.path.isabs(os.path.expanduser(value)):
+            return value
+        local = base / value
+        # a read path that is not here may be a Hub dataset/repo id (data.path=wikitext): left as given
+        if key in WRITTEN_KEYS or local.exists() or glob.glob(str(local)):
+            return str(local)
+        return value
+
+    with open_dict(cfg):
+        for key in PATH_KEYS:
+            try:
+                value = OmegaConf.select(cfg, key)
+            except Exception:
+                continue
+            if isinstance(value, (list, ListConfig)):
+                OmegaConf.update(cfg, key, [fix(key, v) for v in value], merge=False)
+            elif isinstance(value, str):
+                OmegaConf.update(cfg, key, fix(key, value), merge=False)
+
+
+def _optimized_metric(cfg, result):
+    """``optimized_metric=<name>``: return that metric as a float, as Hydra's sweepers (Optuna, Ax,
+    Nevergrad, the basic one) need; else the dict of metrics."""
+    name = cfg.get("optimized_metric")
+    if not name or not isinstance(result, dict):
+        return result
+    if name not in result:
+        raise ValueError(f"optimized_metric={name} is not among the run's metrics ({', '.join(sorted(result))}): "
+                         f"pick one of them (best_val_loss needs a validation, see trainer.val_check_interval).")
+    return float(result[name])
+
+
 def _hydra_app(config_name: str, fn):
     import hydra
 
@@ -69,12 +163,15 @@ def _hydra_app(config_name: str, fn):
 
     @hydra.main(version_base="1.3", config_path="pkg://lstm_pipeline.conf", config_name=config_name)
     def app(cfg):
+        _setup_logging(config_name)
         try:
-            return fn(cfg)
+            _absolute_paths(cfg)
+            result = fn(cfg)
+            if config_name == "train":
+                return _optimized_metric(cfg, result)
+            return result
         except BrokenPipeError:  # the reader went away (`lstm-pipeline generate ... | head`): stop quietly
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())  # so that flushing stdout at exit does not fail again
-            sys.exit(0)
+            sys.exit(_closed_pipe())
         except Exception as exc:
             # a connection failure (the Hub, a download) is the user's to fix too: it says what could not
             # be reached and how to work offline; a user error that wraps one already says what to do
@@ -105,6 +202,9 @@ def _resume_overrides(args: list[str]) -> list[str]:
     from omegaconf import OmegaConf
 
     from .training.safety import check_recorded_overrides
+    from .validation import check_ckpt_path
+
+    check_ckpt_path(ckpt)
     from .training.train import resolve_checkpoint, run_dir_of_checkpoint
 
     run_dir = run_dir_of_checkpoint(resolve_checkpoint(ckpt)).resolve()
@@ -120,7 +220,7 @@ def _resume_overrides(args: list[str]) -> list[str]:
 
 #: keys whose values are free text: quoted for Hydra so that any character (spaces, accents,
 #: brackets, '=') reaches the program as typed, e.g. prompt="Où est-il ? [enter]"
-FREE_TEXT_KEYS = ("prompt", "sample.prompt")
+FREE_TEXT_KEYS = ("prompt", "sample.prompt", "checkpoint.filename")
 
 
 def _escape_quoted(value: str) -> str:
@@ -140,6 +240,48 @@ def _quote_free_text(args: list[str]) -> list[str]:
             value = "'" + _escape_quoted(value) + "'"
         out.append(f"{key}{sep}{value}" if sep else a)
     return out
+
+
+def _trainer_overrides(args: list[str]) -> list[str]:
+    """``trainer.X=v`` for any ``lightning.Trainer`` argument X, whether or not the trainer file sets
+    it: passed to Hydra as ``++trainer.X=v`` (add or override). Names that are not Trainer arguments
+    are left alone, so Hydra and the validation still reject them by name."""
+    if not any(a.startswith(("trainer.", "+trainer.")) for a in args):
+        return args
+    import inspect
+
+    import lightning as L
+
+    params = set(inspect.signature(L.Trainer).parameters)
+    out = []
+    for a in args:
+        key, sep, value = a.partition("=")
+        bare = key.lstrip("+")
+        if sep and bare.startswith("trainer.") and bare.count(".") == 1 and bare.split(".")[1] in params:
+            a = f"++{bare}={value}"
+        out.append(a)
+    return out
+
+
+def _complete(argv: list[str]) -> int:
+    """Hydra's shell completion (``eval "$(lstm-pipeline train -sc install=bash)"``) calls
+    ``lstm-pipeline -sc query=<shell>`` with the line typed so far in COMP_LINE: complete the command
+    name, or hand the line without it to that command's Hydra app."""
+    line = os.environ.get("COMP_LINE", "")
+    words = line.split()
+    typing_command = len(words) < 2 or (len(words) == 2 and not line.endswith(" "))
+    if typing_command:
+        prefix = words[1] if len(words) == 2 else ""
+        print(" ".join(c for c in COMMANDS if c.startswith(prefix)))
+        return 0
+    command = words[1]
+    if command not in COMMANDS or command == "plugins":
+        print("")
+        return 0
+    os.environ["COMP_LINE"] = " ".join([words[0], *words[2:]]) + (" " if line.endswith(" ") else "")
+    sys.argv = [sys.argv[0], *argv]
+    _hydra_app(command, lambda cfg: None)()
+    return 0
 
 
 def _check_component_choices(args: list[str]) -> None:
@@ -249,12 +391,47 @@ def _plugins(args: list[str]) -> int:
     return status
 
 
+def _tolerant_stdio() -> None:
+    """A console that cannot encode every character (PYTHONIOENCODING=cp1252, a legacy Windows code
+    page): print '?' for what it cannot show and keep going, instead of stopping mid-text."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure") and (stream.encoding or "").lower().replace("-", "") != "utf8":
+            try:
+                stream.reconfigure(errors="replace")
+            except (ValueError, OSError):  # a stream that cannot be reconfigured: leave it
+                pass
+
+
+def _closed_pipe() -> int:
+    """The reader of our output went away (``lstm-pipeline plugins | head``): stop quietly; stdout
+    goes to /dev/null so that flushing it at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int | None:
+    """The ``lstm-pipeline`` command; returns the exit status."""
+    _tolerant_stdio()
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return status
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _main(argv: list[str] | None = None) -> int | None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE.format(commands="\n".join(f"  {k:<10} {v[1]}" for k, v in COMMANDS.items())))
         return 0
     command, rest = argv[0], argv[1:]
+    if command in ("-sc", "--shell-completion") and any(a.startswith("query=") for a in rest):
+        return _complete(argv)
     if command not in COMMANDS and "LOCAL_RANK" in os.environ and os.environ.get("LSTM_PIPELINE_COMMAND"):
         # a DDP worker that Lightning re-executed from the launcher's command line (overrides only)
         command, rest = os.environ["LSTM_PIPELINE_COMMAND"], argv
@@ -268,13 +445,16 @@ def main(argv: list[str] | None = None) -> int | None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
     rest = _quote_free_text(rest)
+    # `train x=1 -m y=2,3`: Hydra's parser takes flags only before the overrides
+    rest = [a for a in rest if a in ("-m", "--multirun")] + [a for a in rest if a not in ("-m", "--multirun")]
     try:
         _check_recorded_components(command, rest)
         _check_component_choices(rest)
         if command == "train":
-            rest = _resume_overrides(rest)
+            # ckpt_path missing, or not a checkpoint, or a refused overrides.yaml: before any directory is made
+            rest = _resume_overrides(_trainer_overrides(rest))
             _check_component_choices(rest)  # the resumed run's own choices (model/cell=<plugin>) too
-    except (LookupError, FileNotFoundError) as exc:
+    except USER_ERRORS as exc:
         print(f"lstm-pipeline {command}: error: {exc}", file=sys.stderr)
         return 1
     if command == "train":
@@ -282,12 +462,16 @@ def main(argv: list[str] | None = None) -> int | None:
             from .training.rundir import claim_run_dir
 
             rest = claim_run_dir(rest)  # a run directory of its own, one writer (rest: resumed overrides included)
-        except (LookupError, ValueError, FileNotFoundError) as exc:  # e.g. a refused overrides.yaml
+        except USER_ERRORS as exc:
             print(f"lstm-pipeline train: error: {exc}", file=sys.stderr)
             return 1
     module, name = COMMANDS[command][0].split(":")
 
     def fn(cfg):  # the command's module is imported only once Hydra runs it (not for --help)
+        if command == "train":  # process-wide tuning belongs to the command, not to train() in a notebook
+            from .training.malloc import tune_malloc
+
+            tune_malloc()
         return getattr(importlib.import_module(module), name)(cfg)
 
     # argv[0] stays the real program, so that Lightning's DDP launcher can re-execute it; the command

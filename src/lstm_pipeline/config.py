@@ -56,6 +56,16 @@ class TrainJob:
     logger: Any = None
     callbacks: Any = None
     sample: SampleSchema = field(default_factory=SampleSchema)
+    # the run's lightning ModelCheckpoint in <run dir>/checkpoints (none: trainer.enable_checkpointing=false);
+    # checked by validation.check_checkpoint; other ModelCheckpoint arguments with +checkpoint.<arg>=...
+    checkpoint: Any = field(default_factory=lambda: {
+        "save_top_k": 1,                # best checkpoints kept, ranked by `monitor` (0: none, -1: every one saved)
+        "save_last": True,              # checkpoints/last.ckpt, which ckpt_path=<run dir> resumes from
+        "every_n_train_steps": None,    # also save every N optimizer steps (null: at each validation)
+        "monitor": "val_loss",          # null: no ranking (with save_top_k=-1 and every_n_train_steps: snapshots)
+        "mode": "min",
+        "filename": "best-{step}"})
+    optimized_metric: Optional[str] = None  # train returns this metric (e.g. best_val_loss) for Hydra sweepers (Optuna, Ax, ...)
 
 
 @dataclass
@@ -132,7 +142,7 @@ class ExportJob:
 @dataclass
 class PlotJob:
     run: Any = MISSING              # one run directory or a list of them
-    out: Optional[str] = None       # output directory (default: <first run>/plots)
+    out: Optional[str] = None       # output directory (default: <first run>/plots), or a file (out=curves.png: one figure)
     metrics: list = field(default_factory=lambda: ["loss", "bpc", "lr", "tokens_per_sec"])  # one PNG per metric
     labels: Optional[list] = None   # legend names, one per run (default: the run directories' names)
 
@@ -269,3 +279,5 @@ def validate_train_config(cfg: DictConfig) -> None:
     for key, node in (to_dict(cfg.callbacks) or {}).items():
         if node is not None and "_target_" not in node:
             check(CALLBACKS, node, f"callbacks.{key}")
+    from .validation import validate_train  # value types, _target_ nodes, devices, ranges
+    validate_train(cfg)

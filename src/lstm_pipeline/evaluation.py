@@ -22,7 +22,7 @@ from .data.batching import StreamBatches
 from .data.pipeline import prepare_corpus
 from .data.sources import DataError
 from .eval import loss_metrics
-from .hub import load_pretrained, resolve_model_dir
+from .hub import load_pretrained, resolve_model_dir, resolve_pretrained
 from .integrity import json_safe
 
 
@@ -119,17 +119,27 @@ def recorded_data(model_dir: Path, config: dict) -> dict:
     return recorded
 
 
+def _data_tag(data_cfg: dict) -> str:
+    """A file-name tag for data other than the run's own: its name and a hash of its settings, so that
+    scoring other data never overwrites ``eval.json`` (the run's own) nor another data set's report."""
+    import hashlib
+
+    digest = hashlib.sha1(json.dumps(data_cfg, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{data_cfg.get('name', 'data')}-{digest}"
+
+
 def evaluate(cfg: DictConfig) -> dict:
     from .eval.cache import cache_evaluate
     from .eval.dynamic import dynamic_evaluate
 
-    model_dir = resolve_model_dir(cfg.run)
+    __import__("lstm_pipeline.validation").validation.check_positive_settings(cfg, "batch_size", "bptt")
+    model_dir = resolve_pretrained(cfg.run)  # a run, a model directory, or a Hub repo id (cached or downloaded)
     model, tokenizer, config = load_pretrained(model_dir, map_location=cfg.device)
     data_cfg = to_dict(cfg.data) or recorded_data(model_dir, config)
     corpus = prepare_corpus(data_cfg, {}, tokenizer_path=model_dir / "tokenizer.json")
     run_dir = Path(model_dir).parent if Path(model_dir).name == "model" else Path(model_dir)
     dyn, cache = to_dict(cfg.dynamic_eval), to_dict(cfg.cache)
-    report: dict = {}
+    report: dict = {"data": {"own": not cfg.data, **data_cfg}}  # what was scored: the run's own data or data=...
     if not corpus.ids and data_cfg.get("streaming"):
         raise DataError(f"The run streams its data (data.streaming=true), and evaluate scores whole prepared splits. "
                         f"Name data it can prepare, e.g. data={data_cfg.get('name', 'hub')} with the run's data.path and "
@@ -168,7 +178,7 @@ def evaluate(cfg: DictConfig) -> dict:
         print("generation: " + "  ".join(f"distinct-{k} {g[f'distinct_{k}']:.3f}" for k in range(1, n + 1))
               + f"  rep-{n} {g[f'repetition_rate_{n}']:.3f}  self-BLEU-{n} {g[f'self_bleu_{n}']:.3f}"
               f"  own ppl {g['own_ppl']:.3f}  ({g['num_samples']} samples x {gen_cfg['max_new_tokens']} tokens)")
-    out = Path(cfg.report) if cfg.report else run_dir / "eval.json"
+    out = Path(cfg.report) if cfg.report else run_dir / ("eval.json" if not cfg.data else f"eval-{_data_tag(data_cfg)}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False))  # valid JSON: NaN/inf written as null
     print(f"report: {out}")

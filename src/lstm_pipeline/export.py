@@ -117,7 +117,7 @@ def export_cmd(cfg) -> Path:
             "inputs": {"token": "int64 (B,)", **{n: f"float32 {shape} with B at dim 1" for n, shape in zip(ins, shapes)}},
             "outputs": {"logits": "float32 (B, V)", **{n: f"float32, like {i}" for n, i in zip(outs, ins)}},
             "initial_state": "zeros", "bos_token_id": config.get("bos_token_id"),
-            "tokenizer": str(model_dir / "tokenizer.json")}
+            "tokenizer": __import__("os").path.relpath(model_dir / "tokenizer.json", out.parent)}  # relative to this file
     (out.parent / (out.name + ".json")).write_text(json.dumps(meta, indent=2))
     print(f"Exported {fmt}{' (int8)' if cfg.quantize else ''} step module: {out}\n"
           f"  inputs:  token (B,) int64, {', '.join(f'{n} {s}' for n, s in zip(ins, shapes))} (zeros to start)\n"

@@ -191,6 +191,7 @@ def resolve_model_dir(path: str | Path) -> Path:
 def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu"
                     ) -> tuple[RecurrentLM, TextTokenizer, dict]:
     model_dir = resolve_model_dir(path)
+    __import__("lstm_pipeline.validation").validation.check_model_dir(model_dir, map_location)  # damaged files
     config = json.loads((model_dir / "config.json").read_text())
     if config.get("format") != "lstm-pipeline":
         raise ModelDirError(f"{model_dir / 'config.json'} is not an lstm-pipeline model config.")

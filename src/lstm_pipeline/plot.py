@@ -33,6 +33,41 @@ def metrics_csv(run: str | Path) -> Path:
                             f"trained with the csv logger (logger=csv, the default)>.")
 
 
+def expand_runs(runs: Sequence[str | Path], labels: Sequence[str] | None = None
+                ) -> tuple[list[Path], list[str] | None]:
+    """A Hydra multirun directory (``runs/multirun/<date>/<time>``: job subdirectories, each a run)
+    stands for all its jobs, labelled by their overrides (``model.hidden_size=512``) or subdirectory
+    name; other entries are kept as given."""
+    out: list[Path] = []
+    names: list[str] = []
+    for i, run in enumerate(runs):
+        run = Path(run).expanduser()
+        jobs = [] if (run / "logs" / "metrics.csv").is_file() or (run / "metrics.csv").is_file() else \
+            sorted((d for d in run.iterdir() if d.is_dir() and (d / "logs" / "metrics.csv").is_file()),
+                   key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name)) \
+            if run.is_dir() else []
+        if not jobs:
+            out.append(run)
+            names.append(labels[i] if labels else (run.name or str(run)))
+            continue
+        overrides = [_job_overrides(job) for job in jobs]
+        common = set.intersection(*map(set, overrides))
+        for job, given in zip(jobs, overrides):
+            swept = " ".join(o for o in given if o not in common)  # what differs between the jobs
+            out.append(job)
+            names.append(f"{labels[i]}/{job.name}" if labels else f"{job.name}: {swept}" if swept else job.name)
+    return out, names
+
+
+def _job_overrides(job: Path) -> list[str]:
+    path = job / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    from omegaconf import OmegaConf
+
+    return [str(o) for o in OmegaConf.load(path) if not str(o).startswith("hydra.")]
+
+
 def read_series(path: Path) -> dict[str, tuple[list[float], list[float]]]:
     """column -> (steps, values), skipping the empty cells of Lightning's sparse CSV."""
     series: dict[str, tuple[list[float], list[float]]] = {}
@@ -62,6 +97,10 @@ def columns_for(metric: str, available: Sequence[str]) -> list[str]:
 
 def plot_runs(runs: Sequence[str | Path], out_dir: str | Path, metrics: Sequence[str] = ("loss", "bpc", "lr", "tokens_per_sec"),
               labels: Sequence[str] | None = None) -> list[Path]:
+    """Write one PNG per metric into directory ``out_dir`` (or, when ``out_dir`` names an image file
+    such as ``curves.png``, one figure with a panel per metric there); return the files written.
+    A multirun directory among ``runs`` stands for all its jobs. Raises ValueError when no metric
+    is found, FileNotFoundError for a run without metrics.csv, ImportError without matplotlib."""
     try:
         import matplotlib
     except ImportError as exc:
@@ -71,18 +110,30 @@ def plot_runs(runs: Sequence[str | Path], out_dir: str | Path, metrics: Sequence
 
     if not runs:
         raise ValueError("run= is empty: pass one run directory or a list, e.g. run=[runs/a,runs/b]")
-    labels = list(labels) if labels else [Path(r).name or str(r) for r in runs]
-    if len(labels) != len(runs):
+    if labels and len(labels) != len(runs):
         raise ValueError(f"labels has {len(labels)} names for {len(runs)} runs; give one per run.")
+    runs, labels = expand_runs(runs, labels)
     unknown = [m for m in metrics if m not in METRIC_COLUMNS]
     if unknown:
         raise ValueError(f"Unknown metric(s) {unknown}; choose from {', '.join(METRIC_COLUMNS)}.")
     data = [read_series(metrics_csv(r)) for r in runs]
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    one_file = out_dir.suffix.lower() in (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+    if one_file:  # out=curves.png: every metric a panel of one figure, in that file
+        present = [m for m in metrics if any(columns_for(m, list(s)) for s in data)]
+        fig, axes = plt.subplots(len(present) or 1, 1, figsize=(7, 3.4 * max(len(present), 1)), dpi=110,
+                                 squeeze=False)
+        panels = iter(axes[:, 0])
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for metric in metrics:
-        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+        if one_file:
+            if metric not in present:
+                continue
+            ax = next(panels)
+        else:
+            fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
         drawn = 0
         for i, (series, label) in enumerate(zip(data, labels)):
             color = f"C{i % 10}"
@@ -101,11 +152,19 @@ def plot_runs(runs: Sequence[str | Path], out_dir: str | Path, metrics: Sequence
         ax.set_title(TITLES[metric])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+        if one_file:
+            continue
         fig.tight_layout()
         path = out_dir / f"{metric}.png"
         fig.savefig(path)
         plt.close(fig)
         written.append(path)
+    if one_file and present:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        fig.tight_layout()
+        fig.savefig(out_dir)
+        plt.close(fig)
+        written.append(out_dir)
     if not written:
         raise ValueError(f"None of the metrics {list(metrics)} is in the logs of {', '.join(map(str, runs))}; "
                          f"columns there: {', '.join(sorted({c for s in data for c in s}))}.")
@@ -116,7 +175,7 @@ def plot_cmd(cfg) -> list[Path]:
     from omegaconf import ListConfig
 
     runs = list(cfg.run) if isinstance(cfg.run, (list, ListConfig)) else [cfg.run]
-    out = Path(cfg.out) if cfg.out else Path(runs[0]) / "plots"
+    out = Path(cfg.out) if cfg.out else Path(runs[0]) / "plots"  # out=<file>.png: one file, a panel per metric
     labels = list(cfg.labels) if cfg.labels else None
     written = plot_runs(runs, out, list(cfg.metrics), labels)
     for p in written:

@@ -39,6 +39,12 @@ def test_every_group_option_composes_and_validates(group, option):
     cfg.run_dir = "/tmp/x"  # hydra:runtime is only set inside a real run
     for key in _missing_keys(cfg):  # what the option leaves to the user (data.path, ...): any value
         OmegaConf.update(cfg, key, "some.txt")
+    import torch
+
+    if group == "trainer" and option == "gpu" and not torch.cuda.is_available():  # the hardware is checked too
+        with pytest.raises(ValueError, match="trainer.accelerator=gpu but this machine has no usable GPU"):
+            validate_train_config(cfg)
+        return
     validate_train_config(cfg)
 
 

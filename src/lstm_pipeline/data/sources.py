@@ -352,6 +352,8 @@ class FilesSource(_SourceBase):
         all_files = [f for fs in files.values() for f in fs]
         fmt = _format_of(all_files, self.format)
         _check_policy(self.encoding_errors)
+        if self.document_separator is None and fmt != "text":  # rows are documents: keep them apart
+            self.document_separator = "\n"
         kwargs: dict[str, Any] = {}
         if fmt in ("text", "json", "csv"):
             kwargs["encoding_errors"] = self.encoding_errors

@@ -22,8 +22,8 @@ from ..hub import MODEL_DIRNAME, save_pretrained
 from ..integrity import check_finite, json_safe
 from ..registry import CALLBACKS, run_components
 from .checkpoint_io import AtomicCheckpointIO
-from .malloc import tune_malloc
 from .module import LanguageModelTask, check_component_settings
+from .run_callbacks import run_callbacks
 from .rundir import RecordRun, RunDirError, RunLock, StartGuard, clean_stale_temp_files, hydra_records_itself
 from .safety import check_targets, load_checkpoint
 
@@ -153,10 +153,16 @@ class RunCheckpoint(ModelCheckpoint):
         super().load_state_dict(state_dict)
 
 
-def build_callbacks(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> tuple[list, ModelCheckpoint]:
-    ckpt_cb = RunCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{step}", monitor="val_loss",
-                            mode="min", save_top_k=1, save_last=True, resume_from=resume_from)
-    callbacks = [ckpt_cb]
+def build_callbacks(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None
+                    ) -> tuple[list, ModelCheckpoint | None]:
+    """The run's checkpoint policy (``checkpoint.*``; none with ``trainer.enable_checkpointing=false``),
+    validation at the last step, the progress bar, then the configured callbacks."""
+    trainer_cfg = to_dict(cfg.trainer) or {}
+    ckpt_cb = None
+    if trainer_cfg.get("enable_checkpointing", True) is not False:
+        policy = dict(to_dict(cfg.get("checkpoint")) or {})  # its defaults: config.py TrainJob.checkpoint
+        ckpt_cb = RunCheckpoint(dirpath=run_dir / "checkpoints", resume_from=resume_from, **policy)
+    callbacks = [c for c in (ckpt_cb, *run_callbacks(trainer_cfg)) if c is not None]
     for key, node in (to_dict(cfg.callbacks) or {}).items():
         if node is None:
             continue
@@ -243,9 +249,6 @@ def train(cfg: DictConfig) -> dict:
 
 
 def _train(cfg: DictConfig, run_dir: Path, ckpt: Path | None, holder: dict, record: RecordRun | None) -> dict:
-    tune_malloc()
-    # Lightning prints through its own handler; stop a second copy through Hydra's root handler
-    logging.getLogger("lightning.pytorch").propagate = False
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     is_rank_zero = record is not None
 
@@ -291,7 +294,7 @@ def _train(cfg: DictConfig, run_dir: Path, ckpt: Path | None, holder: dict, reco
     if not trainer.is_global_zero:
         return result
     # export the best checkpoint's weights (the last ones when no validation ran)
-    best = ckpt_cb.best_model_path
+    best = ckpt_cb.best_model_path if ckpt_cb is not None else None
     if best and Path(best).is_file():
         best_ckpt = load_checkpoint(best)
         task.load_state_dict(best_ckpt["state_dict"])

@@ -1,0 +1,60 @@
+"""Callbacks every training run gets (besides its ModelCheckpoint and the configured ones).
+
+* :class:`ValidateAtEnd`: the last step of a step-bounded run is always validated, so a run shorter
+  than ``trainer.val_check_interval`` (or ending between two checks) still has a validation loss,
+  a best checkpoint and metrics in its model card.
+* :func:`progress_bar`: Lightning's progress bar (Rich when installed), whose title reads
+  ``Epoch N`` for a run bounded by steps rather than ``Epoch N/-2``.
+"""
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+
+log = logging.getLogger(__name__)
+
+
+class ValidateAtEnd(L.Callback):
+    """Ask Lightning to validate after the final optimizer step (``trainer.max_steps``) when that
+    step is not already a validation step; Lightning validates when ``should_stop`` is set."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.max_steps is None or trainer.max_steps < 0 or trainer.global_step < trainer.max_steps:
+            return
+        if not trainer.enable_validation or trainer.should_stop:
+            return
+        interval = trainer.val_check_batch
+        if isinstance(interval, int) and trainer.check_val_every_n_epoch is None and \
+                (trainer.fit_loop.epoch_loop.total_batch_idx + 1) % interval == 0:
+            return  # this step validates anyway
+        if trainer.is_global_zero:
+            log.info("validating at the last step (%d): it is not a multiple of trainer.val_check_interval (%s)",
+                     trainer.global_step, trainer.val_check_interval)
+        trainer.should_stop = True
+
+
+def _title(trainer: L.Trainer, current_epoch: int) -> str:
+    if trainer.max_epochs is None or trainer.max_epochs < 0:
+        return f"Epoch {current_epoch}"
+    return f"Epoch {current_epoch}/{trainer.max_epochs - 1}"
+
+
+class RunRichProgressBar(RichProgressBar):
+    def _get_train_description(self, current_epoch: int) -> str:
+        return _title(self.trainer, current_epoch)
+
+
+def progress_bar(trainer_cfg: dict) -> list:
+    """The run's progress bar callback ([] when ``trainer.enable_progress_bar=false``)."""
+    if trainer_cfg.get("enable_progress_bar", True) is False:
+        return []
+    from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
+
+    # TQDM's own title has no '/-2'
+    return [RunRichProgressBar() if _RICH_AVAILABLE else TQDMProgressBar()]
+
+
+def run_callbacks(trainer_cfg: dict) -> list:
+    return [ValidateAtEnd(), *progress_bar(trainer_cfg)]

@@ -1,0 +1,136 @@
+"""The bad-input sweep (issue 13): each mistake a user can make on the command line or in a model
+directory gives ONE line naming the setting or file and what to do, exit status 1, no traceback,
+and (for train) no run directory left behind. One row per input: (command, overrides, damage to a
+copy of a trained run, the expected message fragment)."""
+import json
+import shutil
+import struct
+
+import pytest
+
+from helpers import run_cli
+
+TRAIN = ["data=text", "model.hidden_size=16", "model.embedding_dim=8", "batching.batch_size=2",
+         "batching.bptt=8", "trainer.max_steps=2", "trainer.enable_progress_bar=false", "sample.max_new_tokens=4"]
+
+
+def _truncate(model):
+    p = model / "model.safetensors"
+    p.write_bytes(p.read_bytes()[:100])
+
+
+def _empty(name):
+    return lambda model: (model / name).write_bytes(b"")
+
+
+def _huge_header(model):
+    p = model / "model.safetensors"
+    data = p.read_bytes()
+    p.write_bytes(struct.pack("<Q", 10 ** 15) + data[8:])
+
+
+def _drop_tensor(model):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(model / "model.safetensors")
+    tensors.pop(sorted(tensors)[0])
+    save_file(tensors, model / "model.safetensors")
+
+
+def _wrong_shape(model):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(model / "model.safetensors")
+    tensors[sorted(tensors)[0]] = torch.zeros(3)
+    save_file(tensors, model / "model.safetensors")
+
+
+def _write(name, text):
+    return lambda model: (model / name).write_text(text)
+
+
+def _edit_config(**changes):
+    def edit(model):
+        config = json.loads((model / "config.json").read_text())
+        for key, value in changes.items():
+            if key == "model_field":
+                config["model"][value] = 3
+            else:
+                config[key] = value
+        (model / "config.json").write_text(json.dumps(config))
+    return edit
+
+
+# (id, command, overrides, damage, expected fragment of the one error line)
+CASES = [
+    # value types, before anything runs
+    ("max_steps_abc", "train", ["trainer.max_steps=abc"], None, "trainer.max_steps='abc' is not valid: lightning.Trainer takes an integer"),
+    ("hidden_float", "train", ["model.hidden_size=32.5"], None, "model.hidden_size=32.5 is not valid"),
+    ("precision_typo", "train", ["trainer.precision=bf15"], None, "trainer.precision='bf15' is not valid"),
+    # misspelled keys inside _target_ nodes, checked against the target's signature
+    ("optim_lrr", "train", ["+optim.lrr=1"], None, "optim.lrr: optim (torch.optim.Adam) does not take the setting 'lrr'. Did you mean 'lr'?"),
+    ("sched_tmaxx", "train", ["scheduler=cosine", "+scheduler.T_maxx=3"], None, "Did you mean 'T_max'?"),
+    ("logger_savedirr", "train", ["+logger.save_dirr=x"], None, "Did you mean 'save_dir'?"),
+    ("callback_target_typo", "train", ["+callbacks.es={_target_:lightning.pytorch.callbacks.EarlyStopping,monitr:val_loss}"],
+     None, "callbacks.es.monitr"),
+    ("target_unimportable", "train", ["optim._target_=torch.optim.Adamm"], None, "optim._target_=torch.optim.Adamm cannot be imported"),
+    ("checkpoint_key_typo", "train", ["+checkpoint.every_n_train_step=3"], None, "Did you mean 'every_n_train_steps'?"),
+    ("trainer_logger", "train", ["trainer.logger=false"], None, "trainer.logger is set by the pipeline itself"),
+    ("optimized_metric_unknown", "train", ["optimized_metric=val_losss", "trainer.max_steps=1"], None,
+     "optimized_metric=val_losss is not a metric a run reports. Did you mean 'val_loss'?"),
+    # hardware the machine does not have
+    ("accelerator_gpu", "train", ["trainer.accelerator=gpu"], None, "trainer.accelerator=gpu but this machine has no usable GPU"),
+    ("devices_zero", "train", ["trainer.devices=0"], None, "trainer.devices=0 is not valid"),
+    # ranges (the sample printed after training is checked before training)
+    ("bptt_zero", "train", ["batching.bptt=0"], None, "batching.bptt=0 is not valid: it must be a positive integer"),
+    ("batch_negative", "train", ["batching.batch_size=-4"], None, "batching.batch_size=-4 is not valid: it must be a positive integer"),
+    ("sample_tokens_negative", "train", ["sample.max_new_tokens=-5"], None, "sample.max_new_tokens=-5 is not valid"),
+    ("sample_temperature_zero", "train", ["sample.temperature=0"], None, "sample.temperature=0.0 is not valid: it must be > 0"),
+    # resume
+    ("ckpt_missing", "train", ["ckpt_path=no/such/run"], None, "ckpt_path=no/such/run does not exist"),
+    ("ckpt_not_a_checkpoint", "train", ["ckpt_path=CORPUS"], None, "is not a checkpoint (.ckpt file)"),
+    ("ckpt_dir_without_last", "train", ["ckpt_path=EMPTYDIR"], None, "has no checkpoints/last.ckpt"),
+    # generate / evaluate on a damaged or mismatched model directory
+    ("safetensors_truncated", "generate", [], _truncate, "model.safetensors is damaged (not a readable safetensors file"),
+    ("safetensors_empty", "generate", [], _empty("model.safetensors"), "model.safetensors is damaged"),
+    ("safetensors_huge_header", "evaluate", [], _huge_header, "model.safetensors is damaged"),
+    ("safetensors_missing_tensor", "generate", [], _drop_tensor, "is missing"),
+    ("safetensors_wrong_shape", "evaluate", [], _wrong_shape, "has shape [3]"),
+    ("tokenizer_malformed", "generate", [], _write("tokenizer.json", "{bad"), "tokenizer.json is damaged (not valid JSON"),
+    ("tokenizer_empty", "generate", [], _empty("tokenizer.json"), "tokenizer.json is damaged (the file is empty)"),
+    ("tokenizer_not_a_tokenizer", "evaluate", [], _write("tokenizer.json", '{"a": 1}'), "tokenizer.json is damaged (not a tokenizer"),
+    ("config_list", "generate", [], _write("config.json", "[1, 2]"), "config.json is damaged (expected a JSON object, found list)"),
+    ("config_string_vocab", "generate", [], _edit_config(vocab_size="65"), "vocab_size must be a positive integer, found '65'"),
+    ("config_unknown_field", "evaluate", [], _edit_config(model_field="hidden_sizee"), "model setting 'hidden_sizee'"),
+    ("generate_cuda", "generate", ["device=cuda"], None, "device=cuda but this machine has no usable GPU"),
+    ("evaluate_batch_zero", "evaluate", ["batch_size=0"], None, "batch_size=0 is not valid: it must be a positive integer"),
+    ("evaluate_bptt_zero", "evaluate", ["bptt=0"], None, "bptt=0 is not valid: it must be a positive integer"),
+]
+
+
+@pytest.mark.parametrize("command,overrides,damage,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_clear_line(command, overrides, damage, expected, tiny_run, tiny_corpus, tmp_path):
+    import torch
+
+    if "gpu" in expected.lower() and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    (tmp_path / "empty").mkdir()
+    overrides = [o.replace("CORPUS", str(tiny_corpus)).replace("EMPTYDIR", str(tmp_path / "empty")) for o in overrides]
+    if command == "train":
+        run_dir = tmp_path / "run"
+        args = [*TRAIN, f"data.path={tiny_corpus}", *overrides, f"hydra.run.dir={run_dir}"]
+    else:
+        run_dir = tmp_path / "copy"
+        shutil.copytree(tiny_run, run_dir)
+        if damage is not None:
+            damage(run_dir / "model")
+        args = [f"run={run_dir}", *overrides] + (["max_new_tokens=3"] if command == "generate" else [])
+    proc = run_cli(command, *args, cwd=tmp_path, check=False)
+    assert proc.returncode == 1, (proc.stdout[-2000:], proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith(f"lstm-pipeline {command}: error:")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    assert expected in errors[0], errors[0]
+    if command == "train":
+        assert not run_dir.exists(), sorted(p.name for p in run_dir.iterdir())
