@@ -22,7 +22,7 @@ from .data.batching import StreamBatches
 from .data.pipeline import prepare_corpus
 from .data.sources import DataError
 from .eval import loss_metrics
-from .hub import load_pretrained, resolve_model_dir, resolve_pretrained
+from .hub import load_pretrained, resolve_pretrained
 from .integrity import json_safe
 
 

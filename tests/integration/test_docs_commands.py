@@ -24,6 +24,7 @@ SKIPS = [
     (r"data=files", "needs the reader's own data files"),
     (r"trainer=ddp", "several processes: tests/integration/test_ddp.py runs DDP"),
     (r"mogrifier|mirostat|ebooks|with_samples", "a plugin from plugins/ (tests/integration/test_plugins_install.py installs them)"),
+    (r"top_a|my_filter", "a plugin's logits processor (tests/unit/test_plugin_processors.py switches one on)"),
     (r"^lstm-pipeline push\b", "needs the Hugging Face Hub (tests/unit/test_hub_network.py fakes it)"),
     (r"hydra/sweeper=optuna", "needs hydra-optuna-sweeper, not a dependency"),
     (r"logger=(wandb|mlflow|tensorboard)\b(?!.*error)", "an optional logger package"),
