@@ -86,6 +86,7 @@ class GenerateJob:
     stop_strings: list = field(default_factory=list)  # stop a row once its text contains one ("\\n" is a newline)
     max_time: Optional[float] = None  # seconds: stop every row after this long
     decoding: Any = None            # null: the model's generation_config.json; decoding=<strategy> to choose
+    quantize: Optional[str] = None  # int8: dynamic int8 steps on the CPU (faster at small batches; docs/generation.md)
 
 
 @dataclass

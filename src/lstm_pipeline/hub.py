@@ -277,11 +277,32 @@ class PretrainedLM:
 
 def from_pretrained(path_or_repo_id: str | Path, revision: str | None = None, cache_dir: str | None = None,
                     local_files_only: bool | None = None, token: str | bool | None = None,
-                    map_location: str | torch.device = "cpu") -> PretrainedLM:
-    """Load a model from a run directory, a model directory, or a Hub repo id (``org/name``)."""
+                    map_location: str | torch.device = "cpu", quantize: str | None = None) -> PretrainedLM:
+    """Load a model from a run directory, a model directory, or a Hub repo id (``org/name``).
+    ``quantize="int8"``: its one-token steps run their matrix products in dynamic int8 on the CPU
+    (:func:`quantize_model`); for generation, not training."""
     model_dir = resolve_pretrained(path_or_repo_id, revision, cache_dir, local_files_only, token)
     model, tokenizer, config = load_pretrained(model_dir, map_location)
-    return PretrainedLM(model, tokenizer, config, model_dir)
+    return PretrainedLM(quantize_model(model, quantize), tokenizer, config, model_dir)
+
+
+QUANTIZE = (None, "none", "int8")
+
+
+def quantize_model(model: RecurrentLM, quantize: str | None) -> RecurrentLM:
+    """``quantize``: None/"none" (float, unchanged) or "int8" (in place: the products every ``step`` runs
+    through ``step_linear``, the cells' gates, a tying projection and the output layer, become dynamic
+    int8, weights per output row; the same rewrite export's ``quantize=true`` uses). The prompt
+    (``prefill``) stays float. CPU only."""
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize must be one of none, int8; got {quantize!r}")
+    if quantize != "int8":
+        return model
+    if next(model.parameters()).device.type != "cpu":
+        raise ValueError("quantize=int8 runs on the CPU only (dynamic quantisation): use device=cpu.")
+    from .cells.base import quantize_int8_
+
+    return quantize_int8_(model)
 
 
 def push_operations(model_dir: str | Path) -> list:

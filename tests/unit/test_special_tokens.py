@@ -163,3 +163,22 @@ def test_word_level_pipeline_keeps_the_space_after_the_prompt(tmp_path):
     text = pipeline("text-generation", model=str(d))("the cat", max_new_tokens=4, do_sample=False)[0]["generated_text"]
     ours = TextGenerator.load(d).generate("the cat", decoding={"name": "greedy"}, max_new_tokens=4)[0]
     assert ours.text.startswith(" ") and text == "the cat" + ours.text
+
+
+def test_int8_generation_stays_within_tolerance_of_float(tmp_path):
+    """quantize=int8 (generate / from_pretrained / TextGenerator): log-probabilities of each step within
+    0.05 nats of float's; the CLI takes quantize=int8."""
+    from test_continuation import _generate
+
+    tk = _tokenizer()
+    model, d = _export(tmp_path / "m", tk, eos_bias=-50.0)
+    q = from_pretrained(d, quantize="int8").model
+    tokens = torch.tensor(tk.encode("to be or not to be, that is"))
+    sf = sq = None
+    for t in tokens:
+        lf, sf = model.step(t.view(1), sf)
+        lq, sq = q.step(t.view(1), sq)
+        assert (lf.log_softmax(-1) - lq.log_softmax(-1)).abs().max() < 0.05
+    _generate(f"run={d}", "prompt=to be", "decoding=greedy", "max_new_tokens=5", "quantize=int8")
+    with pytest.raises(ValueError, match="quantize must be one of none, int8"):
+        TextGenerator.load(d, quantize="int4")

@@ -56,17 +56,20 @@ class TextGenerator:
         self.model_dir = Path(model_dir) if model_dir is not None else None
 
     @classmethod
-    def load(cls, run: str | Path, device: str = "cpu", **hub_kwargs) -> "TextGenerator":
+    def load(cls, run: str | Path, device: str = "cpu", quantize: str | None = None, **hub_kwargs) -> "TextGenerator":
         """From a run directory, a model directory or a Hub repo id (found in the local cache or
-        downloaded; see :func:`lstm_pipeline.hub.resolve_pretrained`)."""
-        from ..hub import load_pretrained, resolve_pretrained
+        downloaded; see :func:`lstm_pipeline.hub.resolve_pretrained`). ``quantize="int8"``: dynamic int8
+        steps on the CPU (:func:`lstm_pipeline.hub.quantize_model`)."""
+        from ..hub import QUANTIZE, load_pretrained, quantize_model, resolve_pretrained
 
+        if quantize not in QUANTIZE:
+            raise ValueError(f"quantize must be one of none, int8; got {quantize!r}")
         model_dir = resolve_pretrained(run, **hub_kwargs)
         if device != "cpu" and device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device={device}: no CUDA GPU is available here (torch.cuda.is_available() is False); "
                              f"use device=cpu.")
         model, tokenizer, config = load_pretrained(model_dir, map_location=device)
-        return cls(model, tokenizer, config, model_dir)
+        return cls(quantize_model(model, quantize), tokenizer, config, model_dir)
 
     # -- special tokens ------------------------------------------------------------------------
     @property

@@ -49,7 +49,7 @@ class Generator:
         if decoding and "name" in decoding:
             DECODERS.build(decoding)  # bad settings fail before the model loads
         _check(cfg)
-        self.gen = TextGenerator.load(str(cfg.run), device=cfg.device)
+        self.gen = TextGenerator.load(str(cfg.run), device=cfg.device, quantize=cfg.quantize)
         self.decoder = self.gen.decoder(decoding)
         self.tokenizer, self.config = self.gen.tokenizer, self.gen.config
         self.eos_token_id = self.gen.eos_token_id(cfg.eos_token)
