@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -121,7 +121,9 @@ def save_pretrained(model: RecurrentLM, model_cfg: Mapping[str, Any], tokenizer:
     ``data``, ``tokenizer``, ``bos_token_id``, ``decoding``, ``sample`` are used by the model card)."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    # a sibling made with the user's umask (tempfile.mkdtemp would make it 0700: unreadable to the group)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
     extra = dict(extra or {})
     try:
         special = special_tokens(tokenizer, extra.pop("eos_token", None),

@@ -170,3 +170,12 @@ def test_command_configs_compose_and_reject_typos(name, overrides, expect):
             compose(name, overrides=overrides + [{"push": "dryrun=true", "export": "quantise=true",
                                                    "plot": "metric=[x]", "evaluate": "dump_logprob=true"}[name]])
     GlobalHydra.instance().clear()
+
+
+def test_the_model_directory_follows_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        _, d = make_model_dir(tmp_path / "model")
+    finally:
+        os.umask(old)
+    assert d.stat().st_mode & 0o777 == 0o755  # readable by the group and others, as any directory the user makes
