@@ -65,9 +65,6 @@ class TextGenerator:
         if quantize not in QUANTIZE:
             raise ValueError(f"quantize must be one of none, int8; got {quantize!r}")
         model_dir = resolve_pretrained(run, **hub_kwargs)
-        if device != "cpu" and device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device={device}: no CUDA GPU is available here (torch.cuda.is_available() is False); "
-                             f"use device=cpu.")
         model, tokenizer, config = load_pretrained(model_dir, map_location=device)
         return cls(quantize_model(model, quantize), tokenizer, config, model_dir)
 

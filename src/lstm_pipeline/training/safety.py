@@ -175,6 +175,24 @@ def iter_targets(node: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
             yield from iter_targets(v, f"{prefix}[{i}]")
 
 
+def _check_misspelled(key: str, target: Any) -> None:
+    """A name missing from an allowed module (``torch.optim.Adamm``) is a typo, not a foreign target:
+    say that, with the closest name."""
+    import difflib
+
+    if not isinstance(target, str):
+        return
+    module, _, name = target.rpartition(".")
+    if module not in ALLOWED_MODULES and module not in PROJECT_MODULES:
+        return
+    mod = importlib.import_module(module)
+    if getattr(mod, name, None) is not None:
+        return
+    close = difflib.get_close_matches(name, [n for n in dir(mod) if not n.startswith("_")], n=1)
+    raise ValueError(f"{key}={target} cannot be imported: check the dotted path (module.Name) and that its package "
+                     f"is installed." + (f" Did you mean {module}.{close[0]}?" if close else ""))
+
+
 def check_targets(cfg: Any, source: str = "the config") -> None:
     """Refuse a config holding a ``_target_`` outside the allow-list, naming it, before anything is built.
 
@@ -186,6 +204,7 @@ def check_targets(cfg: Any, source: str = "the config") -> None:
         cfg = OmegaConf.to_container(cfg, resolve=False)
     for key, target in iter_targets(cfg):
         if not target_allowed(target):
+            _check_misspelled(key, target)
             raise UnsafeConfigError(
                 f"{key}={target} in {source} is refused: a _target_ must be a registered component, a class of "
                 f"torch.optim, torch.optim.lr_scheduler, lightning.pytorch.callbacks or lightning.pytorch.loggers, "
