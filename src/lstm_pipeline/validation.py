@@ -10,7 +10,12 @@ it feeds; :func:`validate_train` (called from there) adds what names alone canno
 * the hardware the trainer asks for (``trainer.accelerator=gpu`` without a GPU, ``devices=0``);
 * ranges: ``batching.bptt`` / ``batch_size`` > 0, ``sample.max_new_tokens`` >= 0,
   ``sample.temperature`` > 0 (the sample printed after training is checked before it);
-* ``ckpt_path`` names a checkpoint that exists.
+* ``ckpt_path`` names a checkpoint that exists; ``checkpoint.*`` fits ``ModelCheckpoint``;
+  ``optimized_metric`` is a metric a run reports.
+
+:func:`check_model_dir` (called by ``hub.load_pretrained``, so by generate, evaluate, export) checks
+an exported model directory before loading it: ``config.json``, ``tokenizer.json`` and
+``model.safetensors`` (header, tensor names and shapes against the config) and the device.
 
 Every failure raises :class:`ConfigError` (a ``ValueError``) with one line that names the setting
 and says what to do; the CLI prints it without a traceback.

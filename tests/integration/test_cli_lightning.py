@@ -112,3 +112,15 @@ def test_ddp_start_up_is_said_once_on_the_console_and_in_train_log(tiny_corpus, 
     assert out.count("GLOBAL_RANK: 1, MEMBER: 2/2") == 1 and "INFO: " not in out  # no second copy through Lightning's handler
     assert out.count("validating at the last step") == 1  # rank 0 only
     assert "is deprecated" not in out and "sync_dist" not in out
+
+
+def test_resumed_run_prints_no_banner_advert_or_resumability_warning(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)  # stopped mid-epoch at step 12
+    proc = run_cli("train", f"ckpt_path={run}", "trainer.max_steps=14", "trainer.enable_progress_bar=false", cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    for noise in ("GPU available", "Tip:", "not resumable", "LeafSpec"):
+        assert noise not in out, noise
+    assert "`Trainer.fit` stopped: `max_steps=14` reached." in (run / "train.log").read_text()

@@ -1,12 +1,11 @@
 """Output and the terminal (issue 13): a console that is not UTF-8, a closed pipe, plot's inputs
 and outputs."""
-import os
 import subprocess
 import sys
 
 import pytest
 
-from helpers import ROOT, run_cli
+from helpers import run_cli
 
 
 def test_non_utf8_console_replaces_what_it_cannot_print(tiny_run, tmp_path):
@@ -30,8 +29,7 @@ def test_train_on_a_non_utf8_console_finishes(tiny_corpus, tmp_path):
 def test_every_command_ends_quietly_on_a_closed_pipe(args, tiny_run, tmp_path):
     args = [a.replace("RUN", f"run={tiny_run}") for a in args]
     proc = subprocess.Popen([sys.executable, "-m", "lstm_pipeline.cli", *args], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()  # `| head` that has already gone
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=300) == 0, err

@@ -84,16 +84,16 @@ def _texts(ds, column: str, separator: str | None, counter: list | None = None):
     sep = separator or ""
     if isinstance(ds, datasets.IterableDataset):
         for row in ds:
-            t = (row[column] or "") + sep
+            t = row[column] or ""
             if counter is not None:
-                counter[0] += len(t)
-            yield t
+                counter[0] += len(t)  # the text itself: a separator alone is no text
+            yield t + sep
         return
     for i in range(0, len(ds), 1000):
-        batch = [(t or "") + sep for t in ds[i: i + 1000][column]]
+        texts = [t or "" for t in ds[i: i + 1000][column]]
         if counter is not None:
-            counter[0] += sum(map(len, batch))
-        yield batch
+            counter[0] += sum(map(len, texts))  # the text itself: a separator alone is no text
+        yield [t + sep for t in texts]
 
 
 def _with_eos(tk: TextTokenizer, eos_token: str | None) -> TextTokenizer:
