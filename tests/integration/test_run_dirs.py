@@ -61,7 +61,7 @@ def test_two_cli_runs_started_together_do_not_share_a_directory(tmp_path, tiny_c
         assert (run / "model" / "config.json").is_file() and (run / ".hydra" / "overrides.yaml").is_file()
 
 
-def test_training_into_a_used_directory_without_ckpt_path_is_an_error(used_run, tmp_path, tiny_corpus):
+def test_training_into_a_used_directory_without_ckpt_path_is_an_error(used_run, tiny_run, tmp_path, tiny_corpus):
     before = _snapshot(used_run)
     proc = run_cli("train", "data=text", f"data.path={tiny_corpus}", f"hydra.run.dir={used_run}", cwd=tmp_path,
                    check=False)
@@ -70,6 +70,12 @@ def test_training_into_a_used_directory_without_ckpt_path_is_an_error(used_run, 
     assert _snapshot(used_run) == before
     cfg = compose_train(["data=text", f"data.path={tiny_corpus}", f"run_dir={used_run}"])
     with pytest.raises(RunDirError, match="already holds a run"):
+        train(cfg)
+    assert _snapshot(used_run) == before
+    # nor resuming another run's checkpoint into it
+    cfg = compose_train(["data=text", f"data.path={tiny_corpus}", f"run_dir={used_run}",
+                         f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}"])
+    with pytest.raises(RunDirError, match="already holds another run"):
         train(cfg)
     assert _snapshot(used_run) == before
 

@@ -229,8 +229,12 @@ def train(cfg: DictConfig) -> dict:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     try:
+        used = [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
+        if used and ckpt is not None and run_dir.resolve() != run_dir_of_checkpoint(ckpt).resolve():
+            raise RunDirError(
+                f"{run_dir} already holds another run ({', '.join(used)}) than the one of ckpt_path={ckpt}: resume "
+                f"into the checkpoint's own run directory (leave hydra.run.dir out) or into a new directory.")
         if ckpt is None:
-            used = [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
             if used:
                 raise RunDirError(
                     f"{run_dir} already holds a run ({', '.join(used)}): pass ckpt_path={run_dir} to continue it, or "
