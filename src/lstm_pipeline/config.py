@@ -143,6 +143,26 @@ class PushJob:
     dry_run: bool = False
 
 
+@dataclass
+class ServeJob:
+    run: str = MISSING
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: Optional[str] = None
+    model_name: Optional[str] = None
+    device: str = "cpu"
+    max_batch: int = 64
+    max_streams: int = 256
+    max_prompt_tokens: int = 4096
+    max_tokens: int = 2048
+    default_max_tokens: int = 16
+    max_n: int = 16
+    eos_token: Optional[str] = None
+    on_unknown: str = "error"
+    log_level: str = "info"
+    decoding: Any = MISSING
+
+
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainJob)
@@ -151,6 +171,7 @@ def register_schemas() -> None:
     cs.store(name="export_schema", node=ExportJob)
     cs.store(name="plot_schema", node=PlotJob)
     cs.store(name="push_schema", node=PushJob)
+    cs.store(name="serve_schema", node=ServeJob)
 
 
 def to_dict(node: Any) -> Any:
