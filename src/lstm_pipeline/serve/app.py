@@ -144,7 +144,10 @@ class Server:
             if eos_id is None:
                 raise ValueError(f"eos_token={eos_token!r} is not in the tokenizer's vocabulary; pick a token it "
                                  f"knows or leave it null.")
-        self._build_decoder(self.decoding, "decoding")  # bad server settings fail before serving
+        try:  # bad server settings fail before serving, in one line
+            self._build_decoder(self.decoding, "decoding")
+        except APIError as exc:
+            raise ValueError(f"decoding: {exc.message}") from None
         self.metrics = Metrics()
         self.engine = Engine(model, tokenizer, max_batch=max_batch, bos_token_id=config.get("bos_token_id", 0),
                              eos_token_id=eos_id, metrics=self.metrics)
@@ -304,7 +307,9 @@ class Server:
             if server.engine.error is not None:
                 return JSONResponse({"status": "error", "error": repr(server.engine.error)}, status_code=500)
             return {"status": "ok", "model": server.model_name, "active_rows": server.engine.active_rows,
-                    "queued_rows": server.engine.queued_rows}
+                    "queued_rows": server.engine.queued_rows, "steps": server.engine.steps,
+                    "peak_rows": server.engine.peak_rows,
+                    "tokens": server.engine.tokens_generated}
 
         @app.get("/metrics")
         async def metrics():

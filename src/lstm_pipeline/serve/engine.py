@@ -136,6 +136,7 @@ class Engine:
         self._logits: Tensor | None = None   # (B, V): the scores for each row's next token
         self._state: tuple | None = None
         self.steps = 0
+        self.peak_rows = 0  # the most rows ever stepped together
         self.tokens_generated = 0
         self.last_step_seconds = 0.0
         self.error: BaseException | None = None
@@ -212,6 +213,7 @@ class Engine:
         t0 = time.perf_counter()
         rows, logits = self._rows, self._logits
         B = len(rows)
+        self.peak_rows = max(self.peak_rows, B)
         # the groups in the batch, in order of first appearance, with their batch positions
         groups: dict[int, tuple[_Live, list[int]]] = {}
         for i, (live, _) in enumerate(rows):
