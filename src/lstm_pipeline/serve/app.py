@@ -23,6 +23,12 @@ from ..generation.processors import OFF
 from ..generation.strategies import COMMON, SAMPLING, StepDecoding
 from .engine import Engine, Group, RowEvent, request_rows
 
+
+
+class MissingDependencyError(LookupError):
+    """The web stack is not installed (a LookupError: the CLI prints it as one line, no traceback)."""
+
+
 try:
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
@@ -30,7 +36,7 @@ try:
     from pydantic import BaseModel, ConfigDict
     from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as exc:  # pragma: no cover - depends on the install
-    raise ImportError(
+    raise MissingDependencyError(
         f"lstm-pipeline serve needs the web stack ({exc.name} is missing): pip install 'lstm-pipeline[serve]'") from None
 
 #: the project's decoding settings a request may set (besides OpenAI's temperature and top_p)
@@ -144,21 +150,46 @@ class Server:
             if eos_id is None:
                 raise ValueError(f"eos_token={eos_token!r} is not in the tokenizer's vocabulary; pick a token it "
                                  f"knows or leave it null.")
+        self._decoders: dict[str, StepDecoding] = {}
         try:  # bad server settings fail before serving, in one line
             self._build_decoder(self.decoding, "decoding")
         except APIError as exc:
             raise ValueError(f"decoding: {exc.message}") from None
         self.metrics = Metrics()
         self.engine = Engine(model, tokenizer, max_batch=max_batch, bos_token_id=config.get("bos_token_id", 0),
-                             eos_token_id=eos_id, metrics=self.metrics)
+                             eos_token_id=eos_id, metrics=self.metrics, deliver=self._deliver)
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.created = int(time.time())
         self._seeds = torch.Generator()
         self._seeds.seed()
 
+    def _deliver(self, batch) -> None:
+        """Engine thread: one step's events for every group, handed to the event loop in one hop
+        (one wake-up per step, not one per stream); never blocks the engine."""
+        loop = self.loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(self._dispatch, batch)
+        except RuntimeError:  # the event loop is closed (shutdown)
+            for g, _ in batch:
+                g.cancelled = True
+
+    @staticmethod
+    def _dispatch(batch) -> None:
+        for g, events in batch:
+            g.emit(g, events)
+
     # -- request -> group ------------------------------------------------------------------
     def _build_decoder(self, settings: dict, param: str | None) -> StepDecoding:
+        """The strategy for ``settings``, built (and checked) once per distinct settings: building
+        one looks its processors up in the registry, which reads the installed entry points."""
         from ..registry import DECODERS
 
+        key = repr(sorted(settings.items(), key=lambda kv: kv[0]))
+        decoder = self._decoders.get(key)
+        if decoder is not None:
+            return decoder
         try:
             decoder = DECODERS.build(settings)
         except (ValueError, LookupError, TypeError) as exc:
@@ -167,6 +198,9 @@ class Server:
             raise APIError(400, f"decoding '{settings.get('name')}' is not a token-by-token strategy and cannot run in "
                                 f"a continuous batch; use greedy or a sampling strategy here, or lstm-pipeline generate "
                                 f"for beam search and contrastive search.", param)
+        if len(self._decoders) >= 512:
+            self._decoders.pop(next(iter(self._decoders)))
+        self._decoders[key] = decoder
         return decoder
 
     def decoder_for(self, body: CompletionRequest) -> StepDecoding:
@@ -254,6 +288,7 @@ class Server:
 
         @asynccontextmanager
         async def lifespan(app):
+            server.loop = asyncio.get_running_loop()
             server.engine.start()
             yield
             server.engine.stop()
@@ -334,14 +369,12 @@ class Server:
         return app
 
     async def complete(self, body: CompletionRequest, request: Request):
-        loop = asyncio.get_running_loop()
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
         inbox: asyncio.Queue = asyncio.Queue()
 
-        def emit(group, events):  # engine thread -> this request's queue; never blocks the engine
-            try:
-                loop.call_soon_threadsafe(inbox.put_nowait, events)
-            except RuntimeError:  # the event loop is closed (shutdown)
-                group.cancelled = True
+        def emit(group, events):  # in the event loop (see _deliver): this request's queue
+            inbox.put_nowait(events)
 
         group, prompts = self.group_for(body, emit)
         rid, created, started = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time()), time.perf_counter()
@@ -369,24 +402,31 @@ class Server:
                 completion_tokens = 0
                 try:
                     while left:
-                        events = await inbox.get()
-                        choices = []
-                        for ev in events:
-                            if ev.finish_reason == "error":
-                                yield "data: " + json.dumps({"error": {"message": "the server failed while generating",
-                                                                         "type": "server_error", "param": None,
-                                                                         "code": None}}) + "\n\n"
-                                left, done = 0, True
-                                break
-                            completion_tokens += ev.token_id is not None
-                            if ev.text or ev.finish_reason or body.logprobs is not None:
-                                choices.append({"text": ev.text, "index": ev.index, "logprobs": lp_of(ev, offsets[ev.index]),
-                                                "finish_reason": ev.finish_reason})
-                            offsets[ev.index] += len(ev.text)
-                            if ev.finish_reason:
-                                left -= 1
-                        if choices:
-                            yield "data: " + json.dumps(chunk(choices), ensure_ascii=False) + "\n\n"
+                        steps = [await inbox.get()]
+                        while not inbox.empty():  # the client fell behind: what is waiting goes in one write
+                            steps.append(inbox.get_nowait())
+                        messages = []
+                        for events in steps:  # one event per step, as OpenAI sends them
+                            choices = []
+                            for ev in events:
+                                if ev.finish_reason == "error":
+                                    messages.append("data: " + json.dumps({"error": {
+                                        "message": "the server failed while generating; see its log.",
+                                        "type": "server_error", "param": None, "code": None}}) + "\n\n")
+                                    left = 0
+                                    break
+                                completion_tokens += ev.token_id is not None
+                                if ev.text or ev.finish_reason or body.logprobs is not None:
+                                    choices.append({"text": ev.text, "index": ev.index,
+                                                    "logprobs": lp_of(ev, offsets[ev.index]),
+                                                    "finish_reason": ev.finish_reason})
+                                offsets[ev.index] += len(ev.text)
+                                if ev.finish_reason:
+                                    left -= 1
+                            if choices:
+                                messages.append("data: " + json.dumps(chunk(choices), ensure_ascii=False) + "\n\n")
+                        if messages:
+                            yield "".join(messages)
                     done = True
                     self.metrics.latency.observe(time.perf_counter() - started)
                     if (body.stream_options or {}).get("include_usage"):
@@ -466,6 +506,12 @@ def serve_cmd(cfg):
                     max_prompt_tokens=cfg.max_prompt_tokens, max_tokens=cfg.max_tokens,
                     default_max_tokens=cfg.default_max_tokens, max_n=cfg.max_n, max_streams=cfg.max_streams,
                     eos_token=cfg.eos_token, on_unknown=cfg.on_unknown)
+    import sys
+
+    # two threads share the GIL here: the batching loop (mostly in torch, which releases it) and the
+    # event loop (all Python). With the default 5 ms switch interval the loop, back from a torch op,
+    # can wait up to 5 ms for the GIL while the event loop serializes tokens: a step has ~20 ops.
+    sys.setswitchinterval(float(cfg.get("switch_interval", 0.0005)))
     host = str(cfg.host)
     if host not in ("127.0.0.1", "localhost", "::1") and not server.api_key:
         print(f"lstm-pipeline serve: warning: listening on {host} with no api_key: anyone who can reach this "

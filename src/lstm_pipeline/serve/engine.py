@@ -120,12 +120,16 @@ class Engine:
     thread; ``stop()`` ends it. ``max_batch`` bounds the rows stepped together (more wait in line)."""
 
     def __init__(self, model, tokenizer, *, max_batch: int = 64, bos_token_id: int = 0,
-                 eos_token_id: int | None = None, metrics=None):
+                 eos_token_id: int | None = None, metrics=None,
+                 deliver: Callable[[list[tuple[Group, list[RowEvent]]]], None] | None = None):
         self.model, self.tokenizer = model, tokenizer
         self.max_batch = max_batch
         self.bos_token_id, self.eos_token_id = bos_token_id, eos_token_id
         self.device = next(model.parameters()).device
         self.metrics = metrics
+        # deliver(batch): one call per step with every group's events (e.g. one hop to an event
+        # loop); without it each group's own emit is called
+        self.deliver = deliver
         self._inbox: "queue.Queue[Group]" = queue.Queue()
         self._waiting: list[Group] = []
         self._wake = threading.Event()
@@ -197,17 +201,33 @@ class Engine:
             except queue.Empty:
                 break
         self._waiting = [g for g in self._waiting if not g.cancelled]
-        while self._waiting and len(self._rows) + self._waiting[0].rows <= self.max_batch:
+        admitted, free = [], self.max_batch - len(self._rows)
+        while self._waiting and self._waiting[0].rows <= free:
             g = self._waiting.pop(0)
-            logits, state = prefill(self.model, g.prompts, self.bos_token_id)
-            live = _Live(g, self, logits.size(1), logits.device)
-            self._rows += [(live, r) for r in range(g.rows)]
+            admitted.append(g)
+            free -= g.rows
+        if not admitted:
+            return
+        V = self._vocab_size()
+        # prompts of equal length are prefilled in one fused call (a request alone: as generate does)
+        buckets: dict[int, list[tuple[_Live, int]]] = {}
+        for g in admitted:
+            live = _Live(g, self, V, self.device)
+            for r, p in enumerate(g.prompts):
+                buckets.setdefault(max(len(p), 1), []).append((live, r))
+        for rows in buckets.values():
+            logits, state = prefill(self.model, [live.g.prompts[r] for live, r in rows], self.bos_token_id)
+            self._rows += rows
             if self._logits is None:
                 self._logits, self._state = logits, state
             else:
                 dims = self.model.state_batch_dims(self._state)
                 self._logits = torch.cat([self._logits, logits])
                 self._state = tuple(torch.cat([a, b], dim=d) for a, b, d in zip(self._state, state, dims))
+
+    def _vocab_size(self) -> int:
+        V = getattr(self.model, "vocab_size", None)
+        return int(V) if V is not None else int(self.tokenizer.vocab_size)
 
     def _step(self) -> None:
         t0 = time.perf_counter()
@@ -269,6 +289,7 @@ class Engine:
         logp = logits.float().log_softmax(-1) if want_lp else None
         ids = nxt.tolist()
         keep: list[int] = []
+        out: list[tuple[Group, list[RowEvent]]] = []
         now = time.perf_counter()
         for live, idx in groups.values():
             g = live.g
@@ -314,7 +335,8 @@ class Engine:
             self.tokens_generated += len(idx)
             if all(live.done):
                 g.finished_at = now
-            g.emit(g, events)
+            out.append((g, events))
+        self._deliver(out)
         # 5. drop finished and cancelled rows before stepping: their state is freed now
         for i in list(keep):
             if rows[i][0].g.cancelled:
@@ -354,7 +376,14 @@ class Engine:
         for r in live.live_rows():
             live.done[r] = True
         if events:
-            live.g.emit(live.g, events)
+            self._deliver([(live.g, events)])
+
+    def _deliver(self, out: list[tuple[Group, list[RowEvent]]]) -> None:
+        if self.deliver is not None:
+            self.deliver(out)
+        else:
+            for g, events in out:
+                g.emit(g, events)
 
 
 def request_rows(prompts: Sequence[list[int]], n: int) -> list[list[int]]:

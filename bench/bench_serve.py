@@ -1,0 +1,225 @@
+"""``lstm-pipeline serve`` under load, against ``generate``'s batch-64 nucleus sampling, in one run.
+
+Model: bench_generate's 2-layer, 512-hidden LSTM with a 10k vocabulary (random weights, peaked
+output layer), saved as a model directory with a 10k-word tokenizer; the server is the real CLI
+(``lstm-pipeline serve``, uvicorn) in a subprocess on a free loopback port; the clients are httpx
+streams in this process (they read server-sent events and count them).
+
+Figures (issue 16):
+
+1. throughput: 64 concurrent streaming clients (nucleus top_p 0.9, N tokens each) vs
+   ``Nucleus(top_p=0.9).generate`` on 64 rows in this process; goal >= 0.8x;
+2. time to first token of one client while 63 others stream (p50 over 20 requests); goal <= 50 ms;
+3. server memory (VmRSS) after 100 and after 1,000 sequential requests; goal: flat;
+4. a disconnect frees its row within one step (engine steps between the close and the row leaving).
+
+    OMP_NUM_THREADS=2 python bench/bench_serve.py            # a few minutes
+    python bench/bench_serve.py --quick                      # fewer tokens and requests
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_generate import HIDDEN, LAYERS, VOCAB, build_model, prompts  # noqa: E402
+
+from lstm_pipeline.generation.strategies import Nucleus  # noqa: E402
+
+
+def model_dir(root: Path) -> Path:
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+
+    from lstm_pipeline.hub import save_pretrained
+    from lstm_pipeline.tokenization.base import TextTokenizer
+
+    vocab = {"<unk>": 0, **{f"w{i}": i for i in range(1, VOCAB)}}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tk.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    model = build_model(flat=False)
+    cfg = {"cell": {"name": "lstm"}, "embedding_dim": HIDDEN, "hidden_size": HIDDEN, "num_layers": LAYERS}
+    return save_pretrained(model, cfg, TextTokenizer(tk), root / "model", extra={"bos_token_id": 0}, model_card=False)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def stream(http: httpx.AsyncClient, url: str, body: dict, first: list | None = None,
+                 stop_after: int | None = None) -> int:
+    """One streaming request; returns the tokens received. ``first`` gets the seconds to the first
+    token; ``stop_after`` closes the connection after that many events."""
+    t0 = time.perf_counter()
+    n = 0
+    async with http.stream("POST", url + "/v1/completions", json={**body, "stream": True}) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            if n == 0 and first is not None:
+                first.append(time.perf_counter() - t0)
+            n += len(json.loads(line[6:])["choices"])
+            if stop_after is not None and n >= stop_after:
+                break
+    return n
+
+
+async def health(http, url) -> dict:
+    return (await http.get(url + "/health")).json()
+
+
+async def wait_idle(http, url, seconds=60) -> dict:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        h = await health(http, url)
+        if h["active_rows"] == 0 and h["queued_rows"] == 0:
+            return h
+        await asyncio.sleep(0.01)
+    raise RuntimeError(f"server still busy: {h}")
+
+
+async def run_clients(url: str, pid: int, args) -> dict:
+    nucleus = {"temperature": 1.0, "top_p": 0.9}
+    rows = prompts(64)
+    out = {}
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as http:
+        # warm up
+        await asyncio.gather(*[stream(http, url, {"prompt": rows[i], "max_tokens": 4, **nucleus}) for i in range(64)])
+        # 1. throughput: 64 concurrent clients
+        best = 0.0
+        for _ in range(args.repeats):
+            await wait_idle(http, url)
+            t0 = time.perf_counter()
+            got = await asyncio.gather(*[stream(http, url, {"prompt": rows[i], "max_tokens": args.tokens, "seed": i,
+                                                            **nucleus}) for i in range(64)])
+            dt = time.perf_counter() - t0
+            assert sum(got) == 64 * args.tokens, sum(got)
+            best = max(best, 64 * args.tokens / dt)
+        out["serve_64_tokens_per_s"] = best
+        # 2. time to first token while 63 others stream
+        await wait_idle(http, url)
+        background = [asyncio.create_task(stream(http, url, {"prompt": rows[i], "max_tokens": 100000 // 64 * 64,
+                                                             **nucleus})) for i in range(63)]
+        while (await health(http, url))["active_rows"] < 63:
+            await asyncio.sleep(0.01)
+        firsts: list[float] = []
+        for k in range(20):
+            await stream(http, url, {"prompt": rows[63], "max_tokens": 1, **nucleus}, first=firsts)
+            await asyncio.sleep(0.02)
+        h0 = await health(http, url)
+        out["ttft_p50_ms"] = 1e3 * statistics.median(firsts)
+        out["ttft_p90_ms"] = 1e3 * sorted(firsts)[int(0.9 * len(firsts)) - 1]
+        out["ttft_background_rows"] = h0["active_rows"]
+        # 4. disconnect while the 63 stream: steps between the close and the row leaving
+        before = await health(http, url)
+        base_rows = before["active_rows"]
+        await stream(http, url, {"prompt": rows[63], "max_tokens": 100000, **nucleus}, stop_after=2)
+        closed = await health(http, url)
+        while True:
+            h = await health(http, url)
+            if h["active_rows"] <= base_rows:
+                break
+            await asyncio.sleep(0.001)
+        out["disconnect_steps_to_free"] = h["steps"] - closed["steps"]
+        for t in background:
+            t.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await wait_idle(http, url)
+        # 3. memory over sequential requests
+        rss = {}
+        for i in range(1, args.sequential + 1):
+            await stream(http, url, {"prompt": rows[i % 64], "max_tokens": 8, **nucleus})
+            if i in (100, args.sequential):
+                rss[i] = rss_mib(pid)
+        out["rss_mib"] = rss
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tokens", type=int, default=200, help="tokens per client in the throughput run")
+    ap.add_argument("--repeats", type=int, default=3, help="throughput runs; the best is reported")
+    ap.add_argument("--sequential", type=int, default=1000, help="sequential requests for the memory figure")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.tokens, args.repeats, args.sequential = 60, 1, 200
+    threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        mdir = model_dir(Path(tmp))
+        # generate's batch-64 nucleus, in this process, with the same model and threads
+        from lstm_pipeline.hub import load_pretrained
+
+        model = load_pretrained(mdir)[0]
+        dec = Nucleus(top_p=0.9)
+        dec.generate(model, prompts(64), max_new_tokens=5)
+        gen_best = 0.0
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            dec.generate(model, prompts(64), max_new_tokens=args.tokens, generator=torch.Generator().manual_seed(0))
+            gen_best = max(gen_best, 64 * args.tokens / (time.perf_counter() - t0))
+        del model
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = open(Path(tmp) / "serve.log", "w+")
+        proc = subprocess.Popen([sys.executable, "-m", "lstm_pipeline.cli", "serve", f"run={mdir}", f"port={port}",
+                                 "log_level=warning", "max_tokens=100000", "max_streams=300", "max_batch=64"],
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if httpx.get(url + "/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise SystemExit(f"the server did not start:\n{log.read()}")
+                time.sleep(0.2)
+            res = asyncio.run(run_clients(url, proc.pid, args))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+    ratio = res["serve_64_tokens_per_s"] / gen_best
+    print(f"torch {torch.__version__}, {threads} threads (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}); "
+          f"model: {LAYERS}x{HIDDEN} LSTM, vocab {VOCAB}; {args.tokens} tokens per row")
+    print(f"generate, nucleus top_p=0.9, batch 64:        {gen_best:8.0f} tokens/s")
+    print(f"serve, 64 concurrent streaming clients:       {res['serve_64_tokens_per_s']:8.0f} tokens/s  "
+          f"= {ratio:.2f}x generate (goal >= 0.8x)")
+    print(f"time to first token, 1 client + {res['ttft_background_rows']} streaming: p50 {res['ttft_p50_ms']:.1f} ms, "
+          f"p90 {res['ttft_p90_ms']:.1f} ms (goal p50 <= 50 ms)")
+    r = res["rss_mib"]
+    keys = sorted(r)
+    print(f"server memory: {', '.join(f'{r[k]:.0f} MiB after {k} requests' for k in keys)} "
+          f"(growth {r[keys[-1]] - r[keys[0]]:+.1f} MiB; goal flat)")
+    print(f"disconnect: the row left the batch {res['disconnect_steps_to_free']} step(s) after the client closed "
+          f"(goal <= 1)")
+
+
+if __name__ == "__main__":
+    main()
