@@ -160,6 +160,7 @@ class ServeJob:
     eos_token: Optional[str] = None
     on_unknown: str = "error"
     log_level: str = "info"
+    engine_process: bool = True
     decoding: Any = MISSING
 
 

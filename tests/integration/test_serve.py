@@ -261,3 +261,13 @@ def test_bad_server_settings_are_one_line(tiny_run):
     assert "cannot run in a continuous batch" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("serve", f"run={tiny_run}", "max_batch=0", "port=1", check=False)
     assert proc.returncode == 1 and "max_batch must be a positive int" in proc.stderr
+
+
+def test_engine_in_a_thread_gives_the_same_text(tiny_run):
+    """engine_process=false (the batching loop in a thread of the web process): same text."""
+    expected = generate(tiny_run, "max_new_tokens=30", "seed=4", "decoding=nucleus")
+    with ServeProcess(f"run={tiny_run}", "model_name=tiny", "engine_process=false",
+                      env={"OMP_NUM_THREADS": "1"}) as s:
+        got = httpx.post(s.url + "/v1/completions", timeout=60, json={
+            "prompt": PROMPT, "max_tokens": 30, "seed": 4, "decoding": "nucleus"}).json()
+    assert got["choices"][0]["text"] == expected

@@ -133,7 +133,10 @@ class Server:
                  api_key: str | None = None, max_batch: int = 64, max_prompt_tokens: int = 4096,
                  max_tokens: int = 2048, default_max_tokens: int = 16, max_n: int = 16, max_streams: int = 256,
                  max_logprobs: int = 5, eos_token: str | None = None, on_unknown: str = "error",
-                 max_body_bytes: int = 1_000_000):
+                 max_body_bytes: int = 1_000_000, model_dir: str | None = None, device: str = "cpu"):
+        """``model_dir`` given: the batching engine runs in a child process that loads the model
+        from there (``lstm-pipeline serve`` does this; ``model`` may then be None). Otherwise it
+        runs in a thread of this process over ``model``."""
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.model_name, self.api_key = model_name, api_key or None
         self.decoding = dict(decoding)
@@ -151,13 +154,20 @@ class Server:
                 raise ValueError(f"eos_token={eos_token!r} is not in the tokenizer's vocabulary; pick a token it "
                                  f"knows or leave it null.")
         self._decoders: dict[str, StepDecoding] = {}
+        self._settings_of: dict[int, dict] = {}  # id(decoder) -> the settings that built it
         try:  # bad server settings fail before serving, in one line
             self._build_decoder(self.decoding, "decoding")
         except APIError as exc:
             raise ValueError(f"decoding: {exc.message}") from None
         self.metrics = Metrics()
-        self.engine = Engine(model, tokenizer, max_batch=max_batch, bos_token_id=config.get("bos_token_id", 0),
-                             eos_token_id=eos_id, metrics=self.metrics, deliver=self._deliver)
+        engine_args = dict(max_batch=max_batch, bos_token_id=config.get("bos_token_id", 0), eos_token_id=eos_id,
+                           metrics=self.metrics, deliver=self._deliver)
+        if model_dir is not None:
+            from .worker import EngineProcess
+
+            self.engine = EngineProcess(model_dir, device, **engine_args)
+        else:
+            self.engine = Engine(model, tokenizer, **engine_args)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.created = int(time.time())
         self._seeds = torch.Generator()
@@ -199,8 +209,9 @@ class Server:
                                 f"a continuous batch; use greedy or a sampling strategy here, or lstm-pipeline generate "
                                 f"for beam search and contrastive search.", param)
         if len(self._decoders) >= 512:
-            self._decoders.pop(next(iter(self._decoders)))
+            self._settings_of.pop(id(self._decoders.pop(next(iter(self._decoders)))), None)
         self._decoders[key] = decoder
+        self._settings_of[id(decoder)] = dict(settings)
         return decoder
 
     def decoder_for(self, body: CompletionRequest) -> StepDecoding:
@@ -217,7 +228,7 @@ class Server:
         return self._build_decoder(settings, "decoding" if body.decoding else None)
 
     def encode_prompts(self, prompt) -> list[list[int]]:
-        V = self.model.vocab_size if hasattr(self.model, "vocab_size") else self.config["vocab_size"]
+        V = int(self.config["vocab_size"])
         limit = self.limits["max_prompt_tokens"]
         if isinstance(prompt, str):
             prompts: list = [prompt]
@@ -276,9 +287,9 @@ class Server:
         if busy + len(rows) > L["max_streams"]:
             raise APIError(429, f"the server is at its limit of {L['max_streams']} concurrent streams; retry shortly.",
                            None, "server_busy", "rate_limit_error")
-        gen = torch.Generator(device=next(self.model.parameters()).device)
-        gen.manual_seed(int(body.seed) if body.seed is not None else int(torch.randint(0, 2 ** 62, (1,), generator=self._seeds)))
-        group = Group(rows, decoder, max_tokens, gen, emit, stop=stop, logprobs=body.logprobs)
+        seed = int(body.seed) if body.seed is not None else int(torch.randint(0, 2 ** 62, (1,), generator=self._seeds))
+        group = Group(rows, decoder, max_tokens, emit=emit, stop=stop, logprobs=body.logprobs, seed=seed,
+                      settings=self._settings_of[id(decoder)])
         self.metrics.prompt_tokens.inc(sum(len(r) for r in rows))
         return group, prompts
 
@@ -289,7 +300,8 @@ class Server:
         @asynccontextmanager
         async def lifespan(app):
             server.loop = asyncio.get_running_loop()
-            server.engine.start()
+            if isinstance(server.engine, Engine):  # (the engine process is started before serving)
+                server.engine.start()
             yield
             server.engine.stop()
 
@@ -401,7 +413,7 @@ class Server:
                 offsets = [0] * n_rows
                 completion_tokens = 0
                 try:
-                    while left:
+                    while left > 0:
                         steps = [await inbox.get()]
                         while not inbox.empty():  # the client fell behind: what is waiting goes in one write
                             steps.append(inbox.get_nowait())
@@ -447,7 +459,7 @@ class Server:
         completion_tokens = 0
         left = n_rows
         try:
-            while left:
+            while left > 0:
                 try:
                     events = await asyncio.wait_for(inbox.get(), timeout=1.0)
                 except asyncio.TimeoutError:
@@ -493,30 +505,37 @@ def serve_cmd(cfg):
     import uvicorn
 
     from ..config import to_dict
-    from ..hub import _looks_local, from_pretrained, load_pretrained
+
+    from ..hub import resolve_pretrained
+    from ..tokenization.base import TextTokenizer
 
     run = str(cfg.run)
-    if _looks_local(run):
-        model, tokenizer, config = load_pretrained(run, map_location=cfg.device)
-    else:  # a Hub id
-        lm = from_pretrained(run)
-        model, tokenizer, config = lm.model.to(cfg.device), lm.tokenizer, lm.config
+    model_dir = resolve_pretrained(run)  # a Hub id is downloaded (or found in the cache) once, here
+    config = json.loads((model_dir / "config.json").read_text())
+    if config.get("format") != "lstm-pipeline":
+        raise ValueError(f"{model_dir / 'config.json'} is not an lstm-pipeline model config.")
+    tokenizer = TextTokenizer.load(model_dir / "tokenizer.json")
+    model = None
+    if not cfg.engine_process:  # the engine in a thread of this process (slower under load: one GIL)
+        from ..hub import load_pretrained
+
+        model = load_pretrained(model_dir, map_location=cfg.device)[0]
     server = Server(model, tokenizer, config, model_name=cfg.model_name or model_name_of(run),
                     decoding=to_dict(cfg.decoding), api_key=cfg.api_key, max_batch=cfg.max_batch,
                     max_prompt_tokens=cfg.max_prompt_tokens, max_tokens=cfg.max_tokens,
                     default_max_tokens=cfg.default_max_tokens, max_n=cfg.max_n, max_streams=cfg.max_streams,
-                    eos_token=cfg.eos_token, on_unknown=cfg.on_unknown)
-    import sys
-
-    # two threads share the GIL here: the batching loop (mostly in torch, which releases it) and the
-    # event loop (all Python). With the default 5 ms switch interval the loop, back from a torch op,
-    # can wait up to 5 ms for the GIL while the event loop serializes tokens: a step has ~20 ops.
-    sys.setswitchinterval(float(cfg.get("switch_interval", 0.0005)))
+                    eos_token=cfg.eos_token, on_unknown=cfg.on_unknown,
+                    model_dir=str(model_dir) if cfg.engine_process else None, device=cfg.device)
+    if cfg.engine_process:
+        server.engine.start()  # loads the model in the engine process; a bad model directory fails here
     host = str(cfg.host)
     if host not in ("127.0.0.1", "localhost", "::1") and not server.api_key:
         print(f"lstm-pipeline serve: warning: listening on {host} with no api_key: anyone who can reach this "
               f"machine can use the model. Set LSTM_PIPELINE_API_KEY (or api_key=).", flush=True)
     print(f"lstm-pipeline serve: model '{server.model_name}' at http://{host}:{cfg.port}/ "
           f"(API: /v1/completions, max_batch={cfg.max_batch})", flush=True)
-    uvicorn.run(server.app(), host=host, port=int(cfg.port), log_level=str(cfg.log_level),
-                timeout_graceful_shutdown=3)
+    try:
+        uvicorn.run(server.app(), host=host, port=int(cfg.port), log_level=str(cfg.log_level),
+                    timeout_graceful_shutdown=3)
+    finally:
+        server.engine.stop()

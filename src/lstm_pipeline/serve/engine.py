@@ -64,10 +64,12 @@ class Group:
     prompts: list[list[int]]
     decoder: StepDecoding
     max_tokens: int
-    generator: torch.Generator
-    emit: Callable[["Group", list[RowEvent]], None]
+    generator: torch.Generator | None = None  # None: one seeded with ``seed`` (random when None)
+    emit: Callable[["Group", list[RowEvent]], None] | None = None
     stop: list[str] = field(default_factory=list)
     logprobs: int | None = None
+    seed: int | None = None
+    settings: dict | None = None  # the decoding settings ``decoder`` was built from
     id: int = field(default_factory=itertools.count().__next__)
     # set by the engine
     cancelled: bool = False
@@ -85,6 +87,12 @@ class _Live:
 
     def __init__(self, group: Group, engine: "Engine", vocab_size: int, device):
         self.g = group
+        if group.generator is None:
+            group.generator = torch.Generator(device=device)
+            if group.seed is not None:
+                group.generator.manual_seed(int(group.seed))
+            else:
+                group.generator.seed()
         settings = group.decoder.settings
         self.constraints, self.shape, self.shape_key = split_processors(group.decoder)
         self.n = 0  # tokens generated per row so far
