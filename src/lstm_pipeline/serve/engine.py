@@ -27,6 +27,7 @@ for a client.
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import queue
 import threading
@@ -117,6 +118,8 @@ class _Live:
                 p.setup(prompt_length=self.P, max_new_tokens=group.max_tokens, eos_token_id=engine.eos_token_id)
         self.greedy = isinstance(group.decoder, Greedy)
         self.sample = isinstance(group.decoder, Sample) and type(group.decoder).select is Sample.select
+        # a plugin strategy's select may keep state across steps (Mirostat's mu): one copy per request
+        self.decoder = group.decoder if self.greedy or self.sample else copy.deepcopy(group.decoder)
         del settings
 
     def live_rows(self) -> list[int]:
@@ -286,7 +289,7 @@ class Engine:
                 sample_idx += idx
                 uniforms.append(u[r])
             else:  # a plugin strategy's own select over this group's live rows
-                nxt[idx] = g.decoder.select(processed[idx], g.generator)
+                nxt[idx] = live.decoder.select(processed[idx], g.generator)
         if sample_idx:
             u = torch.cat(uniforms)
             whole = len(sample_idx) == B and sample_idx == list(range(B))
