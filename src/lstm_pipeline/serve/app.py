@@ -408,6 +408,9 @@ class Server:
                     "top_logprobs": [ev.top_logprobs or {}], "text_offset": [offset]}
 
         if body.stream:
+            # every event starts the same: "data: {id, object, created, model, "choices": "
+            head = "data: " + json.dumps(chunk([]), ensure_ascii=False)[:-3]
+
             async def sse():
                 left, done = n_rows, False
                 offsets = [0] * n_rows
@@ -429,9 +432,14 @@ class Server:
                                     break
                                 completion_tokens += ev.token_id is not None
                                 if ev.text or ev.finish_reason or body.logprobs is not None:
-                                    choices.append({"text": ev.text, "index": ev.index,
-                                                    "logprobs": lp_of(ev, offsets[ev.index]),
-                                                    "finish_reason": ev.finish_reason})
+                                    if body.logprobs is None and len(events) == 1:  # the common case, formatted fast
+                                        messages.append(f"{head}[{{\"text\": {json.dumps(ev.text, ensure_ascii=False)}, "
+                                                        f"\"index\": {ev.index}, \"logprobs\": null, \"finish_reason\": "
+                                                        f"{json.dumps(ev.finish_reason)}}}]}}\n\n")
+                                    else:
+                                        choices.append({"text": ev.text, "index": ev.index,
+                                                        "logprobs": lp_of(ev, offsets[ev.index]),
+                                                        "finish_reason": ev.finish_reason})
                                 offsets[ev.index] += len(ev.text)
                                 if ev.finish_reason:
                                     left -= 1
