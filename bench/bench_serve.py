@@ -73,6 +73,16 @@ def rss_mib(pid: int) -> float:
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process (all its threads)."""
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+
+
 async def stream(http: httpx.AsyncClient, url: str, body: dict, first: list | None = None,
                  stop_after: int | None = None) -> int:
     """One streaming request; returns the tokens received. ``first`` gets the seconds to the first
@@ -116,14 +126,20 @@ async def run_clients(url: str, pid: int, args) -> dict:
         await asyncio.gather(*[stream(http, url, {"prompt": rows[i], "max_tokens": 4, **nucleus}) for i in range(64)])
         # 1. throughput: 64 concurrent clients
         best = 0.0
+        kids = children(pid)
         for _ in range(args.repeats):
             await wait_idle(http, url)
+            c0 = (cpu_seconds(pid), sum(cpu_seconds(k) for k in kids), time.process_time())
             t0 = time.perf_counter()
             got = await asyncio.gather(*[stream(http, url, {"prompt": rows[i], "max_tokens": args.tokens, "seed": i,
                                                             **nucleus}) for i in range(64)])
             dt = time.perf_counter() - t0
             assert sum(got) == 64 * args.tokens, sum(got)
-            best = max(best, 64 * args.tokens / dt)
+            c1 = (cpu_seconds(pid), sum(cpu_seconds(k) for k in kids), time.process_time())
+            if 64 * args.tokens / dt > best:
+                best = 64 * args.tokens / dt
+                out["cpu_web"], out["cpu_engine"], out["cpu_clients"] = (b - a for a, b in zip(c0, c1))
+                out["serve_wall"] = dt
         out["serve_64_tokens_per_s"] = best
         # 2. time to first token while 63 others stream
         await wait_idle(http, url)
@@ -182,11 +198,12 @@ def main() -> None:
         model = load_pretrained(mdir)[0]
         dec = Nucleus(top_p=0.9)
         dec.generate(model, prompts(64), max_new_tokens=5)
-        gen_best = 0.0
+        gen_best, gen_cpu = 0.0, None
         for _ in range(args.repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             dec.generate(model, prompts(64), max_new_tokens=args.tokens, generator=torch.Generator().manual_seed(0))
-            gen_best = max(gen_best, 64 * args.tokens / (time.perf_counter() - t0))
+            if 64 * args.tokens / (time.perf_counter() - t0) > gen_best:
+                gen_best, gen_cpu = 64 * args.tokens / (time.perf_counter() - t0), time.process_time() - c0
         # the batching engine alone (no HTTP): 64 single-row requests, each with its own generator
         import threading
 
@@ -232,12 +249,18 @@ def main() -> None:
             proc.terminate()
             proc.wait(timeout=20)
     ratio = res["serve_64_tokens_per_s"] / gen_best
+    load = os.getloadavg()
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
     print(f"torch {torch.__version__}, {threads} threads (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}); "
           f"model: {LAYERS}x{HIDDEN} LSTM, vocab {VOCAB}; {args.tokens} tokens per row")
     print(f"generate, nucleus top_p=0.9, batch 64:        {gen_best:8.0f} tokens/s")
     print(f"the batching engine alone (no HTTP), 64 rows: {eng_best:8.0f} tokens/s  = {eng_best / gen_best:.2f}x generate")
     print(f"serve, 64 concurrent streaming clients:       {res['serve_64_tokens_per_s']:8.0f} tokens/s  "
           f"= {ratio:.2f}x generate (goal >= 0.8x)")
+    n = 64 * args.tokens
+    print(f"tokens per CPU-second (independent of other load): generate {n / gen_cpu:.0f}; serve's engine process "
+          f"{n / res['cpu_engine']:.0f} (plus the web process {res['cpu_web']:.2f} s and the clients "
+          f"{res['cpu_clients']:.2f} s of CPU for {n} tokens in {res['serve_wall']:.2f} s)")
     print(f"time to first token, 1 client + {res['ttft_background_rows']} streaming: p50 {res['ttft_p50_ms']:.1f} ms, "
           f"p90 {res['ttft_p90_ms']:.1f} ms (goal p50 <= 50 ms)")
     r = res["rss_mib"]

@@ -94,7 +94,6 @@ class _Live:
                 group.generator.manual_seed(int(group.seed))
             else:
                 group.generator.seed()
-        settings = group.decoder.settings
         self.constraints, self.shape, self.shape_key = split_processors(group.decoder)
         self.n = 0  # tokens generated per row so far
         R = group.rows
@@ -120,7 +119,6 @@ class _Live:
         self.sample = isinstance(group.decoder, Sample) and type(group.decoder).select is Sample.select
         # a plugin strategy's select may keep state across steps (Mirostat's mu): one copy per request
         self.decoder = group.decoder if self.greedy or self.sample else copy.deepcopy(group.decoder)
-        del settings
 
     def live_rows(self) -> list[int]:
         return [r for r, d in enumerate(self.done) if not d]

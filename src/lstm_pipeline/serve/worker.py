@@ -214,12 +214,17 @@ class EngineProcess:
                 continue
             _, items, stats = msg
             batch = []
+            now = time.perf_counter()
             with self._lock:
                 for gid, events in items:
                     g = self.groups.get(gid)
                     if g is None:
                         continue
                     evs = [RowEvent(*e) for e in events]
+                    if g.first_token_at is None:  # measured here: from the request reaching this process
+                        g.first_token_at = now
+                        if self.metrics is not None:
+                            self.metrics.first_token(now - g.submitted)
                     done = sum(e.finish_reason is not None for e in evs)
                     if done:
                         self._left[gid] -= done
@@ -236,8 +241,6 @@ class EngineProcess:
             if self.metrics is not None:
                 for rows, tokens, seconds in stats["step"]:
                     self.metrics.step(rows, tokens, seconds, self.max_batch)
-                for s in stats["ttft"]:
-                    self.metrics.first_token(s)
             if batch and self.deliver is not None:
                 try:
                     self.deliver(batch)
