@@ -224,25 +224,43 @@ class Engine:
             live = _Live(g, self, V, self.device)
             for r, p in enumerate(g.prompts):
                 buckets.setdefault(max(len(p), 1), []).append((live, r))
+        new_rows, new_logits, new_state = [], None, None
         for rows in buckets.values():
             logits, state = prefill(self.model, [live.g.prompts[r] for live, r in rows], self.bos_token_id)
+            new_rows += rows
+            new_logits, new_state = self._join(new_logits, new_state, logits, state)
+        # the first token now, from the prefill's logits (it does not wait for the batch's step; each
+        # request draws once for all its rows), then the new rows join the batch with their next logits
+        rows, logits, state = self._advance(new_rows, new_logits, new_state, main=False)
+        if rows:
             self._rows += rows
-            if self._logits is None:
-                self._logits, self._state = logits, state
-            else:
-                dims = self.model.state_batch_dims(self._state)
-                self._logits = torch.cat([self._logits, logits])
-                self._state = tuple(torch.cat([a, b], dim=d) for a, b, d in zip(self._state, state, dims))
+            self._logits, self._state = self._join(self._logits, self._state, logits, state)
+
+    def _join(self, logits_a, state_a, logits_b, state_b):
+        """Two sets of rows as one batch: logits (B, V) and states concatenated on their batch dims."""
+        if logits_a is None:
+            return logits_b, state_b
+        dims = self.model.state_batch_dims(state_a)
+        return (torch.cat([logits_a, logits_b]),
+                tuple(torch.cat([a, b], dim=d) for a, b, d in zip(state_a, state_b, dims)))
 
     def _vocab_size(self) -> int:
         V = getattr(self.model, "vocab_size", None)
         return int(V) if V is not None else int(self.tokenizer.vocab_size)
 
     def _step(self) -> None:
+        """One step of the whole batch."""
+        self._rows, self._logits, self._state = self._advance(self._rows, self._logits, self._state)
+
+    def _advance(self, rows: list[tuple[_Live, int]], logits: Tensor, state: tuple, main: bool = True
+                 ) -> tuple[list[tuple[_Live, int]], Tensor | None, tuple | None]:
+        """Choose each row's next token from ``logits`` (B, V), hand it out, drop the rows that
+        finished, and step the others: returns their rows, logits and state (None when none is left).
+        ``main``: the batch's step (counted in the metrics) rather than newly admitted rows."""
         t0 = time.perf_counter()
-        rows, logits = self._rows, self._logits
         B = len(rows)
-        self.peak_rows = max(self.peak_rows, B)
+        if main:
+            self.peak_rows = max(self.peak_rows, B)
         # the groups in the batch, in order of first appearance, with their batch positions
         groups: dict[int, tuple[_Live, list[int]]] = {}
         for i, (live, _) in enumerate(rows):
@@ -351,18 +369,19 @@ class Engine:
             if rows[i][0].g.cancelled:
                 keep.remove(i)
         if not keep:
-            self._rows, self._logits, self._state = [], None, None
+            rows, logits, state = [], None, None
         else:
-            state = self._state
             if len(keep) < B:
                 index = torch.tensor(keep, dtype=torch.long, device=logits.device)
                 state = self.model.reorder_state(state, index)
-            self._rows = [rows[i] for i in keep]
-            self._logits, self._state = self.model.step(nxt[keep] if len(keep) < B else nxt, state)
-        self.steps += 1
-        self.last_step_seconds = time.perf_counter() - t0
-        if self.metrics is not None:
-            self.metrics.step(B, len(ids), self.last_step_seconds, self.max_batch)
+            rows = [rows[i] for i in keep]
+            logits, state = self.model.step(nxt[keep] if len(keep) < B else nxt, state)
+        if main:
+            self.steps += 1
+            self.last_step_seconds = time.perf_counter() - t0
+            if self.metrics is not None:
+                self.metrics.step(B, len(ids), self.last_step_seconds, self.max_batch)
+        return rows, logits, state
 
     def _new_text(self, live: _Live, row: int, finish: str | None) -> str:
         """The text of ``row`` not yet emitted. A stop string is cut off (OpenAI's behaviour) and,

@@ -59,6 +59,13 @@ class _ChildEngine(Engine):
         finally:
             self.flush()
 
+    def _admit(self) -> None:
+        try:
+            super()._admit()
+        finally:
+            if self._pending:  # new requests' first tokens go out now, not after the next step
+                self.flush()
+
     def flush(self) -> None:
         stats = self.metrics
         msg = ("step", self._pending, {"steps": self.steps, "active": self.active_rows, "tokens": self.tokens_generated,
