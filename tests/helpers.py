@@ -38,3 +38,53 @@ def make_dist(root, dist: str, entry_points: str, files: dict[str, str] | None =
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(src))
+
+
+class ServeProcess:
+    """``lstm-pipeline serve`` in a subprocess on a free loopback port (a context manager):
+    ``.url`` is ``http://127.0.0.1:<port>``; leaving stops the server. Waits for ``/health``."""
+
+    def __init__(self, *overrides: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 90):
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = ["serve", *overrides, f"port={self.port}", "log_level=warning"]
+        self.env, self.cwd, self.timeout = env, cwd, timeout
+        self.proc = None
+
+    def __enter__(self) -> "ServeProcess":
+        import tempfile
+        import time
+        import urllib.request
+
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen([sys.executable, "-m", "lstm_pipeline.cli", *self.args], cwd=self.cwd,
+                                     stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(self.env or {})})
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"lstm-pipeline serve exited ({self.proc.returncode}):\n{self.output()}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        self.__exit__()
+        raise AssertionError(f"lstm-pipeline serve did not answer /health in {self.timeout} s:\n{self.output()}")
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()[-5000:]
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

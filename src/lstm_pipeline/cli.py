@@ -28,6 +28,8 @@ COMMANDS = {
                "export a run's model as a TorchScript/ONNX step module (state in, state out)"),
     "plot": ("lstm_pipeline.plot:plot_cmd", "PNG training curves of one or more runs (run=[a,b] overlays)"),
     "push": ("lstm_pipeline.hub:push_cmd", "upload a run's model directory to the Hugging Face Hub"),
+    "serve": ("lstm_pipeline.serve.app:serve_cmd",
+              "an OpenAI-compatible completions API with continuous batching, and a page to try the model"),
     "plugins": (None, "list registered components per group; --check imports each; new <name> scaffolds one"),
 }
 
@@ -42,6 +44,7 @@ Examples:
   lstm-pipeline generate run=runs/<date>/<time> prompt="ROMEO:" max_new_tokens=300
   lstm-pipeline evaluate run=runs/<date>/<time>
   lstm-pipeline export run=runs/<date>/<time> format=onnx quantize=true
+  lstm-pipeline serve run=runs/<date>/<time> port=8000           # http://127.0.0.1:8000/
   lstm-pipeline train --help                            # config groups and the composed config
 Set HYDRA_FULL_ERROR=1 for a full traceback."""
 

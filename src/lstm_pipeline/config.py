@@ -159,9 +159,30 @@ class PushJob:
     dry_run: bool = False           # list the files that would be uploaded; send nothing
 
 
+@dataclass
+class ServeJob:
+    run: str = MISSING              # a run directory (or its model/ directory) or a Hugging Face Hub id; fixed at start
+    host: str = "127.0.0.1"         # loopback only; another address exposes the model (set an api_key then)
+    port: int = 8000
+    api_key: Optional[str] = None   # requests must send "Authorization: Bearer <key>" when set (conf: $LSTM_PIPELINE_API_KEY)
+    model_name: Optional[str] = None  # the id clients pass as "model" (default: the run directory's name or the hub id)
+    device: str = "cpu"
+    max_batch: int = 64             # rows stepped together; more wait in line
+    max_streams: int = 256          # rows running or waiting; beyond that requests get 429
+    max_prompt_tokens: int = 4096   # longer prompts get 400
+    max_tokens: int = 2048          # the largest max_tokens a request may ask for
+    default_max_tokens: int = 16    # max_tokens when a request leaves it out (OpenAI's default)
+    max_n: int = 16                 # the largest n
+    eos_token: Optional[str] = None  # null: the model's own end-of-text token (as generate); none: no token ends a row
+    on_unknown: str = "error"       # prompt characters the tokenizer never saw: error | replace | skip
+    log_level: str = "info"         # uvicorn's: critical | error | warning | info | debug
+    engine_process: bool = True     # the batching loop in its own process (false: a thread here, slower under load)
+    decoding: Any = MISSING         # the defaults for requests that do not set a field (conf/serve.yaml: sample)
+
+
 #: command -> the component groups whose settings its config composes (see register_component_schemas)
 COMPONENT_GROUPS = {"train": ("model", "model/cell", "tokenizer", "data"), "evaluate": ("data",),
-                    "generate": ("decoding",)}
+                    "generate": ("decoding",), "serve": ("decoding",)}
 
 
 def _plain(value: Any) -> Any:
@@ -230,6 +251,7 @@ def register_schemas(command: str | None = None) -> None:
     cs.store(name="export_schema", node=ExportJob)
     cs.store(name="plot_schema", node=PlotJob)
     cs.store(name="push_schema", node=PushJob)
+    cs.store(name="serve_schema", node=ServeJob)
 
 
 def to_dict(node: Any) -> Any:

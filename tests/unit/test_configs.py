@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from lstm_pipeline.config import _missing_keys, register_schemas, validate_train_config
 
 CONF = Path(__file__).resolve().parents[2] / "src" / "lstm_pipeline" / "conf"
-TOP = {"train.yaml", "generate.yaml", "evaluate.yaml", "export.yaml", "plot.yaml", "push.yaml"}
+TOP = {"train.yaml", "generate.yaml", "evaluate.yaml", "export.yaml", "plot.yaml", "push.yaml", "serve.yaml"}
 
 
 def _compose(config_name: str, overrides=()):

@@ -33,6 +33,23 @@ DEFAULT_DECODING = {"name": "sample", "temperature": 0.8}
 NO_EOS = ("none", "None", False)
 
 
+def resolve_eos_token_id(tokenizer: TextTokenizer, config: Mapping[str, Any], eos_token: str | None = None) -> int | None:
+    """The token that ends a row. ``None``: the model's own end-of-text token (``config["eos_token_id"]``,
+    none if it was trained without one); ``"none"``: no token; any other string: that token (it must be
+    in the vocabulary, else ValueError)."""
+    if eos_token is None:
+        eos = config.get("eos_token_id")
+        return None if eos is None else int(eos)
+    if eos_token in NO_EOS:
+        return None
+    tid = tokenizer.token_to_id(str(eos_token))
+    if tid is None:
+        raise ValueError(f"eos_token={eos_token!r} is not in the tokenizer's vocabulary; pick a token it knows "
+                         f"(e.g. a special token added at training), leave it unset (the model's own: "
+                         f"{config.get('eos_token')!r}) or pass eos_token=none.")
+    return tid
+
+
 @dataclass
 class Completion:
     prompt: str
@@ -75,19 +92,8 @@ class TextGenerator:
         return int(self.config.get("bos_token_id") or 0)
 
     def eos_token_id(self, eos_token: str | None = None) -> int | None:
-        """``None``: the model's own end-of-text token (none if it was trained without one);
-        ``"none"``: do not stop at any token; any other string: that token (it must be in the vocabulary)."""
-        if eos_token is None:
-            eos = self.config.get("eos_token_id")
-            return None if eos is None else int(eos)
-        if eos_token in NO_EOS:
-            return None
-        tid = self.tokenizer.token_to_id(str(eos_token))
-        if tid is None:
-            raise ValueError(f"eos_token={eos_token!r} is not in the tokenizer's vocabulary; pick a token it knows "
-                             f"(e.g. a special token added at training), leave it unset (the model's own: "
-                             f"{self.config.get('eos_token')!r}) or pass eos_token=none.")
-        return tid
+        """See :func:`resolve_eos_token_id`."""
+        return resolve_eos_token_id(self.tokenizer, self.config, eos_token)
 
     # -- decoding -------------------------------------------------------------------------------
     def default_decoding(self) -> dict:

@@ -1,0 +1,1 @@
+"""``lstm-pipeline serve``: an OpenAI-compatible HTTP API with continuous batching (see docs/serve.md)."""

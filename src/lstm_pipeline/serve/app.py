@@ -1,0 +1,547 @@
+"""``lstm-pipeline serve``: an OpenAI-compatible completions API over one model, continuously batched.
+
+Endpoints: ``POST /v1/completions`` (OpenAI's shape, plus the project's decoding settings),
+``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus text format) and ``GET /`` (a page
+to try the model). The model is fixed when the server starts; no request can name a file.
+
+Errors are OpenAI-shaped: ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+from ..generation.processors import OFF
+from ..generation.strategies import COMMON, SAMPLING, StepDecoding
+from .engine import Engine, Group, RowEvent, request_rows
+
+
+
+class MissingDependencyError(LookupError):
+    """The web stack is not installed (a LookupError: the CLI prints it as one line, no traceback)."""
+
+
+try:
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+    from pydantic import BaseModel, ConfigDict
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise MissingDependencyError(
+        f"lstm-pipeline serve needs the web stack ({exc.name} is missing): pip install 'lstm-pipeline[serve]'") from None
+
+#: the project's decoding settings a request may set (besides OpenAI's temperature and top_p)
+DECODING_FIELDS = tuple(k for k in (*SAMPLING, *COMMON))
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 type: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
+
+    def response(self) -> JSONResponse:
+        return error_response(self.status, self.message, self.param, self.code, self.type)
+
+
+def error_response(status: int, message: str, param=None, code=None, type="invalid_request_error") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": type, "param": param, "code": code}}, status_code=status)
+
+
+class CompletionRequest(BaseModel):
+    """The body of ``POST /v1/completions``. Unknown fields are an error (a misspelled setting would
+    otherwise be ignored silently)."""
+    model_config = ConfigDict(extra="forbid")
+
+    model: Optional[str] = None
+    prompt: Union[str, list[str], list[int], list[list[int]]] = ""
+    max_tokens: Optional[int] = None
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    n: int = 1
+    stop: Union[str, list[str], None] = None
+    seed: Optional[int] = None
+    stream: bool = False
+    logprobs: Optional[int] = None
+    user: Optional[str] = None  # accepted and ignored, as OpenAI clients may send it
+    stream_options: Optional[dict] = None  # {"include_usage": true}
+    # the project's own decoding options (docs/generation.md)
+    decoding: Optional[str] = None
+    top_k: Optional[int] = None
+    min_p: Optional[float] = None
+    typical_p: Optional[float] = None
+    epsilon: Optional[float] = None
+    eta: Optional[float] = None
+    repetition_penalty: Optional[float] = None
+    frequency_penalty: Optional[float] = None
+    presence_penalty: Optional[float] = None
+    no_repeat_ngram_size: Optional[int] = None
+    bad_words_ids: Optional[list[list[int]]] = None
+    min_new_tokens: Optional[int] = None
+    forced_end: Optional[bool] = None
+
+
+class Metrics:
+    """Prometheus metrics (``prometheus_client``, one registry per app)."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("lstm_pipeline_requests", "HTTP requests by path and status", ["path", "status"], registry=r)
+        self.prompt_tokens = Counter("lstm_pipeline_prompt_tokens", "prompt tokens prefilled", registry=r)
+        self.generated = Counter("lstm_pipeline_generated_tokens", "tokens generated", registry=r)
+        self.rows = Gauge("lstm_pipeline_batch_rows", "rows in the running batch at the last step", registry=r)
+        self.occupancy = Gauge("lstm_pipeline_batch_occupancy", "rows in the running batch / max_batch", registry=r)
+        self.queued = Gauge("lstm_pipeline_queued_rows", "rows waiting for a place in the batch", registry=r)
+        self.step_seconds = Histogram("lstm_pipeline_step_seconds", "time of one batch step",
+                                      buckets=(.001, .0025, .005, .01, .02, .04, .08, .16, .32, 1), registry=r)
+        self.ttft = Histogram("lstm_pipeline_time_to_first_token_seconds", "request received -> first token chosen",
+                              buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10), registry=r)
+        self.latency = Histogram("lstm_pipeline_request_seconds", "request received -> last token",
+                                 buckets=(.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120), registry=r)
+
+    # called from the engine thread
+    def step(self, rows: int, tokens: int, seconds: float, max_batch: int) -> None:
+        self.rows.set(rows)
+        self.occupancy.set(rows / max_batch)
+        self.generated.inc(tokens)
+        self.step_seconds.observe(seconds)
+
+    def first_token(self, seconds: float) -> None:
+        self.ttft.observe(seconds)
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+class Server:
+    """The model, the engine and the limits; builds the FastAPI app (:meth:`app`)."""
+
+    def __init__(self, model, tokenizer, config: dict, *, model_name: str, decoding: dict,
+                 api_key: str | None = None, max_batch: int = 64, max_prompt_tokens: int = 4096,
+                 max_tokens: int = 2048, default_max_tokens: int = 16, max_n: int = 16, max_streams: int = 256,
+                 max_logprobs: int = 5, eos_token: str | None = None, on_unknown: str = "error",
+                 max_body_bytes: int = 1_000_000, model_dir: str | None = None, device: str = "cpu"):
+        """``model_dir`` given: the batching engine runs in a child process that loads the model
+        from there (``lstm-pipeline serve`` does this; ``model`` may then be None). Otherwise it
+        runs in a thread of this process over ``model``."""
+        self.model, self.tokenizer, self.config = model, tokenizer, config
+        self.model_name, self.api_key = model_name, api_key or None
+        self.decoding = dict(decoding)
+        self.limits = dict(max_batch=max_batch, max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens,
+                           default_max_tokens=default_max_tokens, max_n=max_n, max_streams=max_streams,
+                           max_logprobs=max_logprobs, max_body_bytes=max_body_bytes)
+        for k, v in self.limits.items():
+            if not isinstance(v, int) or v < (0 if k == "max_logprobs" else 1):
+                raise ValueError(f"{k} must be a positive int, got {v!r}")
+        self.on_unknown = on_unknown
+        from ..generation.engine import resolve_eos_token_id
+
+        # null: the model's own end-of-text token (as generate); "none": no token ends a row
+        eos_id = resolve_eos_token_id(tokenizer, config, eos_token)
+        self._decoders: dict[str, StepDecoding] = {}
+        self._settings_of: dict[int, dict] = {}  # id(decoder) -> the settings that built it
+        try:  # bad server settings fail before serving, in one line
+            self._build_decoder(self.decoding, "decoding")
+        except APIError as exc:
+            raise ValueError(f"decoding: {exc.message}") from None
+        self.metrics = Metrics()
+        engine_args = dict(max_batch=max_batch, bos_token_id=config.get("bos_token_id", 0), eos_token_id=eos_id,
+                           metrics=self.metrics, deliver=self._deliver)
+        if model_dir is not None:
+            from .worker import EngineProcess
+
+            self.engine = EngineProcess(model_dir, device, **engine_args)
+        else:
+            self.engine = Engine(model, tokenizer, **engine_args)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.created = int(time.time())
+        self._seeds = torch.Generator()
+        self._seeds.seed()
+
+    def _deliver(self, batch) -> None:
+        """Engine thread: one step's events for every group, handed to the event loop in one hop
+        (one wake-up per step, not one per stream); never blocks the engine."""
+        loop = self.loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(self._dispatch, batch)
+        except RuntimeError:  # the event loop is closed (shutdown)
+            for g, _ in batch:
+                g.cancelled = True
+
+    @staticmethod
+    def _dispatch(batch) -> None:
+        for g, events in batch:
+            g.emit(g, events)
+
+    # -- request -> group ------------------------------------------------------------------
+    def _build_decoder(self, settings: dict, param: str | None) -> StepDecoding:
+        """The strategy for ``settings``, built (and checked) once per distinct settings: building
+        one looks its processors up in the registry, which reads the installed entry points."""
+        from ..registry import DECODERS
+
+        key = repr(sorted(settings.items(), key=lambda kv: kv[0]))
+        decoder = self._decoders.get(key)
+        if decoder is not None:
+            return decoder
+        try:
+            decoder = DECODERS.build(settings)
+        except (ValueError, LookupError, TypeError) as exc:
+            raise APIError(400, str(exc), param) from None
+        if not isinstance(decoder, StepDecoding):
+            raise APIError(400, f"decoding '{settings.get('name')}' is not a token-by-token strategy and cannot run in "
+                                f"a continuous batch; use greedy or a sampling strategy here, or lstm-pipeline generate "
+                                f"for beam search and contrastive search.", param)
+        if len(self._decoders) >= 512:
+            self._settings_of.pop(id(self._decoders.pop(next(iter(self._decoders)))), None)
+        self._decoders[key] = decoder
+        self._settings_of[id(decoder)] = dict(settings)
+        return decoder
+
+    def decoder_for(self, body: CompletionRequest) -> StepDecoding:
+        base = {"name": body.decoding} if body.decoding else dict(self.decoding)
+        given = {k: getattr(body, k) for k in DECODING_FIELDS if getattr(body, k, None) is not None}
+        if given.get("temperature") == 0:  # OpenAI's deterministic setting
+            settings = {k: v for k, v in {**base, **given}.items() if k in COMMON}
+            settings["name"] = "greedy"
+        else:
+            settings = {**base, **given}
+            if settings.get("name") == "greedy" and any(k in SAMPLING and v != OFF[k] for k, v in given.items()):
+                settings["name"] = "sample"
+                settings = {k: v for k, v in settings.items() if k == "name" or k in COMMON or k in given}
+        return self._build_decoder(settings, "decoding" if body.decoding else None)
+
+    def encode_prompts(self, prompt) -> list[list[int]]:
+        V = int(self.config["vocab_size"])
+        limit = self.limits["max_prompt_tokens"]
+        if isinstance(prompt, str):
+            prompts: list = [prompt]
+        elif prompt and all(isinstance(p, int) for p in prompt):
+            prompts = [prompt]
+        else:
+            prompts = list(prompt)
+        if not prompts:
+            raise APIError(400, "prompt is an empty list: give a string, a list of strings or token ids.", "prompt")
+        out = []
+        for i, p in enumerate(prompts):
+            if isinstance(p, str):
+                if len(p) > 32 * limit:
+                    raise APIError(400, f"prompt {i} is longer than this server accepts (max_prompt_tokens={limit}).",
+                                   "prompt", "context_length_exceeded")
+                try:
+                    ids = self.tokenizer.encode_checked(p, on_unknown=self.on_unknown, what=f"prompt {i}")
+                except ValueError as exc:
+                    raise APIError(400, str(exc), "prompt") from None
+            else:
+                ids = list(p)
+                bad = [t for t in ids if not 0 <= t < V]
+                if bad:
+                    raise APIError(400, f"prompt {i} holds token ids outside the vocabulary [0, {V}): {bad[:5]}", "prompt")
+            if len(ids) > limit:
+                raise APIError(400, f"prompt {i} has {len(ids)} tokens; this server accepts at most "
+                                    f"max_prompt_tokens={limit}.", "prompt", "context_length_exceeded")
+            out.append(ids)
+        return out
+
+    def group_for(self, body: CompletionRequest, emit) -> tuple[Group, list[list[int]]]:
+        L = self.limits
+        if body.model is not None and body.model != self.model_name:
+            raise APIError(404, f"The model '{body.model}' does not exist here; this server serves '{self.model_name}' "
+                                f"(GET /v1/models).", "model", "model_not_found")
+        max_tokens = L["default_max_tokens"] if body.max_tokens is None else body.max_tokens
+        if not 1 <= max_tokens <= L["max_tokens"]:
+            raise APIError(400, f"max_tokens must be between 1 and {L['max_tokens']} on this server, got {max_tokens}.",
+                           "max_tokens")
+        if not 1 <= body.n <= L["max_n"]:
+            raise APIError(400, f"n must be between 1 and {L['max_n']} on this server, got {body.n}.", "n")
+        if body.logprobs is not None and not 0 <= body.logprobs <= L["max_logprobs"]:
+            raise APIError(400, f"logprobs must be between 0 and {L['max_logprobs']}, got {body.logprobs}.", "logprobs")
+        stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+        if len(stop) > 4 or any(not s for s in stop):
+            raise APIError(400, "stop must be up to 4 non-empty strings.", "stop")
+        if body.seed is not None and not 0 <= body.seed < 2 ** 63:
+            raise APIError(400, f"seed must be an int in [0, 2**63), got {body.seed}.", "seed")
+        decoder = self.decoder_for(body)
+        prompts = self.encode_prompts(body.prompt)
+        rows = request_rows(prompts, body.n)
+        if len(rows) > L["max_batch"]:
+            raise APIError(400, f"this request needs {len(rows)} rows (prompts x n); the batch holds max_batch="
+                                f"{L['max_batch']}.", "n")
+        busy = self.engine.active_rows + self.engine.queued_rows
+        if busy + len(rows) > L["max_streams"]:
+            raise APIError(429, f"the server is at its limit of {L['max_streams']} concurrent streams; retry shortly.",
+                           None, "server_busy", "rate_limit_error")
+        seed = int(body.seed) if body.seed is not None else int(torch.randint(0, 2 ** 62, (1,), generator=self._seeds))
+        group = Group(rows, decoder, max_tokens, emit=emit, stop=stop, logprobs=body.logprobs, seed=seed,
+                      settings=self._settings_of[id(decoder)])
+        self.metrics.prompt_tokens.inc(sum(len(r) for r in rows))
+        return group, prompts
+
+    # -- the app -----------------------------------------------------------------------
+    def app(self) -> FastAPI:
+        server = self
+
+        @asynccontextmanager
+        async def lifespan(app):
+            server.loop = asyncio.get_running_loop()
+            if isinstance(server.engine, Engine):  # (the engine process is started before serving)
+                server.engine.start()
+            yield
+            server.engine.stop()
+
+        app = FastAPI(title="lstm-pipeline serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+        @app.exception_handler(APIError)
+        async def _api_error(request, exc: APIError):
+            return exc.response()
+
+        @app.exception_handler(RequestValidationError)
+        async def _invalid(request, exc: RequestValidationError):
+            err = exc.errors()[0] if exc.errors() else {}
+            loc = [str(x) for x in err.get("loc", ()) if x != "body"]
+            param = loc[0] if loc else None
+            if err.get("type") == "extra_forbidden":
+                msg = (f"unknown field '{param}'; accepted: OpenAI's completions fields and the decoding settings "
+                       f"in docs/serve.md.")
+            elif err.get("type") == "json_invalid" or not loc:
+                msg = f"the body is not a valid JSON completion request: {err.get('msg', exc)}"
+            else:
+                msg = f"{'.'.join(loc)}: {err.get('msg')}"
+            return error_response(400, msg, param)
+
+        @app.exception_handler(StarletteHTTPException)
+        async def _http(request, exc: StarletteHTTPException):
+            return error_response(exc.status_code, str(exc.detail), None, None,
+                                  "invalid_request_error" if exc.status_code < 500 else "server_error")
+
+        @app.middleware("http")
+        async def guard(request: Request, call_next):
+            path = request.url.path
+            protected = path.startswith("/v1") or path == "/metrics"
+            if protected and server.api_key is not None:
+                auth = request.headers.get("authorization", "")
+                scheme, _, key = auth.partition(" ")
+                if scheme.lower() != "bearer" or not secrets.compare_digest(key.strip().encode(), server.api_key.encode()):
+                    server.metrics.requests.labels(path if protected else "other", "401").inc()
+                    return error_response(401, "Incorrect or missing API key: send it as 'Authorization: Bearer <key>'.",
+                                          None, "invalid_api_key")
+            size = request.headers.get("content-length")
+            if size is not None and size.isdigit() and int(size) > server.limits["max_body_bytes"]:
+                return error_response(413, f"the request body is larger than {server.limits['max_body_bytes']} bytes.")
+            response = await call_next(request)
+            label = path if path in ("/v1/completions", "/v1/models", "/health", "/metrics", "/") else "other"
+            server.metrics.requests.labels(label, str(response.status_code)).inc()
+            return response
+
+        @app.get("/health")
+        async def health():
+            if server.engine.error is not None:
+                return JSONResponse({"status": "error", "error": repr(server.engine.error)}, status_code=500)
+            return {"status": "ok", "model": server.model_name, "active_rows": server.engine.active_rows,
+                    "queued_rows": server.engine.queued_rows, "steps": server.engine.steps,
+                    "peak_rows": server.engine.peak_rows,
+                    "tokens": server.engine.tokens_generated}
+
+        @app.get("/metrics")
+        async def metrics():
+            server.metrics.queued.set(server.engine.queued_rows)
+            return PlainTextResponse(server.metrics.render(), media_type="text/plain; version=0.0.4")
+
+        @app.get("/v1/models")
+        async def models():
+            return {"object": "list", "data": [{"id": server.model_name, "object": "model", "created": server.created,
+                                                "owned_by": "lstm-pipeline"}]}
+
+        @app.get("/", response_class=HTMLResponse)
+        async def page():
+            from .page import render_page
+
+            return render_page(server)
+
+        @app.post("/v1/completions")
+        async def completions(body: CompletionRequest, request: Request):
+            return await server.complete(body, request)
+
+        return app
+
+    async def complete(self, body: CompletionRequest, request: Request):
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        inbox: asyncio.Queue = asyncio.Queue()
+
+        def emit(group, events):  # in the event loop (see _deliver): this request's queue
+            inbox.put_nowait(events)
+
+        group, prompts = self.group_for(body, emit)
+        rid, created, started = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time()), time.perf_counter()
+        self.engine.submit(group)
+        prompt_tokens = sum(len(p) for p in prompts) * body.n
+        n_rows = group.rows
+
+        def chunk(choices, usage=None):
+            out = {"id": rid, "object": "text_completion", "created": created, "model": self.model_name,
+                   "choices": choices}
+            if usage is not None:
+                out["usage"] = usage
+            return out
+
+        def lp_of(ev: RowEvent, offset: int):
+            if body.logprobs is None or ev.token_id is None:
+                return None
+            return {"tokens": [self.tokenizer.decode([ev.token_id])], "token_logprobs": [ev.logprob],
+                    "top_logprobs": [ev.top_logprobs or {}], "text_offset": [offset]}
+
+        if body.stream:
+            # every event starts the same: "data: {id, object, created, model, "choices": "
+            head = "data: " + json.dumps(chunk([]), ensure_ascii=False)[:-3]
+
+            async def sse():
+                left, done = n_rows, False
+                offsets = [0] * n_rows
+                completion_tokens = 0
+                try:
+                    while left > 0:
+                        steps = [await inbox.get()]
+                        while not inbox.empty():  # the client fell behind: what is waiting goes in one write
+                            steps.append(inbox.get_nowait())
+                        messages = []
+                        for events in steps:  # one event per step, as OpenAI sends them
+                            choices = []
+                            for ev in events:
+                                if ev.finish_reason == "error":
+                                    messages.append("data: " + json.dumps({"error": {
+                                        "message": "the server failed while generating; see its log.",
+                                        "type": "server_error", "param": None, "code": None}}) + "\n\n")
+                                    left = 0
+                                    break
+                                completion_tokens += ev.token_id is not None
+                                if ev.text or ev.finish_reason or body.logprobs is not None:
+                                    if body.logprobs is None and len(events) == 1:  # the common case, formatted fast
+                                        messages.append(f"{head}[{{\"text\": {json.dumps(ev.text, ensure_ascii=False)}, "
+                                                        f"\"index\": {ev.index}, \"logprobs\": null, \"finish_reason\": "
+                                                        f"{json.dumps(ev.finish_reason)}}}]}}\n\n")
+                                    else:
+                                        choices.append({"text": ev.text, "index": ev.index,
+                                                        "logprobs": lp_of(ev, offsets[ev.index]),
+                                                        "finish_reason": ev.finish_reason})
+                                offsets[ev.index] += len(ev.text)
+                                if ev.finish_reason:
+                                    left -= 1
+                            if choices:
+                                messages.append("data: " + json.dumps(chunk(choices), ensure_ascii=False) + "\n\n")
+                        if messages:
+                            yield "".join(messages)
+                    done = True
+                    self.metrics.latency.observe(time.perf_counter() - started)
+                    if (body.stream_options or {}).get("include_usage"):
+                        yield "data: " + json.dumps(chunk([], {"prompt_tokens": prompt_tokens,
+                                                               "completion_tokens": completion_tokens,
+                                                               "total_tokens": prompt_tokens + completion_tokens})) + "\n\n"
+                    yield "data: [DONE]\n\n"
+                finally:
+                    if not done:  # the client went away: leave the batch now
+                        self.engine.cancel(group)
+
+            return StreamingResponse(sse(), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+        texts = [""] * n_rows
+        finish = [None] * n_rows
+        lps = [{"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []} for _ in range(n_rows)]
+        completion_tokens = 0
+        left = n_rows
+        try:
+            while left > 0:
+                try:
+                    events = await asyncio.wait_for(inbox.get(), timeout=1.0)
+                except asyncio.TimeoutError:
+                    if await request.is_disconnected():
+                        self.engine.cancel(group)
+                        return JSONResponse({}, status_code=499)
+                    continue
+                for ev in events:
+                    if ev.finish_reason == "error":
+                        raise APIError(500, "the server failed while generating; see its log.", None, None, "server_error")
+                    if ev.token_id is not None:
+                        completion_tokens += 1
+                        if body.logprobs is not None:
+                            lp = lps[ev.index]
+                            lp["tokens"].append(self.tokenizer.decode([ev.token_id]))
+                            lp["token_logprobs"].append(ev.logprob)
+                            lp["top_logprobs"].append(ev.top_logprobs or {})
+                            lp["text_offset"].append(len(texts[ev.index]))
+                    texts[ev.index] += ev.text
+                    if ev.finish_reason:
+                        finish[ev.index] = ev.finish_reason
+                        left -= 1
+        except asyncio.CancelledError:
+            self.engine.cancel(group)
+            raise
+        self.metrics.latency.observe(time.perf_counter() - started)
+        choices = [{"text": t, "index": i, "logprobs": lps[i] if body.logprobs is not None else None,
+                    "finish_reason": f} for i, (t, f) in enumerate(zip(texts, finish))]
+        return chunk(choices, {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                               "total_tokens": prompt_tokens + completion_tokens})
+
+
+def model_name_of(run: str) -> str:
+    p = Path(str(run)).expanduser()
+    if p.exists():
+        p = p.resolve()
+        return p.parent.name if p.name == "model" else p.name
+    return str(run)
+
+
+def serve_cmd(cfg):
+    """The function behind ``lstm-pipeline serve``: load the model once, then serve until Ctrl-C."""
+    import uvicorn
+
+    from ..config import to_dict
+
+    from ..hub import resolve_pretrained
+    from ..tokenization.base import TextTokenizer
+
+    run = str(cfg.run)
+    model_dir = resolve_pretrained(run)  # a Hub id is downloaded (or found in the cache) once, here
+    config = json.loads((model_dir / "config.json").read_text())
+    if config.get("format") != "lstm-pipeline":
+        raise ValueError(f"{model_dir / 'config.json'} is not an lstm-pipeline model config.")
+    tokenizer = TextTokenizer.load(model_dir / "tokenizer.json")
+    model = None
+    if not cfg.engine_process:  # the engine in a thread of this process (slower under load: one GIL)
+        from ..hub import load_pretrained
+
+        model = load_pretrained(model_dir, map_location=cfg.device)[0]
+    server = Server(model, tokenizer, config, model_name=cfg.model_name or model_name_of(run),
+                    decoding=to_dict(cfg.decoding), api_key=cfg.api_key, max_batch=cfg.max_batch,
+                    max_prompt_tokens=cfg.max_prompt_tokens, max_tokens=cfg.max_tokens,
+                    default_max_tokens=cfg.default_max_tokens, max_n=cfg.max_n, max_streams=cfg.max_streams,
+                    eos_token=cfg.eos_token, on_unknown=cfg.on_unknown,
+                    model_dir=str(model_dir) if cfg.engine_process else None, device=cfg.device)
+    if cfg.engine_process:
+        server.engine.start()  # loads the model in the engine process; a bad model directory fails here
+    host = str(cfg.host)
+    if host not in ("127.0.0.1", "localhost", "::1") and not server.api_key:
+        print(f"lstm-pipeline serve: warning: listening on {host} with no api_key: anyone who can reach this "
+              f"machine can use the model. Set LSTM_PIPELINE_API_KEY (or api_key=).", flush=True)
+    print(f"lstm-pipeline serve: model '{server.model_name}' at http://{host}:{cfg.port}/ "
+          f"(API: /v1/completions, max_batch={cfg.max_batch})", flush=True)
+    try:
+        uvicorn.run(server.app(), host=host, port=int(cfg.port), log_level=str(cfg.log_level),
+                    timeout_graceful_shutdown=3)
+    finally:
+        server.engine.stop()

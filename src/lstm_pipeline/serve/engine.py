@@ -1,0 +1,422 @@
+"""Continuous batching for a recurrent language model.
+
+One thread steps every active row together (``model.step`` on a (B,) batch). A stream's whole
+context is its fixed-size recurrent state, so rows join and leave between any two steps:
+
+- a new request's prompts are prefilled (``generation.strategies.prefill``, the same call
+  ``lstm-pipeline generate`` makes) and their logits and states are concatenated to the running
+  batch before the next token is chosen;
+- a row that finished (end token, stop string, ``max_tokens``) or whose client went away is dropped
+  from the batch (``model.reorder_state``) before the next ``model.step``: its state is freed at once.
+
+A request is a :class:`Group` of rows (its prompts times ``n``); every row of a group shares the
+group's decoding settings and its ``torch.Generator``. Per step, a group draws one uniform number
+per row it started with (finished rows included), as ``generate`` draws ``torch.rand(B, 1)`` for its
+whole batch, so a seeded request gives the same tokens as ``lstm-pipeline generate seed=S`` with
+the same settings (one prompt: ``prompt=``; several rows: ``prompts_file=`` with ``num_samples=n``),
+whatever else is in the running batch. Bit-for-bit equality holds when the request runs alone (a
+batch of its own rows, as in ``generate``); inside a larger batch the matrix products may round
+differently in the last bit, which can change a draw that falls exactly on a boundary.
+
+Logits go through the project's processors (``generation.processors.build_processors`` via the
+decoding strategy): the constraint processors (which read the history) per group, the sampling
+filters once for all rows that share the same settings.
+
+Results are handed to the web side through ``emit(group, events)`` callbacks; the loop never waits
+for a client.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+from tokenizers.decoders import DecodeStream
+from torch import Tensor
+
+from ..generation.processors import LogitsProcessor, setup_processor
+from ..generation.stopping import StoppingCriteria
+from ..generation.strategies import COMMON, Greedy, Sample, StepDecoding, prefill, prompt_history
+from .sampling import sample_with_uniforms, split_processors
+
+#: finish reasons, as OpenAI names them
+STOP, LENGTH, CANCELLED = "stop", "length", "cancelled"
+
+
+@dataclass
+class RowEvent:
+    """One step's output for one row of a group."""
+    index: int                # the row's index in its group (the OpenAI choice index)
+    token_id: int | None      # None on a final event without a new token
+    text: str                 # new text to show (may be "" while a character is incomplete)
+    logprob: float | None = None
+    top_logprobs: dict[str, float] | None = None
+    finish_reason: str | None = None
+
+
+@dataclass
+class Group:
+    """One request: ``prompts`` (token ids, one list per row), its decoding strategy and settings."""
+    prompts: list[list[int]]
+    decoder: StepDecoding
+    max_tokens: int
+    generator: torch.Generator | None = None  # None: one seeded with ``seed`` (random when None)
+    emit: Callable[["Group", list[RowEvent]], None] | None = None
+    stop: list[str] = field(default_factory=list)
+    logprobs: int | None = None
+    seed: int | None = None
+    settings: dict | None = None  # the decoding settings ``decoder`` was built from
+    id: int = field(default_factory=itertools.count().__next__)
+    # set by the engine
+    cancelled: bool = False
+    submitted: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def rows(self) -> int:
+        return len(self.prompts)
+
+
+class _Live:
+    """The engine's bookkeeping of one admitted group."""
+
+    def __init__(self, group: Group, engine: "Engine", vocab_size: int, device):
+        self.g = group
+        if group.generator is None:
+            group.generator = torch.Generator(device=device)
+            if group.seed is not None:
+                group.generator.manual_seed(int(group.seed))
+            else:
+                group.generator.seed()
+        self.constraints, self.shape, self.shape_key = split_processors(group.decoder)
+        self.n = 0  # tokens generated per row so far
+        R = group.rows
+        self.done = [False] * R
+        self.tokens: list[list[int]] = [[] for _ in range(R)]
+        self.text: list[str] = [""] * R       # decoded generated text per row
+        self.sent: list[int] = [0] * R        # characters of text already emitted
+        self.streams = [DecodeStream(skip_special_tokens=False) for _ in range(R)]
+        tk = engine.tokenizer.tk
+        for s, p in zip(self.streams, group.prompts):
+            for t in p:
+                s.step(tk, int(t))
+        self.stopping = StoppingCriteria(engine.eos_token_id, group.stop, engine.tokenizer)
+        self.check_stop = engine.eos_token_id is not None or bool(group.stop)
+        self.hold = max((len(s) for s in group.stop), default=1) - 1  # characters held back while a stop may be forming
+        self.needs_history = bool(self.constraints) or bool(group.stop)
+        if self.needs_history:
+            self.history = prompt_history(group.prompts, group.max_tokens, vocab_size, device)  # (R, P + N)
+            self.P = self.history.size(1) - group.max_tokens
+            for p in self.constraints:
+                setup_processor(p, self.P, group.max_tokens, engine.eos_token_id)
+        self.greedy = isinstance(group.decoder, Greedy)
+        self.sample = isinstance(group.decoder, Sample) and type(group.decoder).select is Sample.select
+        # a plugin strategy's select may keep state across steps (Mirostat's mu): one copy per request
+        self.decoder = group.decoder if self.greedy or self.sample else copy.deepcopy(group.decoder)
+
+    def live_rows(self) -> list[int]:
+        return [r for r, d in enumerate(self.done) if not d]
+
+
+class Engine:
+    """The batching loop. ``submit(group)`` from any thread; ``start()`` runs the loop in a daemon
+    thread; ``stop()`` ends it. ``max_batch`` bounds the rows stepped together (more wait in line)."""
+
+    def __init__(self, model, tokenizer, *, max_batch: int = 64, bos_token_id: int = 0,
+                 eos_token_id: int | None = None, metrics=None,
+                 deliver: Callable[[list[tuple[Group, list[RowEvent]]]], None] | None = None):
+        self.model, self.tokenizer = model, tokenizer
+        self.max_batch = max_batch
+        self.bos_token_id, self.eos_token_id = bos_token_id, eos_token_id
+        self.device = next(model.parameters()).device
+        self.metrics = metrics
+        # deliver(batch): one call per step with every group's events (e.g. one hop to an event
+        # loop); without it each group's own emit is called
+        self.deliver = deliver
+        self._inbox: "queue.Queue[Group]" = queue.Queue()
+        self._waiting: list[Group] = []
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        # the running batch: one entry per row, in batch order
+        self._rows: list[tuple[_Live, int]] = []
+        self._logits: Tensor | None = None   # (B, V): the scores for each row's next token
+        self._state: tuple | None = None
+        self.steps = 0
+        self.peak_rows = 0  # the most rows ever stepped together
+        self.tokens_generated = 0
+        self.last_step_seconds = 0.0
+        self.error: BaseException | None = None
+
+    # -- public, any thread ------------------------------------------------------------
+    def submit(self, group: Group) -> None:
+        self._inbox.put(group)
+        self._wake.set()
+
+    def cancel(self, group: Group) -> None:
+        """The client went away: the group's rows leave the batch before the next step."""
+        group.cancelled = True
+        self._wake.set()
+
+    @property
+    def active_rows(self) -> int:
+        return len(self._rows)
+
+    @property
+    def queued_rows(self) -> int:
+        return sum(g.rows for g in self._waiting) + sum(g.rows for g in list(self._inbox.queue))
+
+    def start(self) -> "Engine":
+        self._thread = threading.Thread(target=self._loop, name="lstm-pipeline-serve-engine", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    # -- the loop ------------------------------------------------------------------------
+    def _loop(self) -> None:
+        torch.set_grad_enabled(False)
+        while not self._stop:
+            try:
+                with torch.inference_mode():
+                    self._admit()
+                    if not self._rows:
+                        self._wake.wait(0.5)
+                        self._wake.clear()
+                        continue
+                    self._step()
+            except BaseException as exc:  # a bug: fail every request in flight instead of hanging them
+                self.error = exc
+                for live in {id(l): l for l, _ in self._rows}.values():
+                    self._finish_group(live, "error")
+                self._rows, self._logits, self._state = [], None, None
+                import traceback
+                traceback.print_exc()
+
+    def _admit(self) -> None:
+        while True:
+            try:
+                self._waiting.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        self._waiting = [g for g in self._waiting if not g.cancelled]
+        admitted, free = [], self.max_batch - len(self._rows)
+        while self._waiting and self._waiting[0].rows <= free:
+            g = self._waiting.pop(0)
+            admitted.append(g)
+            free -= g.rows
+        if not admitted:
+            return
+        V = self._vocab_size()
+        # prompts of equal length are prefilled in one fused call (a request alone: as generate does)
+        buckets: dict[int, list[tuple[_Live, int]]] = {}
+        for g in admitted:
+            live = _Live(g, self, V, self.device)
+            for r, p in enumerate(g.prompts):
+                buckets.setdefault(max(len(p), 1), []).append((live, r))
+        new_rows, new_logits, new_state = [], None, None
+        for rows in buckets.values():
+            logits, state = prefill(self.model, [live.g.prompts[r] for live, r in rows], self.bos_token_id)
+            new_rows += rows
+            new_logits, new_state = self._join(new_logits, new_state, logits, state)
+        # the first token now, from the prefill's logits (it does not wait for the batch's step; each
+        # request draws once for all its rows), then the new rows join the batch with their next logits
+        rows, logits, state = self._advance(new_rows, new_logits, new_state, main=False)
+        if rows:
+            self._rows += rows
+            self._logits, self._state = self._join(self._logits, self._state, logits, state)
+
+    def _join(self, logits_a, state_a, logits_b, state_b):
+        """Two sets of rows as one batch: logits (B, V) and states concatenated on their batch dims."""
+        if logits_a is None:
+            return logits_b, state_b
+        dims = self.model.state_batch_dims(state_a)
+        return (torch.cat([logits_a, logits_b]),
+                tuple(torch.cat([a, b], dim=d) for a, b, d in zip(state_a, state_b, dims)))
+
+    def _vocab_size(self) -> int:
+        V = getattr(self.model, "vocab_size", None)
+        return int(V) if V is not None else int(self.tokenizer.vocab_size)
+
+    def _step(self) -> None:
+        """One step of the whole batch."""
+        self._rows, self._logits, self._state = self._advance(self._rows, self._logits, self._state)
+
+    def _advance(self, rows: list[tuple[_Live, int]], logits: Tensor, state: tuple, main: bool = True
+                 ) -> tuple[list[tuple[_Live, int]], Tensor | None, tuple | None]:
+        """Choose each row's next token from ``logits`` (B, V), hand it out, drop the rows that
+        finished, and step the others: returns their rows, logits and state (None when none is left).
+        ``main``: the batch's step (counted in the metrics) rather than newly admitted rows."""
+        t0 = time.perf_counter()
+        B = len(rows)
+        if main:
+            self.peak_rows = max(self.peak_rows, B)
+        # the groups in the batch, in order of first appearance, with their batch positions
+        groups: dict[int, tuple[_Live, list[int]]] = {}
+        for i, (live, _) in enumerate(rows):
+            groups.setdefault(id(live), (live, []))[1].append(i)
+        processed = logits.float()
+        # 1. constraints (they read each group's history): per group
+        for live, idx in groups.values():
+            if live.constraints:
+                r = [row for l, row in (rows[i] for i in idx)]
+                hist = live.history[r, : live.P + live.n]
+                sub = processed[idx]
+                for proc in live.constraints:
+                    sub = proc(hist, sub)
+                processed[idx] = sub
+        # 2. sampling filters: once for all rows with the same settings
+        by_shape: dict[Any, list[int]] = {}
+        shape_procs: dict[Any, list[LogitsProcessor]] = {}
+        for live, idx in groups.values():
+            if live.shape:
+                by_shape.setdefault(live.shape_key, []).extend(idx)
+                shape_procs.setdefault(live.shape_key, live.shape)
+        empty = torch.empty(0, 0, dtype=torch.long)
+        for key, idx in by_shape.items():
+            whole = len(idx) == B
+            sub = processed if whole else processed[idx]
+            for proc in shape_procs[key]:
+                sub = proc(empty, sub)
+            if whole:
+                processed = sub
+            else:
+                processed[idx] = sub
+        # 3. selection: greedy argmax, sampling with each group's own random numbers, plugins' select
+        nxt = torch.empty(B, dtype=torch.long)
+        sample_idx, uniforms = [], []
+        for live, idx in groups.values():
+            g = live.g
+            if live.greedy:
+                nxt[idx] = processed[idx].argmax(-1)
+            elif live.sample:
+                u = torch.rand(g.rows, 1, generator=g.generator, device=processed.device)  # as generate draws
+                r = [row for l, row in (rows[i] for i in idx)]
+                sample_idx += idx
+                uniforms.append(u[r])
+            else:  # a plugin strategy's own select over this group's live rows
+                nxt[idx] = live.decoder.select(processed[idx], g.generator)
+        if sample_idx:
+            u = torch.cat(uniforms)
+            whole = len(sample_idx) == B and sample_idx == list(range(B))
+            chosen = sample_with_uniforms(processed if whole else processed[sample_idx], u)
+            nxt[sample_idx] = chosen
+        # 4. record, stream out, decide who stays
+        want_lp = any(live.g.logprobs is not None for live, _ in groups.values())
+        logp = logits.float().log_softmax(-1) if want_lp else None
+        ids = nxt.tolist()
+        keep: list[int] = []
+        out: list[tuple[Group, list[RowEvent]]] = []
+        now = time.perf_counter()
+        for live, idx in groups.values():
+            g = live.g
+            if g.first_token_at is None:
+                g.first_token_at = now
+                if self.metrics is not None:
+                    self.metrics.first_token(now - g.submitted)
+            r = [row for l, row in (rows[i] for i in idx)]
+            n = live.n
+            if live.needs_history:
+                live.history[r, live.P + n] = nxt[idx]
+            stopped = [False] * len(r)
+            if live.check_stop:
+                window = live.history[r, live.P: live.P + n + 1] if live.needs_history else nxt[idx][:, None]
+                stopped = live.stopping(window, torch.zeros(len(r), dtype=torch.bool)).tolist()
+            events = []
+            for k, (i, row) in enumerate(zip(idx, r)):
+                tid = ids[i]
+                live.tokens[row].append(tid)
+                chunk = live.streams[row].step(self.tokenizer.tk, tid) or ""
+                live.text[row] += chunk
+                finish = None
+                if g.cancelled:
+                    finish = CANCELLED
+                elif stopped[k]:
+                    finish = STOP
+                elif n + 1 >= g.max_tokens:
+                    finish = LENGTH
+                ev = RowEvent(row, tid, "", finish_reason=finish)
+                if logp is not None and g.logprobs is not None:
+                    ev.logprob = float(logp[i, tid])
+                    if g.logprobs > 0:
+                        top = logp[i].topk(g.logprobs)
+                        ev.top_logprobs = {self.tokenizer.decode([t]): float(v)
+                                           for v, t in zip(top.values.tolist(), top.indices.tolist())}
+                ev.text = self._new_text(live, row, finish)
+                events.append(ev)
+                if finish is None:
+                    keep.append(i)
+                else:
+                    live.done[row] = True
+            live.n += 1
+            self.tokens_generated += len(idx)
+            if all(live.done):
+                g.finished_at = now
+            out.append((g, events))
+        self._deliver(out)
+        # 5. drop finished and cancelled rows before stepping: their state is freed now
+        for i in list(keep):
+            if rows[i][0].g.cancelled:
+                keep.remove(i)
+        if not keep:
+            rows, logits, state = [], None, None
+        else:
+            if len(keep) < B:
+                index = torch.tensor(keep, dtype=torch.long, device=logits.device)
+                state = self.model.reorder_state(state, index)
+            rows = [rows[i] for i in keep]
+            logits, state = self.model.step(nxt[keep] if len(keep) < B else nxt, state)
+        if main:
+            self.steps += 1
+            self.last_step_seconds = time.perf_counter() - t0
+            if self.metrics is not None:
+                self.metrics.step(B, len(ids), self.last_step_seconds, self.max_batch)
+        return rows, logits, state
+
+    def _new_text(self, live: _Live, row: int, finish: str | None) -> str:
+        """The text of ``row`` not yet emitted. A stop string is cut off (OpenAI's behaviour) and,
+        while stop strings are set, the last few characters wait until they cannot start one."""
+        text = live.text[row]
+        end = len(text)
+        if finish == STOP and live.g.stop:
+            cuts = [text.find(s) for s in live.g.stop if s in text]
+            if cuts:
+                end = min(cuts)
+            live.text[row] = text = text[:end]
+        elif finish is None and live.hold:
+            end = max(live.sent[row], len(text) - live.hold)
+        out = text[live.sent[row]: end]
+        live.sent[row] = max(live.sent[row], end)
+        return out
+
+    def _finish_group(self, live: _Live, reason: str) -> None:
+        events = [RowEvent(r, None, "", finish_reason=reason) for r in live.live_rows()]
+        for r in live.live_rows():
+            live.done[r] = True
+        if events:
+            self._deliver([(live.g, events)])
+
+    def _deliver(self, out: list[tuple[Group, list[RowEvent]]]) -> None:
+        if self.deliver is not None:
+            self.deliver(out)
+        else:
+            for g, events in out:
+                g.emit(g, events)
+
+
+def request_rows(prompts: Sequence[list[int]], n: int) -> list[list[int]]:
+    """Each prompt ``n`` times, in the order ``generate prompts_file= num_samples=n`` batches them."""
+    return [list(p) for p in prompts for _ in range(n)]
+
+
+__all__ = ["Engine", "Group", "RowEvent", "request_rows", "COMMON"]
