@@ -153,7 +153,7 @@ def check_target_node(node: Mapping[str, Any], key: str) -> None:
             check_settings(given, accepted, f"{key} ({target})")
         except ConfigError as exc:
             bad = next(k for k in given if k not in accepted)
-            raise ConfigError(f"{key}.{bad}: {exc} Remove it or correct the name.") from None
+            raise ConfigError(f"{key}.{bad}: {exc} Remove it (~{key}.{bad} on the command line) or correct the name.") from None
     check_types(factory, given, key, target)
 
 
