@@ -40,6 +40,23 @@ class ModelDirError(FileNotFoundError):
     pass
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``): a reader sees the
+    old model or the new one, never no model. False where the system cannot (then two renames)."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
 def special_tokens(tokenizer: TextTokenizer, eos_token: str | None = None, bos_token_id: int | None = None) -> dict:
     """The special tokens a model directory records, from the tokenizer and the end-of-text token the
     model was trained with (``data.eos_token``):
@@ -162,13 +179,16 @@ def save_pretrained(model: RecurrentLM, model_cfg: Mapping[str, Any], tokenizer:
 
             write_model_card(tmp, model, tokenizer, config)
         # swap into place: the old directory (if any) is removed only after the new one is complete
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        if out_dir.exists() and _exchange(tmp, out_dir):
+            shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old model
+        else:
+            old = None
+            if out_dir.exists():
+                old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+                os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

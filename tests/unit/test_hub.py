@@ -179,3 +179,13 @@ def test_the_model_directory_follows_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert d.stat().st_mode & 0o777 == 0o755  # readable by the group and others, as any directory the user makes
+
+
+def test_a_new_export_replaces_the_old_in_one_step(tmp_path):
+    """Exporting over an existing model directory swaps the two (no moment without a model) and
+    leaves no temporary directory behind."""
+    _, d = make_model_dir(tmp_path / "model", seed=0)
+    first = (d / "model.safetensors").read_bytes()
+    _, d = make_model_dir(tmp_path / "model", seed=1)
+    assert (d / "model.safetensors").read_bytes() != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
