@@ -320,7 +320,8 @@ CONFIG = {
                 "temperature: 1.0\n"
                 "# the constraints every strategy takes (off values shown; see docs/generation.md)\n"
                 "repetition_penalty: 1.0\nfrequency_penalty: 0.0\npresence_penalty: 0.0\nno_repeat_ngram_size: 0\n"
-                "bad_words_ids: null\nmin_new_tokens: 0\nforced_end: false\n",
+                "bad_words_ids: null\nmin_new_tokens: 0\nforced_end: false\n"
+                "processors: null  # any registered logits processor by name: [name] or {name: {settings}}\n",
     "data_sources": "# $cls ($dist): lstm-pipeline train data=$name data.path=corpus.txt\nname: $name\npath: ???\n"
                     "val_fraction: 0.05\ntest_fraction: 0.05\n"
                     "# the data settings every source takes (lstm-pipeline applies them; off values shown)\n"
