@@ -177,7 +177,8 @@ class ServeJob:
     on_unknown: str = "error"       # prompt characters the tokenizer never saw: error | replace | skip
     log_level: str = "info"         # uvicorn's: critical | error | warning | info | debug
     engine_process: bool = True     # the batching loop in its own process (false: a thread here, slower under load)
-    decoding: Any = MISSING         # the defaults for requests that do not set a field (conf/serve.yaml: sample)
+    decoding: Any = None            # the defaults for requests that do not set a field: null, the model's own
+                                    # (generation_config.json, as generate); decoding=<strategy> to choose
 
 
 #: command -> the component groups whose settings its config composes (see register_component_schemas)

@@ -251,7 +251,10 @@ def check_trainer(trainer: Mapping[str, Any]) -> None:
 # -- the entry point --------------------------------------------------------------------------
 def _plain(node: Any) -> Any:
     if isinstance(node, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(node, resolve=True)
+        try:
+            return OmegaConf.to_container(node, resolve=True)
+        except Exception:  # an interpolation that only a running Hydra app resolves (${hydra:...}): as written
+            return OmegaConf.to_container(node, resolve=False)
     return node
 
 
@@ -411,9 +414,23 @@ def check_model_dir(model_dir: str | Path, map_location: Any = "cpu") -> None:
         raise _damaged(weights, f"not a readable safetensors file: {exc}") from None
     try:
         with torch.device("meta"):
-            expected = {k: tuple(v.shape) for k, v in RecurrentLM(vocab, **model_cfg).state_dict().items()}
+            model = RecurrentLM(vocab, **model_cfg)
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     except (TypeError, ValueError) as exc:
         raise _damaged(config_path, f"its model settings do not build a model: {exc}") from None
+    # names as RecurrentLM loads them (files of older versions: 'cell.' is 'layers.0.'; the transformers
+    # adapter's: 'lm.' prefixed)
+    found = {("layers.0." + k[5:]) if k.startswith("cell.") else k: v
+             for k, v in ((k[3:] if k.startswith("lm.") else k, v) for k, v in found.items())}
+    # tied weights are one tensor under two names (head.weight is embedding.weight): either name will do
+    twins: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        twins.setdefault(id(param), []).append(name)
+    for names in twins.values():
+        present = next((n for n in names if n in found), None)
+        if present is not None:
+            for n in names:
+                found.setdefault(n, found[present])
     missing = [k for k in expected if k not in found]
     extra = [k for k in found if k not in expected]
     wrong = [k for k in expected if k in found and found[k] != expected[k]]

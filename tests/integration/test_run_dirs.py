@@ -99,8 +99,8 @@ def test_a_failed_resume_leaves_the_directory_as_it_was(used_run, tmp_path):
     assert _snapshot(used_run) == before  # overrides.yaml, train.log, checkpoints: untouched
     # so a later plain resume still works, and records its overrides once training has started
     run_cli("train", f"ckpt_path={used_run}", "trainer.max_steps=14", cwd=tmp_path)
-    recorded = OmegaConf.to_container(OmegaConf.load(used_run / ".hydra" / "overrides.yaml"))
-    assert "trainer.max_steps=14" in recorded and "model.hidden_size=32" in recorded
+    recorded = [o.lstrip("+") for o in OmegaConf.to_container(OmegaConf.load(used_run / ".hydra" / "overrides.yaml"))]
+    assert "trainer.max_steps=14" in recorded and "model.hidden_size=32" in recorded  # (trainer.X= is given as ++)
     assert not any(o.startswith("model.hidden_size=64") for o in recorded)
 
 

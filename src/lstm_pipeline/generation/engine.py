@@ -50,6 +50,22 @@ def resolve_eos_token_id(tokenizer: TextTokenizer, config: Mapping[str, Any], eo
     return tid
 
 
+def model_default_decoding(model_dir: str | Path | None, given: Mapping[str, Any] | None = None) -> dict:
+    """The decoding to use: ``given`` if it names a strategy; else the model's own (its
+    ``generation_config.json``'s ``decoding``, or :data:`DEFAULT_DECODING`) with ``given``'s settings
+    on top (``{"temperature": 0.5}`` cools the model's default)."""
+    import json
+
+    given = dict(given or {})
+    if "name" in given:
+        return given
+    own = dict(DEFAULT_DECODING)
+    path = Path(model_dir) / "generation_config.json" if model_dir is not None else None
+    if path is not None and path.is_file():
+        own = dict(json.loads(path.read_text()).get("decoding") or own)
+    return {**own, **given}
+
+
 @dataclass
 class Completion:
     prompt: str
@@ -98,14 +114,7 @@ class TextGenerator:
     # -- decoding -------------------------------------------------------------------------------
     def default_decoding(self) -> dict:
         """The model's default decoding: its ``generation_config.json``'s ``decoding``."""
-        import json
-
-        path = self.model_dir / "generation_config.json" if self.model_dir is not None else None
-        if path is not None and path.is_file():
-            decoding = json.loads(path.read_text()).get("decoding")
-            if decoding:
-                return dict(decoding)
-        return dict(DEFAULT_DECODING)
+        return model_default_decoding(self.model_dir)
 
     def decoder(self, decoding: Mapping[str, Any] | DecodingStrategy | None = None) -> DecodingStrategy:
         """A decoder from a registered name and its settings; settings without a ``name`` change the

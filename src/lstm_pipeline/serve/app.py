@@ -512,6 +512,7 @@ def serve_cmd(cfg):
 
     from ..config import to_dict
 
+    from ..generation.engine import model_default_decoding
     from ..hub import resolve_pretrained
     from ..tokenization.base import TextTokenizer
 
@@ -527,7 +528,9 @@ def serve_cmd(cfg):
 
         model = load_pretrained(model_dir, map_location=cfg.device)[0]
     server = Server(model, tokenizer, config, model_name=cfg.model_name or model_name_of(run),
-                    decoding=to_dict(cfg.decoding), api_key=cfg.api_key, max_batch=cfg.max_batch,
+                    # as generate: the model's own decoding unless decoding=<strategy> (settings without a name adjust it)
+                    decoding=model_default_decoding(model_dir, to_dict(cfg.decoding)), api_key=cfg.api_key,
+                    max_batch=cfg.max_batch,
                     max_prompt_tokens=cfg.max_prompt_tokens, max_tokens=cfg.max_tokens,
                     default_max_tokens=cfg.default_max_tokens, max_n=cfg.max_n, max_streams=cfg.max_streams,
                     eos_token=cfg.eos_token, on_unknown=cfg.on_unknown,
