@@ -212,15 +212,16 @@ def resolve_model_dir(path: str | Path) -> Path:
 
 def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu"
                     ) -> tuple[RecurrentLM, TextTokenizer, dict]:
+    from .validation import check_model_dir
+
     model_dir = resolve_model_dir(path)
-    __import__("lstm_pipeline.validation").validation.check_model_dir(model_dir, map_location)  # damaged files
-    config = json.loads((model_dir / "config.json").read_text())
+    config, tk = check_model_dir(model_dir, map_location)  # damaged files: one clear line; each file read once
     if config.get("format") != "lstm-pipeline":
         raise ModelDirError(f"{model_dir / 'config.json'} is not an lstm-pipeline model config.")
     model = RecurrentLM(config["vocab_size"], **config["model"])
     load_model(model, str(model_dir / "model.safetensors"), device=str(map_location))
     model.eval()
-    tokenizer = TextTokenizer.load(model_dir / "tokenizer.json")
+    tokenizer = TextTokenizer(tk) if tk is not None else TextTokenizer.load(model_dir / "tokenizer.json")
     check_loaded_model(model, tokenizer, model_dir)  # finite weights, the model's own tokenizer
     return model, tokenizer, config
 

@@ -355,12 +355,14 @@ def _read_json(path: Path, kind: type) -> Any:
     return value
 
 
-def check_model_dir(model_dir: str | Path, map_location: Any = "cpu") -> None:
+def check_model_dir(model_dir: str | Path, map_location: Any = "cpu") -> tuple[dict, Any]:
     """Check an exported model directory before it is loaded: ``config.json`` (a JSON object whose
     ``vocab_size`` is an integer and whose ``model`` settings fit ``RecurrentLM``), ``tokenizer.json``
     (a tokenizer the ``tokenizers`` library reads), ``model.safetensors`` (a readable header whose
     tensors have exactly the names and shapes of the model the config describes), and the device.
-    Raises :class:`ConfigError` naming the file and what to do."""
+    Returns what it read, so the loader reads nothing twice: the config (a dict) and the
+    ``tokenizers.Tokenizer`` (None where there is no tokenizer.json). Raises :class:`ConfigError`
+    naming the file and what to do."""
     import torch
     from safetensors import SafetensorError, safe_open
 
@@ -372,7 +374,7 @@ def check_model_dir(model_dir: str | Path, map_location: Any = "cpu") -> None:
     config_path = model_dir / "config.json"
     config = _read_json(config_path, dict)
     if config.get("format") not in (None, "lstm-pipeline"):
-        return  # not ours: the loader says so
+        return config, None  # not ours: the loader says so
     vocab = config.get("vocab_size")
     if not isinstance(vocab, int) or isinstance(vocab, bool) or vocab <= 0:
         raise _damaged(config_path, f"vocab_size must be a positive integer, found {vocab!r}")
@@ -395,18 +397,19 @@ def check_model_dir(model_dir: str | Path, map_location: Any = "cpu") -> None:
         raise _damaged(config_path, str(exc).split(" Set ")[0]) from None
 
     tok_path = model_dir / "tokenizer.json"
+    tokenizer = None
     if tok_path.is_file():
         _read_json(tok_path, dict)
         from tokenizers import Tokenizer
 
         try:
-            Tokenizer.from_file(str(tok_path))
+            tokenizer = Tokenizer.from_file(str(tok_path))
         except Exception as exc:  # the Rust library's error: not a tokenizer it can read
             raise _damaged(tok_path, f"not a tokenizer the tokenizers library can read: {exc}") from None
 
     weights = model_dir / "model.safetensors"
     if not weights.is_file():
-        return  # the loader names the missing file
+        return config, tokenizer  # the loader names the missing file
     try:
         with safe_open(str(weights), framework="pt") as f:
             found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
@@ -442,6 +445,7 @@ def check_model_dir(model_dir: str | Path, map_location: Any = "cpu") -> None:
         k = wrong[0]
         raise _damaged(weights, f"tensor '{k}' has shape {list(found[k])}, the model config.json describes "
                                 f"needs {list(expected[k])}")
+    return config, tokenizer
 
 
 def check_positive_settings(cfg: Any, *keys: str) -> None:

@@ -147,6 +147,15 @@ def int8(model, model_dir, tokens, ref):
     assert (got - ref.log_softmax(-1)).abs().max() < INT8_NATS
 
 
+def int8_generation(model, model_dir, tokens, ref):
+    """``generate quantize=int8`` / ``from_pretrained(quantize="int8")``: the same int8 rewrite, in eager steps."""
+    q = from_pretrained(model_dir, quantize="int8").model
+    state = q.init_state(tokens.size(0))
+    for t in range(tokens.size(1)):
+        logits, state = q.step(tokens[:, t], state)
+        assert (logits.log_softmax(-1) - ref[:, t].log_softmax(-1)).abs().max() < INT8_NATS
+
+
 def from_pretrained_forward(model, model_dir, tokens, ref):
     lm = from_pretrained(model_dir)
     logits, _ = lm(tokens)
@@ -192,7 +201,8 @@ def evaluate(model, model_dir, tokens, ref):
     assert report["loss"] == pytest.approx(direct, abs=1e-5)
 
 
-CONSUMERS = {f.__name__: f for f in (step_over_sequence, prefill, torchscript, onnx, int8, from_pretrained_forward,
+CONSUMERS = {f.__name__: f for f in (step_over_sequence, prefill, torchscript, onnx, int8, int8_generation,
+                                     from_pretrained_forward,
                                      transformers_logits, transformers_greedy_and_beam, evaluate)}
 
 

@@ -182,3 +182,13 @@ def test_int8_generation_stays_within_tolerance_of_float(tmp_path):
     _generate(f"run={d}", "prompt=to be", "decoding=greedy", "max_new_tokens=5", "quantize=int8")
     with pytest.raises(ValueError, match="quantize must be one of none, int8"):
         TextGenerator.load(d, quantize="int4")
+
+
+def test_a_model_whose_outputs_are_not_finite_is_an_error_not_garbage(tmp_path):
+    """Finite weights can still give infinite logits (a damaged head): generation says so."""
+    tk = _tokenizer()
+    model, d = _export(tmp_path / "m", tk)
+    with torch.no_grad():
+        model.head.bias[3] = float("inf")
+    with pytest.raises(ValueError, match="outputs are not finite"):
+        TextGenerator(model, tk, {}).generate("to", decoding={"name": "greedy"}, max_new_tokens=3)

@@ -17,6 +17,7 @@ that used to be written once per caller:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence, TextIO
@@ -142,8 +143,7 @@ class TextGenerator:
                                   eos_token_id=eos_token_id, bos_token_id=self.bos_token_id, streamer=streamer,
                                   generator=generator, tokenizer=self.tokenizer, stop_strings=list(stop_strings),
                                   max_time=max_time)
-        if any(not torch.isfinite(torch.tensor(s)) for s in result.scores if s is not None) \
-                and decoder.scores_are_logprob_sums:
+        if decoder.scores_are_logprob_sums and not all(math.isfinite(s) for s in result.scores):
             raise ValueError("The model's outputs are not finite (NaN or infinite log-probabilities): its weights are "
                              "damaged (a diverged run?). Generate from an earlier checkpoint, or retrain with a lower "
                              "learning rate.")
