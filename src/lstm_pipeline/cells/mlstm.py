@@ -20,6 +20,8 @@ carried (C, n, m). Both are the functions of ``transformers.models.xlstm`` (its 
 compare against. The stabiliser at a chunk's end is the recurrent one (max-plus algebra: the chunk
 maximum), so the state a window ends in is the state the recurrence ends in, whatever the chunking.
 
+Without ``output_gate`` (the xLSTM block's form, which gates with its own branch) h_t = HeadNorm(h~_t).
+
 State: (h (L, B, H), C (L, B, heads, d, d), n (L, B, heads, d), m (L, B, heads)); h is the last
 output (what ``RecurrentLM.top_hidden`` reads), not used by the recurrence.
 Parameters per layer k: ``weight_ih_l{k}`` (4H + 2*heads, in_k) and ``bias_ih_l{k}``, rows in the
@@ -128,7 +130,7 @@ class MLSTM(RecurrentCell):
     state_batch_dims = (1, 1, 1, 1)
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
-                 num_heads: int = 1, chunk_size: int = 64, form: str = "chunkwise"):
+                 num_heads: int = 1, chunk_size: int = 64, form: str = "chunkwise", output_gate: bool = True):
         super().__init__(input_size, hidden_size, num_layers, dropout)
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, not {num_layers}")
@@ -139,8 +141,8 @@ class MLSTM(RecurrentCell):
         if form not in FORMS:
             raise ValueError(f"model.cell.form must be one of {list(FORMS)}, not {form!r}")
         self.head_dim = check_heads(hidden_size, num_heads, "mLSTM")
-        self.num_heads, self.chunk_size, self.form = num_heads, chunk_size, form
-        width = 4 * hidden_size + 2 * num_heads
+        self.num_heads, self.chunk_size, self.form, self.output_gate = num_heads, chunk_size, form, bool(output_gate)
+        width = (4 if output_gate else 3) * hidden_size + 2 * num_heads
         for k in range(num_layers):
             in_k = input_size if k == 0 else hidden_size
             self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(width, in_k)))
@@ -152,7 +154,7 @@ class MLSTM(RecurrentCell):
     def reset_parameters(self) -> None:
         """Projections U(-1/sqrt(in), 1/sqrt(in)), their biases 0 but the gates' (:func:`gate_bias_init_`);
         the head norms 1 and 0."""
-        h4 = 4 * self.hidden_size
+        h4 = (4 if self.output_gate else 3) * self.hidden_size
         for k in range(self.num_layers):
             w = getattr(self, f"weight_ih_l{k}")
             nn.init.uniform_(w, -1 / math.sqrt(w.size(1)), 1 / math.sqrt(w.size(1)))
@@ -176,17 +178,20 @@ class MLSTM(RecurrentCell):
                              f"got {[tuple(s.shape) for s in state]}")
 
     def _split(self, proj: Tensor) -> tuple[Tensor, ...]:
-        """proj (..., 4H + 2*heads) -> q, k, v, o (..., H), i, f (..., heads)."""
+        """proj (..., 4H + 2*heads) -> q, k, v, o (..., H), i, f (..., heads); o is None without an output gate."""
         H, nh = self.hidden_size, self.num_heads
+        if not self.output_gate:
+            q, k, v, i, f = proj.split([H, H, H, nh, nh], -1)
+            return q, k, v, None, i, f
         return proj.split([H, H, H, H, nh, nh], -1)
 
-    def _out(self, k: int, h_tilde: Tensor, o: Tensor) -> Tensor:
-        """h~ (..., H) -> sigmoid(o) * HeadNorm(h~)."""
+    def _out(self, k: int, h_tilde: Tensor, o: Tensor | None) -> Tensor:
+        """h~ (..., H) -> sigmoid(o) * HeadNorm(h~) (HeadNorm(h~) without an output gate)."""
         norm = head_norm(h_tilde, getattr(self, f"norm_weight_l{k}"), getattr(self, f"norm_bias_l{k}"), self.num_heads)
-        return torch.sigmoid(o) * norm
+        return norm if o is None else torch.sigmoid(o) * norm
 
     def run_layer(self, k: int, x: Tensor, state: List[Tensor]) -> tuple[Tensor, List[Tensor]]:
-        """One layer over a window: x (B, T, in_k), state [h, C, n, m] -> y (B, T, H), new state."""
+        """One layer over a window: x (B, T, in_k), state [h, C, n, m] (h unused) -> y (B, T, H), new state."""
         B, T = x.shape[:2]
         nh, d = self.num_heads, self.head_dim
         q, kk, v, o, i, f = self._split(F.linear(x, getattr(self, f"weight_ih_l{k}"), getattr(self, f"bias_ih_l{k}")))
@@ -215,18 +220,21 @@ class MLSTM(RecurrentCell):
                 inp = F.dropout(inp, self.dropout, self.training)
         return inp, tuple(torch.stack(s) for s in new)
 
+    def layer_step(self, k: int, x: Tensor, c: Tensor, n: Tensor, m: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One token through layer k in the recurrent form: x (B, in_k), c, n, m (B, heads, ...) -> y (B, H), c, n, m."""
+        B, nh, d = x.size(0), self.num_heads, self.head_dim
+        proj = step_linear(self, f"ih{k}", x, getattr(self, f"weight_ih_l{k}"), getattr(self, f"bias_ih_l{k}"))
+        q, kk, v, o, i, f = self._split(proj)
+        h, c, n, m = mlstm_step(q.reshape(B, nh, d), kk.reshape(B, nh, d), v.reshape(B, nh, d), i, f, c, n, m)
+        return self._out(k, h.reshape(B, nh * d), o), c, n, m
+
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """One token in the recurrent form: x (B, in) -> y (B, H); O(1) in the length so far."""
         self._check(state, x.size(0))
-        B, nh, d = x.size(0), self.num_heads, self.head_dim
         new: list[list[Tensor]] = [[], [], [], []]
         inp = x
         for k in range(self.num_layers):
-            proj = step_linear(self, f"ih{k}", inp, getattr(self, f"weight_ih_l{k}"), getattr(self, f"bias_ih_l{k}"))
-            q, kk, v, o, i, f = self._split(proj)
-            h, c, n, m = mlstm_step(q.reshape(B, nh, d), kk.reshape(B, nh, d), v.reshape(B, nh, d), i, f,
-                                    state[1][k], state[2][k], state[3][k])
-            inp = self._out(k, h.reshape(B, nh * d), o)
+            inp, c, n, m = self.layer_step(k, inp, state[1][k], state[2][k], state[3][k])
             for j, s in enumerate((inp, c, n, m)):
                 new[j].append(s)
             if k < self.num_layers - 1 and self.dropout > 0:
@@ -235,4 +243,5 @@ class MLSTM(RecurrentCell):
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, dropout={self.dropout}, "
-                f"num_heads={self.num_heads}, chunk_size={self.chunk_size}, form={self.form!r}")
+                f"num_heads={self.num_heads}, chunk_size={self.chunk_size}, form={self.form!r}, "
+                f"output_gate={self.output_gate}")

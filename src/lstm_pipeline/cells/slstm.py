@@ -146,19 +146,20 @@ class SLSTM(RecurrentCell):
                 inp = F.dropout(inp, self.dropout, self.training)
         return inp, tuple(torch.stack(s) for s in new)
 
+    def layer_step(self, k: int, x: Tensor, state: List[Tensor]) -> List[Tensor]:
+        """One token through layer k: x (B, in_k), state [h, c, n, m] (B, H) -> new [h, c, n, m]; the
+        input product through ``step_linear`` (per-thread slabs, oneDNN, int8 when quantised)."""
+        xg = step_linear(self, f"ih{k}", x, getattr(self, f"weight_ih_l{k}"), getattr(self, f"bias_l{k}"))
+        return slstm_pointwise(xg + block_diagonal_product(state[0], getattr(self, f"weight_hh_l{k}")),
+                               *state, self.forget_gate == "exp")
+
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        """One token: x (B, in) -> y (B, H); the input product through ``step_linear`` (generation)."""
-        if torch.is_grad_enabled():
-            return super().step(x, state)
+        """One token: x (B, in) -> y (B, H)."""
         self._check(state, x.size(0))
         new: list[list[Tensor]] = [[], [], [], []]
         inp = x
-        exp_forget = self.forget_gate == "exp"
         for k in range(self.num_layers):
-            layer_state = [s[k] for s in state]
-            xg = step_linear(self, f"ih{k}", inp, getattr(self, f"weight_ih_l{k}"), getattr(self, f"bias_l{k}"))
-            layer_state = slstm_pointwise(xg + block_diagonal_product(layer_state[0], getattr(self, f"weight_hh_l{k}")),
-                                          *layer_state, exp_forget)
+            layer_state = self.layer_step(k, inp, [s[k] for s in state])
             for i, s in enumerate(layer_state):
                 new[i].append(s)
             inp = layer_state[0]
