@@ -88,3 +88,38 @@ class ServeProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def source_metadata_shim() -> Path | None:
+    """Where this checkout's pyproject.toml declares entry points that the installed lstm-pipeline's
+    metadata lacks (an editable install made before they were added: only a reinstall rewrites that
+    metadata), write the metadata a reinstall would write (an ``lstm_pipeline-<version>.dist-info``
+    with this pyproject's entry points) to a temporary folder and return it; ``None`` when the
+    installed metadata is current (CI's fresh install, or after a reinstall). conftest puts the folder
+    first on sys.path and PYTHONPATH: the registry then lists the checkout's components, and keeps
+    one distribution per name, the first found."""
+    import atexit
+    import shutil
+    import tempfile
+    import tomllib
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {(group, name, value) for group, eps in project.get("entry-points", {}).items()
+                for name, value in eps.items()}
+    try:
+        installed = {(ep.group, ep.name, ep.value) for ep in distribution(project["name"]).entry_points}
+    except PackageNotFoundError:
+        return None
+    if declared <= installed:
+        return None
+    root = Path(tempfile.mkdtemp(prefix="lstm_pipeline_metadata_"))
+    atexit.register(shutil.rmtree, root, True)
+    info = root / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
+    groups: dict[str, list[str]] = {}
+    for group, name, value in sorted(declared):
+        groups.setdefault(group, []).append(f"{name} = {value}")
+    (info / "entry_points.txt").write_text("".join(f"[{g}]\n" + "\n".join(lines) + "\n\n" for g, lines in groups.items()))
+    return root

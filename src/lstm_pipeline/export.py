@@ -57,6 +57,24 @@ def state_names(n: int) -> tuple[list[str], list[str]]:
     return [f"state_{i}" for i in range(n)], [f"new_state_{i}" for i in range(n)]
 
 
+def _keep_state_inputs(path: Path, names: list[str], state: tuple[Tensor, ...]) -> None:
+    """Put back the state inputs the ONNX exporter dropped because the step does not read them (a state
+    tensor that only reports, such as the last output h of an mLSTM, which the next step overwrites): a
+    runtime feeds every ``state_i`` it was given back as ``new_state_i``, as the export's description says."""
+    import onnx
+
+    model = onnx.load(str(path))
+    have = {i.name for i in model.graph.input}
+    missing = [i for i, n in enumerate(names) if n not in have]
+    if not missing:
+        return
+    for i in missing:
+        dims = ["batch" if d == 1 else size for d, size in enumerate(state[i].shape)]
+        value = onnx.helper.make_tensor_value_info(names[i], onnx.TensorProto.FLOAT, dims)
+        model.graph.input.insert(1 + i, value)  # after token, in state order (the ones before i are all there)
+    onnx.save(model, str(path))
+
+
 def export_step(model: RecurrentLM, out_path: str | Path, fmt: str = "onnx", quantize: bool = False,
                 batch_size: int = 1) -> Path:
     """Write the step module of ``model`` to ``out_path`` in ``fmt`` (``torchscript`` or ``onnx``)."""
@@ -83,6 +101,7 @@ def export_step(model: RecurrentLM, out_path: str | Path, fmt: str = "onnx", qua
             torch.onnx.export(StepModule(model), (token, *state), str(target), input_names=["token", *ins],
                               output_names=["logits", *outs], dynamic_axes=dynamic, dynamo=False,
                               opset_version=17, do_constant_folding=True)
+            _keep_state_inputs(target, ins, state)
             if quantize:
                 import logging
 

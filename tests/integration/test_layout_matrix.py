@@ -56,7 +56,15 @@ LAYOUTS = {
     "proj_size": {"cell": {"name": "lstm", "proj_size": 10}, "embedding_dim": 12, "hidden_size": 24,
                   "num_layers": 2},
     "one_hot": {"cell": {"name": "gru"}, "input_encoding": "one_hot", "hidden_size": 24, "num_layers": 2},
-    **{f"preset_{p}": p for p in ("seed_keras", "char_rnn", "wlm_medium", "awd_lstm_ptb", "awd_lstm_wt2")},
+    # xLSTM (issue 17): the matrix memory (heads x d x d) and the sLSTM block's states are state tensors like any
+    # other; chunk_size 8 puts several chunks (and a ragged last one) in the 30-token windows
+    "slstm": {"cell": {"name": "slstm", "num_heads": 2}, "embedding_dim": 12, "hidden_size": 24, "num_layers": 2},
+    "mlstm": {"cell": {"name": "mlstm", "num_heads": 2, "chunk_size": 8}, "embedding_dim": 12, "hidden_size": 24,
+              "num_layers": 2},
+    "xlstm_blocks": {"cell": {"name": "xlstm", "slstm_at": [1], "num_heads": 2, "chunk_size": 8}, "embedding_dim": 12,
+                     "hidden_size": 24, "num_layers": 3},
+    **{f"preset_{p}": p for p in ("seed_keras", "char_rnn", "wlm_medium", "awd_lstm_ptb", "awd_lstm_wt2",
+                                  "xlstm_char")},
 }
 
 

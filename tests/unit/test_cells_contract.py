@@ -32,7 +32,7 @@ def states_close(s1, s2, tol=1e-10):
 
 def test_every_builtin_cell_is_registered():
     expected = {"lstm", "gru", "lstm_cell", "layernorm_lstm", "peephole_lstm", "cifg_lstm", "gru_cell",
-                "rnn", "min_gru"}
+                "rnn", "min_gru", "slstm", "mlstm", "xlstm"}
     assert expected <= set(NAMES)
 
 

@@ -95,3 +95,20 @@ def test_a_value_left_missing_by_a_preset_is_named():
     cfg.run_dir = "/tmp/x"
     with pytest.raises(ValueError, match=r"data\.data_dir must be set: add data\.data_dir=<value>"):
         validate_train_config(cfg)
+
+
+def test_xlstm_char_preset():
+    """Issue 17: experiment=xlstm_char is an xLSTM block stack (mLSTM blocks, one sLSTM block) that
+    builds into a model and validates."""
+    cfg = _compose("train", ["experiment=xlstm_char"])
+    cell = cfg.model.cell
+    assert cell.name == "xlstm" and list(cell.slstm_at) == [1] and cfg.model.num_layers == 4
+    assert cfg.model.embedding_dim == cfg.model.hidden_size  # the residual stream is the embedding width
+    cfg.run_dir = "/tmp/x"
+    validate_train_config(cfg)
+    from lstm_pipeline.cells.xlstm import MLSTMBlock, SLSTMBlock
+    from lstm_pipeline.models.lm import RecurrentLM
+
+    model = RecurrentLM(65, **OmegaConf.to_container(cfg.model, resolve=True))
+    kinds = [type(b) for b in model.layers[0].blocks]
+    assert kinds == [MLSTMBlock, SLSTMBlock, MLSTMBlock, MLSTMBlock]

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import RecurrentCell, State, step_linear
+from .base import _INT8, RecurrentCell, State, step_linear
 from .layernorm_lstm import layer_norm
 from .mlstm import MLSTM, head_norm
 from .slstm import FORGET_GATES, SLSTM, check_heads
@@ -49,9 +49,10 @@ class _Norm(nn.Module):
         return layer_norm(x, self.weight, self.bias)
 
 
-def _linear(module: nn.Linear, x: Tensor) -> Tensor:
-    """``module(x)``; a one-token x (B, in) through ``step_linear`` (the fast and int8 step products)."""
-    if x.dim() == 2:
+def _linear(module: nn.Linear, x: Tensor, int8: bool = True) -> Tensor:
+    """``module(x)``; a one-token x (B, in) through ``step_linear`` (the fast step products, dynamic
+    int8 when quantised, unless ``int8`` is false: then float where the model is quantised)."""
+    if x.dim() == 2 and (int8 or not module.__dict__.get(_INT8)):
         return step_linear(module, "weight", x, module.weight, module.bias)
     return F.linear(x, module.weight, module.bias)
 
@@ -69,7 +70,8 @@ class MLSTMBlock(nn.Module):
 
     def branch(self, x: Tensor, c: Tensor, n: Tensor, m: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The residual branch: x (B, T, H) or one token (B, H); c, n, m (B, heads, ...) -> f(x), c, n, m."""
-        xm, z = _linear(self.up, self.norm(x)).chunk(2, -1)
+        # float under int8 steps, as the mLSTM's own projection (cells/mlstm.py: int8 error in q, k shows at full size)
+        xm, z = _linear(self.up, self.norm(x), int8=False).chunk(2, -1)
         if x.dim() == 3:
             h, (_, c, n, m) = self.cell.run_layer(0, xm, [None, c, n, m])
         else:
