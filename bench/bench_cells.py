@@ -9,6 +9,11 @@ and the median time per cell is reported as tokens/s and as a ratio to the fused
     python bench/bench_cells.py                       # hidden 256 and 512, eager per-step math
     python bench/bench_cells.py --compile script      # TorchScript per-step math
     python bench/bench_cells.py --compile-times       # cold and warm torch.compile times too
+    python bench/bench_cells.py --mlstm-forms --hidden 256 --bptt 256   # chunkwise mLSTM vs its recurrence
+
+``--mlstm-forms`` adds the rows of issue 17: the ``mlstm`` cell trained in its chunkwise-parallel form
+(``form=chunkwise``, chunks of ``--chunk-size``) against the same weights trained through its
+step-by-step recurrence (``form=recurrent``), same window, interleaved rounds (goal: >= 3x at T=256).
 """
 from __future__ import annotations
 
@@ -78,6 +83,29 @@ def bench_hidden(hidden: int, args) -> list[tuple[str, float]]:
     return [(n, statistics.median(times[n])) for n in names]
 
 
+def bench_mlstm_forms(hidden: int, args) -> list[tuple[str, float]]:
+    """Training time of the mlstm cell, chunkwise-parallel vs its step-by-step recurrence (same weights)."""
+    torch.manual_seed(0)
+    forms = {f"mlstm chunkwise (chunk {args.chunk_size})": {"form": "chunkwise", "chunk_size": args.chunk_size},
+             "mlstm recurrent (step by step)": {"form": "recurrent"}}
+    cells = {n: CELLS.build({"name": "mlstm", "num_heads": args.heads, **kw}, input_size=hidden, hidden_size=hidden,
+                            num_layers=args.layers, dropout=0.0) for n, kw in forms.items()}
+    first = next(iter(cells.values()))
+    for cell in cells.values():
+        cell.load_state_dict(first.state_dict())
+    x = torch.randn(args.batch, args.bptt, hidden)
+    for cell in cells.values():
+        train_step(cell, x)
+    times = {n: [] for n in cells}
+    for _ in range(args.rounds):
+        for n, cell in cells.items():
+            cell.zero_grad(set_to_none=True)
+            start = time.perf_counter()
+            train_step(cell, x)
+            times[n].append(time.perf_counter() - start)
+    return [(n, statistics.median(times[n])) for n in cells]
+
+
 COMPILE_PROBE = """
 import time, torch
 from lstm_pipeline.registry import CELLS
@@ -114,11 +142,27 @@ def main() -> None:
                     help="how custom cells run their per-step math")
     ap.add_argument("--compile-times", action="store_true", help="also measure cold/warm torch.compile time")
     ap.add_argument("--compile-cell", default="lstm_cell")
+    ap.add_argument("--mlstm-forms", action="store_true",
+                    help="only the mlstm rows: chunkwise-parallel training vs the step-by-step recurrence")
+    ap.add_argument("--chunk-size", type=int, default=64, help="mlstm chunk size for --mlstm-forms")
+    ap.add_argument("--heads", type=int, default=4, help="mlstm heads for --mlstm-forms")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch}, bptt {args.bptt}, "
-          f"{args.layers} layer(s), training forward+backward, per-step math: {args.compile}\n")
+          f"{args.layers} layer(s), training forward+backward, per-step math: {args.compile}; load average {load}\n")
+    if args.mlstm_forms:
+        print(f"| mlstm ({args.heads} heads) | hidden | ms/step | tokens/s | speed-up over the recurrence |")
+        print("|---|---:|---:|---:|---:|")
+        for hidden in args.hidden:
+            results = bench_mlstm_forms(hidden, args)
+            slow = results[-1][1]
+            for name, sec in results:
+                print(f"| {name} | {hidden} | {sec * 1e3:.1f} | {args.batch * args.bptt / sec:,.0f} | "
+                      f"{slow / sec:.2f}x |", flush=True)
+        print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+        return
     print("| cell | hidden | ms/step | tokens/s | time vs fused lstm |")
     print("|---|---:|---:|---:|---:|")
     tokens = args.batch * args.bptt

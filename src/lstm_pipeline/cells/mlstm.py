@@ -140,7 +140,7 @@ class MLSTM(RecurrentCell):
             raise ValueError(f"model.cell.chunk_size must be a positive number of time steps, not {chunk_size}")
         if form not in FORMS:
             raise ValueError(f"model.cell.form must be one of {list(FORMS)}, not {form!r}")
-        self.head_dim = check_heads(hidden_size, num_heads, "mLSTM")
+        self.head_dim = check_heads(hidden_size, num_heads, f"mLSTM: model.hidden_size={hidden_size}")
         self.num_heads, self.chunk_size, self.form, self.output_gate = num_heads, chunk_size, form, bool(output_gate)
         width = (4 if output_gate else 3) * hidden_size + 2 * num_heads
         for k in range(num_layers):

@@ -39,12 +39,13 @@ from .base import RecurrentCell, State, step_linear
 FORGET_GATES = ("sigmoid", "exp")
 
 
-def check_heads(hidden_size: int, num_heads: int, what: str) -> int:
-    """d = hidden_size / num_heads; ValueError naming the settings when it does not divide."""
-    if num_heads < 1 or hidden_size % num_heads:
-        raise ValueError(f"model.cell.num_heads={num_heads} must be a positive divisor of the {what} width "
-                         f"{hidden_size} (model.hidden_size); choose num_heads that divides it")
-    return hidden_size // num_heads
+def check_heads(width: int, num_heads: int, what: str) -> int:
+    """d = width / num_heads; ValueError naming the settings when num_heads does not divide the width
+    (``what`` says where the width comes from, e.g. "model.hidden_size=100")."""
+    if num_heads < 1 or width % num_heads:
+        raise ValueError(f"model.cell.num_heads={num_heads} must divide the width of the heads, {width} "
+                         f"({what}); choose a divisor of {width}")
+    return width // num_heads
 
 
 def slstm_pointwise(raw: Tensor, h: Tensor, c: Tensor, n: Tensor, m: Tensor, exp_forget: bool) -> List[Tensor]:
@@ -84,7 +85,7 @@ class SLSTM(RecurrentCell):
             raise ValueError(f"dropout must be in [0, 1), not {dropout}")
         if forget_gate not in FORGET_GATES:
             raise ValueError(f"model.cell.forget_gate must be one of {list(FORGET_GATES)}, not {forget_gate!r}")
-        self.head_dim = check_heads(hidden_size, num_heads, "sLSTM")
+        self.head_dim = check_heads(hidden_size, num_heads, f"sLSTM: model.hidden_size={hidden_size}")
         self.num_heads, self.forget_gate = num_heads, forget_gate
         for k in range(num_layers):
             in_k = input_size if k == 0 else hidden_size

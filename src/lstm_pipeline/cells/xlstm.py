@@ -111,8 +111,9 @@ class XLSTM(RecurrentCell):
     mLSTM elsewhere (see the module doc for the state)."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
-                 slstm_at: Sequence[int] = (), num_heads: int = 1, proj_factor: float = 2.0,
+                 slstm_at: Sequence[int] = [], num_heads: int = 1, proj_factor: float = 2.0,
                  ffn_factor: float = 1.3, chunk_size: int = 64, forget_gate: str = "sigmoid"):
+        # slstm_at's default is a list (what a config file gives), read here and never changed
         super().__init__(input_size, hidden_size, num_layers, dropout)
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, not {num_layers}")
@@ -127,9 +128,9 @@ class XLSTM(RecurrentCell):
         if proj_factor <= 0 or ffn_factor <= 0:
             raise ValueError(f"model.cell.proj_factor and ffn_factor must be > 0, not {proj_factor}, {ffn_factor}")
         inner, ffn = max(1, round(proj_factor * hidden_size)), max(1, round(ffn_factor * hidden_size))
-        check_heads(inner, num_heads, f"mLSTM (proj_factor={proj_factor} x hidden_size)")
+        check_heads(inner, num_heads, f"mLSTM blocks: model.cell.proj_factor={proj_factor} x model.hidden_size={hidden_size}")
         if slstm_at:
-            check_heads(hidden_size, num_heads, "sLSTM")
+            check_heads(hidden_size, num_heads, f"sLSTM blocks: model.hidden_size={hidden_size}")
         self.slstm_at, self.num_heads, self.proj_factor, self.ffn_factor = slstm_at, num_heads, proj_factor, ffn_factor
         self.chunk_size, self.forget_gate = chunk_size, forget_gate
         self.proj_in = nn.Linear(input_size, hidden_size) if input_size != hidden_size else None
