@@ -63,3 +63,20 @@ def test_xlstm_state_layout():
     assert len(cell.state_batch_dims) == len(shapes) and set(cell.state_batch_dims) == {1}
     y, state = cell(torch.randn(3, 5, 6))
     torch.testing.assert_close(state[0][0], y[:, -1])
+
+
+@pytest.mark.parametrize("cell", [{"name": "xlstm", "slstm_at": [1], "num_heads": 2, "chunk_size": 4},
+                                  {"name": "mlstm", "num_heads": 2, "chunk_size": 4}])
+def test_every_decoder_runs_on_xlstm_models(cell):
+    """Every registered decoder (with its shipped settings) generates from an xLSTM model: the state
+    is reordered, duplicated (beam search) and read (contrastive search's top_hidden) like any cell's."""
+    from lstm_pipeline.models.lm import RecurrentLM
+    from lstm_pipeline.registry import DECODERS
+    from lstm_pipeline.testing import shipped_config
+
+    torch.manual_seed(0)
+    model = RecurrentLM(17, cell=cell, embedding_dim=8, hidden_size=8, num_layers=3).eval()
+    for name in DECODERS.names():
+        node = {**(shipped_config(DECODERS.config_group, name) or {}), "name": name}
+        out = DECODERS.build(node).generate(model, [[1, 2, 3], [4]], max_new_tokens=6)
+        assert len(out.sequences) == 2 and all(0 <= t < 17 for s in out.sequences for t in s), name

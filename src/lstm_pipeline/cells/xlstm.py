@@ -121,8 +121,10 @@ class XLSTM(RecurrentCell):
             raise ValueError(f"dropout must be in [0, 1), not {dropout}")
         slstm_at = sorted({int(i) for i in (slstm_at or ())})
         if any(not 0 <= i < num_layers for i in slstm_at):
+            hint = (" (model.dropout_hidden > 0 makes every layer its own one-block cell: use model.dropout, "
+                    "which drops each block's output, and set model.dropout_hidden=0)") if num_layers == 1 else ""
             raise ValueError(f"model.cell.slstm_at={slstm_at} names blocks outside 0..{num_layers - 1} "
-                             f"(model.num_layers={num_layers} blocks); give block indices below num_layers")
+                             f"(model.num_layers={num_layers} blocks); give block indices below num_layers{hint}")
         if forget_gate not in FORGET_GATES:
             raise ValueError(f"model.cell.forget_gate must be one of {list(FORGET_GATES)}, not {forget_gate!r}")
         if proj_factor <= 0 or ffn_factor <= 0:
