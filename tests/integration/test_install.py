@@ -14,6 +14,8 @@ from helpers import ROOT, TINY
 @pytest.fixture(scope="module")
 def wheel_env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("install")
+    # the installed wheel must be what runs: no checkout (PYTHONPATH=src) or source metadata (conftest) on the path
+    clean = {**os.environ, "PYTHONPATH": ""}
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(tmp / "dist"), str(ROOT)], check=True, capture_output=True)
     wheel = next((tmp / "dist").glob("lstm_pipeline-*.whl"))
@@ -21,12 +23,12 @@ def wheel_env(tmp_path_factory):
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
     site = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+                          capture_output=True, text=True, check=True, env=clean).stdout.strip()
     # the dependencies (torch, lightning, ...) come from the test environment; a plain path entry
     # does not run that environment's .pth files, so its editable lstm-pipeline stays invisible
     deps = [p for p in sys.path if p.rstrip("/").endswith(("site-packages", "dist-packages"))]
     Path(site, "test_deps.pth").write_text("\n".join(deps) + "\n")
-    subprocess.run([py, "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True, capture_output=True)
+    subprocess.run([py, "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True, capture_output=True, env=clean)
     return env_dir, tmp
 
 
@@ -37,7 +39,7 @@ def test_wheel_contains_configs_and_corpus(wheel_env):
                           "from lstm_pipeline.data.sources import bundled_corpus;"
                           "print(lstm_pipeline.__file__); print(sorted(p.name for p in pathlib.Path(c.__file__).parent.glob('*.yaml')));"
                           "print(bundled_corpus().stat().st_size)"],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
     assert out.returncode == 0, out.stderr
     out = out.stdout.splitlines()
     assert "site-packages" in out[0] and str(ROOT) not in out[0]
