@@ -56,6 +56,9 @@ LAYOUTS = {
     "proj_size": {"cell": {"name": "lstm", "proj_size": 10}, "embedding_dim": 12, "hidden_size": 24,
                   "num_layers": 2},
     "one_hot": {"cell": {"name": "gru"}, "input_encoding": "one_hot", "hidden_size": 24, "num_layers": 2},
+    # the adaptive softmax (clusters in the text's frequency order, set as training sets it): "logits" are log-probabilities
+    "adaptive": {"cell": {"name": "lstm"}, "embedding_dim": 12, "hidden_size": 24, "num_layers": 2,
+                 "output": "adaptive", "adaptive_cutoffs": [4, 12], "adaptive_head_bias": True},
     **{f"preset_{p}": p for p in ("seed_keras", "char_rnn", "wlm_medium", "awd_lstm_ptb", "awd_lstm_wt2")},
 }
 
@@ -76,6 +79,8 @@ def built(layout: str, tokenizer, root: Path):
         torch.manual_seed(0)
         model = RecurrentLM(tokenizer.vocab_size, **cfg)
         ids = torch.tensor(tokenizer.encode(TEXT))
+        if cfg.get("output") == "adaptive":
+            model.set_frequency_order(torch.bincount(ids, minlength=tokenizer.vocab_size))
         opt = torch.optim.Adam(model.parameters(), lr=1e-2)
         model.train()
         for i in range(4):
