@@ -134,6 +134,13 @@ def test_the_clusters_follow_the_frequency_order():
         model.set_frequency_order(np.ones(5))
 
 
+def test_a_small_model_gets_projections_at_least_one_wide():
+    model = RecurrentLM(V, embedding_dim=8, hidden_size=8, num_layers=1, output="adaptive", adaptive_cutoffs=[6, 20])
+    assert [down.out_features for down, _ in model.adaptive.tail] == [2, 1]  # 8 / 4, max(1, 8 / 16)
+    lp, _ = model(torch.randint(0, V, (1, 5)))
+    assert torch.allclose(lp.exp().sum(-1), torch.ones(1, 5), atol=1e-5)
+
+
 def test_default_cutoffs_scale_with_the_vocabulary():
     assert default_cutoffs(33278) == [1997, 9983]  # WikiText-2
     assert default_cutoffs(10) == [1, 3] and default_cutoffs(2) == [1]
@@ -147,7 +154,7 @@ def test_default_cutoffs_scale_with_the_vocabulary():
     ({"adaptive_cutoffs": [0, 6]}, "model.adaptive_cutoffs must be increasing"),
     ({"adaptive_cutoffs": [6, 6]}, "model.adaptive_cutoffs must be increasing"),
     ({"adaptive_cutoffs": []}, "model.adaptive_cutoffs must be increasing"),
-    ({"adaptive_div_value": 30.0}, "model.adaptive_div_value=30.0 leaves the last cluster's projection"),
+    ({"adaptive_div_value": 0}, "model.adaptive_div_value must be a number > 0"),
     ({"tie_weights": True, "embedding_dim": 24}, "model.tie_weights=true does not combine with model.output=adaptive"),
     ({"output": "hierarchical"}, "model.output must be 'full' or 'adaptive'"),
 ])

@@ -78,10 +78,24 @@ def _check_adaptive(vocab_size: int, in_features: int, cutoffs: list, div_value:
         raise ValueError(f"model.adaptive_cutoffs must be increasing whole numbers from 1 to vocab_size - 1 = "
                          f"{vocab_size - 1} (frequency ranks where a cluster starts), not {cutoffs}; "
                          f"e.g. model.adaptive_cutoffs=[{','.join(map(str, default_cutoffs(vocab_size)))}]")
-    if not div_value > 0 or int(in_features // div_value ** len(cutoffs)) < 1:
-        raise ValueError(f"model.adaptive_div_value={div_value} leaves the last cluster's projection "
-                         f"{in_features} / {div_value}^{len(cutoffs)} < 1 wide: use a value in (0, "
-                         f"{in_features ** (1 / len(cutoffs)):.3g}] or fewer model.adaptive_cutoffs")
+    if isinstance(div_value, bool) or not isinstance(div_value, (int, float)) or not div_value > 0:
+        raise ValueError(f"model.adaptive_div_value must be a number > 0 (cluster i's projection is "
+                         f"hidden / div_value^(i+1) wide; 4 is usual), not {div_value!r}")
+
+
+def adaptive_softmax(in_features: int, vocab_size: int, cutoffs: list[int], div_value: float,
+                     head_bias: bool) -> nn.AdaptiveLogSoftmaxWithLoss:
+    """``nn.AdaptiveLogSoftmaxWithLoss`` whose cluster projections are at least 1 wide (PyTorch's
+    would be 0 wide where ``in_features / div_value^(i+1)`` < 1: a small model, many clusters)."""
+    import warnings
+
+    with warnings.catch_warnings():  # a 0-wide projection warns before it is replaced below
+        warnings.simplefilter("ignore")
+        a = nn.AdaptiveLogSoftmaxWithLoss(in_features, vocab_size, cutoffs, div_value=div_value, head_bias=head_bias)
+    for i, (down, up) in enumerate(a.tail):
+        if down.out_features < 1:
+            a.tail[i] = nn.Sequential(nn.Linear(in_features, 1, bias=False), nn.Linear(1, up.out_features, bias=False))
+    return a
 
 
 def _check_p(name: str, p: float) -> None:
@@ -188,8 +202,7 @@ class RecurrentLM(nn.Module):
             _check_adaptive(vocab_size, head_in, cutoffs, adaptive_div_value)
             self.config["adaptive_cutoffs"] = cutoffs  # what config.json records: the rule may change, a model not
             self.head = None
-            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(head_in, vocab_size, cutoffs, div_value=adaptive_div_value,
-                                                          head_bias=adaptive_head_bias)
+            self.adaptive = adaptive_softmax(head_in, vocab_size, cutoffs, adaptive_div_value, adaptive_head_bias)
             # adaptive_rank[token id] = its frequency rank: the index the clusters are cut on
             self.register_buffer("adaptive_rank", torch.arange(vocab_size))
         else:
