@@ -18,6 +18,7 @@ def test_train_evaluate_generate_export_an_adaptive_softmax_model(tmp_path):
     assert config["model"]["output"] == "adaptive" and config["model"]["adaptive_cutoffs"] == [20, 100]
     assert config["model"]["adaptive_div_value"] == 4.0 and config["model"]["adaptive_head_bias"] is False
     assert config["adaptive_order"].startswith("train split token frequency")
+    assert "| output layer | adaptive softmax: cutoffs [20, 100], div_value 4.0" in (run / "model" / "README.md").read_text()
 
     from lstm_pipeline.data.pipeline import prepare_corpus
     from lstm_pipeline.hub import load_pretrained

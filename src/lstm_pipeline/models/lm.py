@@ -298,7 +298,7 @@ class RecurrentLM(nn.Module):
         counts = torch.as_tensor(counts, dtype=torch.float64).flatten()
         if counts.numel() != self.vocab_size:
             raise ValueError(f"token counts for {counts.numel()} ids, but the vocabulary has {self.vocab_size}")
-        order = torch.from_numpy(__import__("numpy").argsort(-counts.numpy(), kind="stable"))  # rank -> id
+        order = torch.sort(counts.cpu(), descending=True, stable=True).indices  # rank -> id; ties by id
         rank = torch.empty_like(self.adaptive_rank)
         rank[order.to(rank.device)] = torch.arange(self.vocab_size, device=rank.device)
         self.adaptive_rank.copy_(rank)
@@ -357,7 +357,7 @@ class RecurrentLM(nn.Module):
         return loss, correct, count
 
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        """tokens (B, T) -> logits (B, T, V), state."""
+        """tokens (B, T) -> logits (B, T, V) (output=adaptive: the full log-probabilities), state."""
         _, y, state = self._features(tokens, state)
         return self._logits(y), state
 
@@ -388,7 +388,8 @@ class RecurrentLM(nn.Module):
     def head_loss(self, features: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """features (..., H') from :meth:`features_train`, targets (...) -> (mean cross-entropy,
         number of targets predicted right, number of targets), skipping targets of -100. The output
-        layer and the loss run as one (models/linear.py: ``linear_cross_entropy``)."""
+        layer and the loss run as one (models/linear.py: ``linear_cross_entropy``; output=adaptive:
+        :meth:`_adaptive_loss`, no full softmax)."""
         if self.adaptive is not None:
             return self._adaptive_loss(features.reshape(-1, features.size(-1)), targets.reshape(-1))
         return linear_cross_entropy(features.reshape(-1, features.size(-1)), self.head.weight, self.head.bias,
@@ -396,7 +397,8 @@ class RecurrentLM(nn.Module):
 
     @torch.no_grad()
     def step(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        """One token per row: tokens (B,) -> logits (B, V), state. O(1) in the length so far."""
+        """One token per row: tokens (B,) -> logits (B, V) (output=adaptive: the full log-probabilities),
+        state. O(1) in the length so far."""
         if state is None:
             state = self.init_state(tokens.size(0), tokens.device)
         x = self.embedding(tokens)  # (B, E)
