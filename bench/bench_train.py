@@ -18,10 +18,22 @@ this same run. Usage::
     python bench/bench_train.py                      # both levels, a few minutes
     python bench/bench_train.py --levels word --steps 12
     python bench/bench_train.py --bf16               # also the pipeline under trainer.precision=bf16-mixed
+    python bench/bench_train.py --levels word_wt2 --adaptive           # + model.output=adaptive
+    python bench/bench_train.py --levels word_wt2 --quality 120        # test perplexity after 120 s each
 
 ``--bf16`` adds a third runner, ``pipeline_bf16``: the same pipeline with Lightning's ``bf16-mixed``
 precision (autocast to bfloat16 on the CPU). Its numbers differ from the float32 runners', so it is
 reported beside them, against the same float32 bare loop, not as a replacement.
+
+``--adaptive`` adds ``pipeline_adaptive``: the same pipeline with ``model.output=adaptive`` (the
+adaptive softmax, default cutoffs; it cannot be tied, so the model is untied; the clusters cut on
+the training ids' frequencies, as ``lstm-pipeline train`` does). Level ``word_wt2`` is level ``word``
+at WikiText-2's full vocabulary, 33,278 words (train.txt's; the ids are valid.txt's, the other
+words never occur): the output layer's cost at the size the WikiText-2 presets train.
+
+``--quality SECONDS`` compares the full and the adaptive softmax at equal wall time instead: each
+pipeline trains for SECONDS (alternating, ``--rounds`` times, best kept) on valid.txt, then scores the
+first ``--score-tokens`` words of test.txt (words not in the vocabulary are ``<unk>``): perplexity.
 """
 from __future__ import annotations
 
@@ -33,27 +45,38 @@ import time
 from pathlib import Path
 
 DATA = Path("/work/shared/data/wikitext-2/valid.txt")
+TEST = DATA.with_name("test.txt")
 LEVELS = {
     # name: (hidden, layers, embedding, tied, batch, bptt, lr, clip, dropout)
     "char": dict(hidden=512, layers=2, emb=512, tied=False, batch=32, bptt=128, lr=1.0, clip=0.25, dropout=0.0),
     "word": dict(hidden=650, layers=2, emb=650, tied=True, batch=20, bptt=35, lr=20.0, clip=0.25, dropout=0.5),
+    # the same at WikiText-2's full vocabulary (train.txt's 33,278 words): an output layer 2.4x wider
+    "word_wt2": dict(hidden=650, layers=2, emb=650, tied=True, batch=20, bptt=35, lr=20.0, clip=0.25, dropout=0.5,
+                     vocab=33278),
 }
 
 
-def load_ids(level: str, path: Path):
+def _units(level: str, text: str) -> list[str]:
+    if level == "char":
+        return list(text)
+    return [w for line in text.splitlines() for w in line.split() + ["<eos>"]]  # as word_language_model's Corpus
+
+
+def load_ids(level: str, path: Path, score: Path | None = None, score_tokens: int = 0):
+    """valid.txt's ids (whitespace words, <eos> at each line end; or characters), the vocabulary size
+    (the level's ``vocab`` where it is larger: words that never occur), and with ``score`` the first
+    ``score_tokens`` ids of that file (units not in the vocabulary are <unk>)."""
     import numpy as np
 
-    text = path.read_text(encoding="utf-8")
-    if level == "char":
-        vocab = sorted(set(text))
-        index = {c: i for i, c in enumerate(vocab)}
-        ids = [index[c] for c in text]
-    else:  # whitespace words, <eos> at each line end (as word_language_model's Corpus)
-        words = [w for line in text.splitlines() for w in line.split() + ["<eos>"]]
-        vocab = sorted(set(words))
-        index = {w: i for i, w in enumerate(vocab)}
-        ids = [index[w] for w in words]
-    return np.asarray(ids, dtype=np.int64), len(vocab)
+    units = _units(level, path.read_text(encoding="utf-8"))
+    vocab = sorted(set(units) | ({"<unk>"} if score else set()))
+    index = {w: i for i, w in enumerate(vocab)}
+    ids = np.asarray([index[w] for w in units], dtype=np.int64)
+    size = max(len(vocab), LEVELS[level].get("vocab", 0))
+    if score is None:
+        return ids, size
+    scored = _units(level, score.read_text(encoding="utf-8"))[:score_tokens]
+    return ids, size, np.asarray([index.get(w, index["<unk>"]) for w in scored], dtype=np.int64)
 
 
 def train_flops_per_token(cfg: dict, vocab: int) -> float:
@@ -127,7 +150,9 @@ def bare_worker(level: str, steps: int, warmup: int) -> dict:
     return _summary(times[warmup:], cfg, vocab)
 
 
-def pipeline_worker(level: str, steps: int, warmup: int, precision: str = "32-true") -> dict:
+def pipeline_worker(level: str, steps: int, warmup: int, precision: str = "32-true", output: str = "full",
+                    budget_s: float = 0.0, score_tokens: int = 0) -> dict:
+    """``budget_s`` > 0: train for that many seconds (from the first batch), then score test.txt."""
     from lstm_pipeline.training.malloc import tune_malloc
 
     tuned = tune_malloc()  # what lstm-pipeline train does first
@@ -139,14 +164,23 @@ def pipeline_worker(level: str, steps: int, warmup: int, precision: str = "32-tr
     from lstm_pipeline.training.module import LanguageModelTask
 
     cfg = LEVELS[level]
-    ids, vocab = load_ids(level, DATA)
+    if budget_s:
+        ids, vocab, test_ids = load_ids(level, DATA, TEST, score_tokens)
+    else:
+        ids, vocab = load_ids(level, DATA)
     torch.manual_seed(0)
     corpus = Corpus(tokenizer=None, ids={"train": ids, "validation": ids[:5000], "test": ids[:5000]})
     model = {"cell": {"name": "lstm", "proj_size": 0}, "embedding_dim": cfg["emb"], "hidden_size": cfg["hidden"],
              "num_layers": cfg["layers"], "dropout": cfg["dropout"], "tie_weights": cfg["tied"],
              # the bare loop's dropouts: on the embeddings too, a fresh mask per element (as wlm_medium)
              "dropout_input": cfg["dropout"], "locked_dropout": False}
+    if output == "adaptive":  # default cutoffs; an adaptive softmax has no one matrix to tie
+        model.update(output="adaptive", tie_weights=False)
     task = LanguageModelTask(model=model, vocab_size=vocab, optim={"_target_": "torch.optim.SGD", "lr": cfg["lr"]})
+    if output == "adaptive":  # the clusters on the training ids' frequencies, as lstm-pipeline train cuts them
+        import numpy as np
+
+        task.model.set_frequency_order(np.bincount(ids, minlength=vocab))
     dm = StreamDataModule(corpus, batch_size=cfg["batch"], bptt=cfg["bptt"], eval_batch_size=4)
     times = []
 
@@ -156,17 +190,28 @@ def pipeline_worker(level: str, steps: int, warmup: int, precision: str = "32-tr
 
         def on_train_batch_end(self, trainer, module, out, batch, idx):
             times.append((time.perf_counter() - self.t0, batch[0].numel()))
+            if budget_s and sum(t for t, _ in times) >= budget_s:
+                trainer.should_stop = True
 
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=warmup + steps, limit_val_batches=0, precision=precision,
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=10 ** 9 if budget_s else warmup + steps,
+                        max_epochs=10 ** 6 if budget_s else None, limit_val_batches=0, precision=precision,
                         num_sanity_val_steps=0, gradient_clip_val=cfg["clip"], logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[Timer()], use_distributed_sampler=False)
     trainer.fit(task, datamodule=dm)
+    if budget_s:
+        from lstm_pipeline.evaluation import evaluate_ids
+
+        report = evaluate_ids(task.model.eval(), test_ids, batch_size=10, bptt=70)
+        return {**_summary(times, cfg, vocab), "train_s": sum(t for t, _ in times), "train_tokens": sum(n for _, n in times),
+                "test_ppl": report["ppl"],
+                "test_tokens": int(len(test_ids))}
     return {**_summary(times[warmup:], cfg, vocab), "mallopt": tuned}
 
 
 RUNNERS = {"bare": bare_worker, "pipeline": pipeline_worker,
-           "pipeline_bf16": lambda level, steps, warmup: pipeline_worker(level, steps, warmup, "bf16-mixed")}
+           "pipeline_bf16": lambda level, steps, warmup: pipeline_worker(level, steps, warmup, "bf16-mixed"),
+           "pipeline_adaptive": lambda level, steps, warmup: pipeline_worker(level, steps, warmup, output="adaptive")}
 
 
 def _summary(times, cfg, vocab) -> dict:
@@ -186,15 +231,26 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2, help="alternating bare/pipeline runs; the best of each is kept")
     ap.add_argument("--bf16", action="store_true", help="also run the pipeline with trainer.precision=bf16-mixed")
+    ap.add_argument("--adaptive", action="store_true", help="also run the pipeline with model.output=adaptive")
+    ap.add_argument("--quality", type=float, default=0.0, metavar="SECONDS",
+                    help="instead: train full and adaptive softmax SECONDS each, then score test.txt (perplexity)")
+    ap.add_argument("--score-tokens", type=int, default=30000, help="--quality: words of test.txt scored")
     ap.add_argument("--worker", choices=list(RUNNERS), help=argparse.SUPPRESS)
     ap.add_argument("--level", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        print("RESULT " + json.dumps(RUNNERS[args.worker](args.level, args.steps, args.warmup)), flush=True)
+        if args.quality:
+            out = pipeline_worker(args.level, 0, 0, output="adaptive" if args.worker == "pipeline_adaptive" else "full",
+                                  budget_s=args.quality, score_tokens=args.score_tokens)
+        else:
+            out = RUNNERS[args.worker](args.level, args.steps, args.warmup)
+        print("RESULT " + json.dumps(out), flush=True)
         return
+    if args.quality:
+        return quality(args)
     import torch
 
-    runners = ["bare", "pipeline"] + (["pipeline_bf16"] if args.bf16 else [])
+    runners = ["bare", "pipeline"] + (["pipeline_bf16"] if args.bf16 else []) + (["pipeline_adaptive"] if args.adaptive else [])
     peak = matmul_gflops()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; float32 matmul 1024^3: {peak:.1f} GFLOP/s")
     for level in args.levels:
@@ -205,18 +261,44 @@ def main() -> None:
                                       "--steps", str(args.steps), "--warmup", str(args.warmup)],
                                      capture_output=True, text=True, check=True).stdout
                 r = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:])
-                print(f"  round {rnd + 1} {level:<5} {worker:<13} {r['tokens_per_sec']:>8.0f} tokens/s (median step), "
+                print(f"  round {rnd + 1} {level:<8} {worker:<17} {r['tokens_per_sec']:>8.0f} tokens/s (median step), "
                       f"{r['mean_tokens_per_sec']:>8.0f} (mean)", flush=True)
                 if worker not in res or r["tokens_per_sec"] > res[worker]["tokens_per_sec"]:
                     res[worker] = r
-        print(f"{'level':<6} {'runner':<13} {'tokens/s':>10} {'GFLOP/s':>8} {'of matmul':>9} {'vs bare':>8}")
+        print(f"{'level':<8} {'runner':<17} {'tokens/s':>10} {'GFLOP/s':>8} {'of matmul':>9} {'vs bare':>8}")
         for worker in runners:
             r = res[worker]
-            print(f"{level:<6} {worker:<13} {r['tokens_per_sec']:>10.0f} {r['gflops']:>8.1f} "
-                  f"{r['gflops'] / peak:>8.0%} {r['tokens_per_sec'] / res['bare']['tokens_per_sec']:>7.2f}x")
+            # the adaptive softmax does fewer FLOPs than the full one these count: no GFLOP/s for it
+            flops = ("-", "-") if worker == "pipeline_adaptive" else (f"{r['gflops']:.1f}", f"{r['gflops'] / peak:.0%}")
+            print(f"{level:<8} {worker:<17} {r['tokens_per_sec']:>10.0f} {flops[0]:>8} "
+                  f"{flops[1]:>9} {r['tokens_per_sec'] / res['bare']['tokens_per_sec']:>7.2f}x")
         print(f"{level:<6} vocab {res['bare']['vocab']}, {LEVELS[level]}")
     peak2 = matmul_gflops()
     print(f"float32 matmul again at the end: {peak2:.1f} GFLOP/s (load drift check)")
+
+
+def quality(args) -> None:
+    """Full against adaptive softmax at equal training wall time: test perplexity (alternating runs)."""
+    import os
+
+    print(f"load average {os.getloadavg()[0]:.2f} at the start")
+    for level in args.levels:
+        res: dict[str, dict] = {}
+        for rnd in range(args.rounds):
+            for worker in ("pipeline", "pipeline_adaptive"):
+                out = subprocess.run([sys.executable, __file__, "--worker", worker, "--level", level,
+                                      "--quality", str(args.quality), "--score-tokens", str(args.score_tokens)],
+                                     capture_output=True, text=True, check=True).stdout
+                r = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:])
+                print(f"  round {rnd + 1} {level:<8} {worker:<18} {r['train_tokens']:>7} tokens in {r['train_s']:.0f} s "
+                      f"({r['mean_tokens_per_sec']:.0f}/s): test perplexity {r['test_ppl']:.1f}", flush=True)
+                if worker not in res or r["test_ppl"] < res[worker]["test_ppl"]:
+                    res[worker] = r
+        print(f"{'level':<9} {'runner':<18} {'trained tokens':>14} {'tokens/s':>9} {'test ppl':>9}")
+        for worker, r in res.items():
+            print(f"{level:<9} {worker:<18} {r['train_tokens']:>14} {r['mean_tokens_per_sec']:>9.0f} {r['test_ppl']:>9.1f}")
+        print(f"{level:<9} vocab {res['pipeline']['vocab']}, {args.quality:g} s of training each, "
+              f"{res['pipeline']['test_tokens']} test.txt words scored; load average {os.getloadavg()[0]:.2f} at the end")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,9 @@ def render_model_card(model, tokenizer, config: Mapping[str, Any], decoding: Map
         + (f" ({m.get('embedding_dim')} dims)" if m.get("input_encoding", "embedding") == "embedding" else "") + " |",
         f"| dropout | {m.get('dropout')} |",
         f"| tied input/output weights | {m.get('tie_weights', False)} |",
+        *([f"| output layer | adaptive softmax: cutoffs {m.get('adaptive_cutoffs')}, div_value "
+           f"{m.get('adaptive_div_value')}, clusters by {config.get('adaptive_order', 'token id')} |"]
+          if m.get("output") == "adaptive" else []),
         f"| vocabulary | {config.get('vocab_size')} tokens |",
         f"| parameters | {n_params:,} |",
         "",

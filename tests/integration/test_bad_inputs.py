@@ -85,6 +85,13 @@ CASES = [
     # ranges (the sample printed after training is checked before training)
     ("bptt_zero", "train", ["batching.bptt=0"], None, "batching.bptt=0 is not valid: it must be a positive integer"),
     ("batch_negative", "train", ["batching.batch_size=-4"], None, "batching.batch_size=-4 is not valid: it must be a positive integer"),
+    ("adaptive_cutoffs_not_increasing", "train", ["model.output=adaptive", "model.adaptive_cutoffs=[20,10]"], None,
+     "model.adaptive_cutoffs must be increasing whole numbers from 1 to vocab_size - 1"),
+    ("adaptive_cutoffs_beyond_vocab", "train", ["model.output=adaptive", "model.adaptive_cutoffs=[10,100000]"], None,
+     "model.adaptive_cutoffs must be increasing whole numbers from 1 to vocab_size - 1"),
+    ("adaptive_tied", "train", ["model.output=adaptive", "model.tie_weights=true"], None,
+     "model.tie_weights=true does not combine with model.output=adaptive"),
+    ("output_typo", "train", ["model.output=adaptiv"], None, "model.output must be 'full' or 'adaptive', not 'adaptiv'"),
     ("sample_tokens_negative", "train", ["sample.max_new_tokens=-5"], None, "sample.max_new_tokens=-5 is not valid"),
     ("sample_temperature_zero", "train", ["sample.temperature=0"], None, "sample.temperature=0.0 is not valid: it must be > 0"),
     # resume

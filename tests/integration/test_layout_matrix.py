@@ -63,6 +63,9 @@ LAYOUTS = {
               "num_layers": 2},
     "xlstm_blocks": {"cell": {"name": "xlstm", "slstm_at": [1], "num_heads": 2, "chunk_size": 8}, "embedding_dim": 12,
                      "hidden_size": 24, "num_layers": 3},
+    # the adaptive softmax (clusters in the text's frequency order, set as training sets it): "logits" are log-probabilities
+    "adaptive": {"cell": {"name": "lstm"}, "embedding_dim": 12, "hidden_size": 24, "num_layers": 2,
+                 "output": "adaptive", "adaptive_cutoffs": [4, 12], "adaptive_head_bias": True},
     **{f"preset_{p}": p for p in ("seed_keras", "char_rnn", "wlm_medium", "awd_lstm_ptb", "awd_lstm_wt2",
                                   "xlstm_char")},
 }
@@ -84,6 +87,8 @@ def built(layout: str, tokenizer, root: Path):
         torch.manual_seed(0)
         model = RecurrentLM(tokenizer.vocab_size, **cfg)
         ids = torch.tensor(tokenizer.encode(TEXT))
+        if cfg.get("output") == "adaptive":
+            model.set_frequency_order(torch.bincount(ids, minlength=tokenizer.vocab_size))
         opt = torch.optim.Adam(model.parameters(), lr=1e-2)
         model.train()
         for i in range(4):

@@ -112,3 +112,22 @@ def test_xlstm_char_preset():
     model = RecurrentLM(65, **OmegaConf.to_container(cfg.model, resolve=True))
     kinds = [type(b) for b in model.layers[0].blocks]
     assert kinds == [MLSTMBlock, SLSTMBlock, MLSTMBlock, MLSTMBlock]
+
+
+def test_adaptive_softmax_settings_compose_with_their_defaults():
+    """model.output / model.adaptive_*: defaults from RecurrentLM's signature, overridable without '+',
+    and config.json's model block records the cutoffs the model was built with."""
+    from lstm_pipeline.models.lm import RecurrentLM
+
+    cfg = _compose("train")
+    assert (cfg.model.output, cfg.model.adaptive_cutoffs) == ("full", None)
+    assert (cfg.model.adaptive_div_value, cfg.model.adaptive_head_bias) == (4.0, False)
+    cfg = _compose("train", ["model.output=adaptive", "model.adaptive_cutoffs=[10,30]", "model.adaptive_div_value=2",
+                             "model.adaptive_head_bias=true"])
+    cfg.run_dir = "/tmp/x"
+    validate_train_config(cfg)
+    model = RecurrentLM(100, **OmegaConf.to_container(cfg.model))
+    assert model.adaptive.cutoffs == [10, 30, 100] and model.adaptive.head.bias is not None
+    assert model.adaptive.tail[0][0].out_features == model.adaptive.in_features // 2
+    default = RecurrentLM(33278, **OmegaConf.to_container(_compose("train", ["model.output=adaptive"]).model))
+    assert default.config["adaptive_cutoffs"] == [1997, 9983]  # scaled to the vocabulary, recorded resolved

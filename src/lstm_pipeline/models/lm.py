@@ -9,6 +9,16 @@ Regularisation switches (all off by default, all inactive in ``eval()`` mode), a
 ``weight_drop`` (DropConnect on the hidden-to-hidden weights, applied functionally so the fused
 kernel still runs), ``ar_alpha`` / ``tar_beta`` (activation / temporal activation regularisation,
 returned by :meth:`RecurrentLM.features_train` to be added to the loss).
+
+Output layer (``output``): ``full`` (a linear head and a softmax over the vocabulary) or ``adaptive``
+(the adaptive softmax of Grave et al. 2017, ``torch.nn.AdaptiveLogSoftmaxWithLoss``: a head over the
+``adaptive_cutoffs[0]`` most frequent tokens plus one entry per tail cluster, each cluster a
+low-rank product). With ``adaptive`` every "logits" the model hands out (``forward``, ``prefill``,
+``step``) are the full log-probabilities, so that every consumer's log-softmax leaves them as they
+are; training (``head_loss``) never forms them. The clusters follow the frequency order of the
+training data: the buffer ``adaptive_rank`` (V,) gives each token id its frequency rank (set by
+training from the train split's counts, :meth:`RecurrentLM.set_frequency_order`; saved in
+``model.safetensors``).
 """
 from __future__ import annotations
 
@@ -53,6 +63,41 @@ def complete_cell_config(cell: Mapping[str, Any]) -> dict[str, Any]:
                                      and p.kind is p.POSITIONAL_OR_KEYWORD}, **cell}
 
 
+def default_cutoffs(vocab_size: int) -> list[int]:
+    """The adaptive softmax's cutoffs scaled to the vocabulary: the head keeps the 6% most frequent
+    tokens, a first cluster the next 24%, a second the rest (WikiText-2's 33,278 words: [1997, 9983];
+    WikiText-103's 267,735: [16064, 80320], near the usual [20000, 60000]); fewer for tiny vocabularies."""
+    cuts = sorted({max(1, round(vocab_size * f)) for f in (0.06, 0.3)})
+    return [c for c in cuts if c < vocab_size] or ([1] if vocab_size > 1 else [])
+
+
+def _check_adaptive(vocab_size: int, in_features: int, cutoffs: list, div_value: float) -> None:
+    """Raise one line naming the setting when the adaptive softmax's settings cannot work."""
+    if (not cutoffs or any(not isinstance(c, int) or isinstance(c, bool) for c in cutoffs)
+            or list(cutoffs) != sorted(set(cutoffs)) or cutoffs[0] < 1 or cutoffs[-1] >= vocab_size):
+        raise ValueError(f"model.adaptive_cutoffs must be increasing whole numbers from 1 to vocab_size - 1 = "
+                         f"{vocab_size - 1} (frequency ranks where a cluster starts), not {cutoffs}; "
+                         f"e.g. model.adaptive_cutoffs=[{','.join(map(str, default_cutoffs(vocab_size)))}]")
+    if isinstance(div_value, bool) or not isinstance(div_value, (int, float)) or not div_value > 0:
+        raise ValueError(f"model.adaptive_div_value must be a number > 0 (cluster i's projection is "
+                         f"hidden / div_value^(i+1) wide; 4 is usual), not {div_value!r}")
+
+
+def adaptive_softmax(in_features: int, vocab_size: int, cutoffs: list[int], div_value: float,
+                     head_bias: bool) -> nn.AdaptiveLogSoftmaxWithLoss:
+    """``nn.AdaptiveLogSoftmaxWithLoss`` whose cluster projections are at least 1 wide (PyTorch's
+    would be 0 wide where ``in_features / div_value^(i+1)`` < 1: a small model, many clusters)."""
+    import warnings
+
+    with warnings.catch_warnings():  # a 0-wide projection warns before it is replaced below
+        warnings.simplefilter("ignore")
+        a = nn.AdaptiveLogSoftmaxWithLoss(in_features, vocab_size, cutoffs, div_value=div_value, head_bias=head_bias)
+    for i, (down, up) in enumerate(a.tail):
+        if down.out_features < 1:
+            a.tail[i] = nn.Sequential(nn.Linear(in_features, 1, bias=False), nn.Linear(1, up.out_features, bias=False))
+    return a
+
+
 def _check_p(name: str, p: float) -> None:
     if not 0.0 <= p < 1.0:
         raise ValueError(f"model.{name} must be a probability in [0, 1), not {p}")
@@ -85,6 +130,10 @@ class RecurrentLM(nn.Module):
         ar_alpha: float = 0.0,         # activation regularisation: alpha * mean(dropped_out^2)
         tar_beta: float = 0.0,         # temporal AR: beta * mean((h_t - h_{t-1})^2)
         locked_dropout: bool = True,   # dropout_input/_hidden/_output: one mask per sequence, or plain
+        output: str = "full",          # output layer: "full" softmax or "adaptive" softmax (large vocabularies)
+        adaptive_cutoffs: list[int] | None = None,  # output=adaptive: frequency ranks where clusters start; None: 6% and 30% of the vocabulary
+        adaptive_div_value: float = 4.0,  # output=adaptive: cluster i's projection is hidden / div_value^(i+1) wide
+        adaptive_head_bias: bool = False,  # output=adaptive: a bias in the head (shortlist + one entry per cluster)
     ):
         super().__init__()
         cell = dict(cell or {"name": "lstm"})
@@ -134,6 +183,12 @@ class RecurrentLM(nn.Module):
                              f"cell {dict(cell).get('name')!r} has none: set model.weight_drop=0")
         head_in = out_size
         self.proj: nn.Module | None = None
+        if output not in ("full", "adaptive"):
+            raise ValueError(f"model.output must be 'full' or 'adaptive', not {output!r}")
+        if output == "adaptive" and tie_weights:
+            raise ValueError("model.tie_weights=true does not combine with model.output=adaptive (the adaptive "
+                             "softmax has no one (vocab, dim) matrix to share): set model.tie_weights=false or "
+                             "model.output=full")
         if tie_weights:
             if input_encoding != "embedding":
                 raise ValueError("model.tie_weights=true needs input_encoding=embedding")
@@ -141,7 +196,17 @@ class RecurrentLM(nn.Module):
                 # tie through a projection from the cell's output to the embedding width
                 self.proj = nn.Linear(out_size, embedding_dim, bias=False)
                 head_in = embedding_dim
-        self.head = nn.Linear(head_in, vocab_size)
+        self.adaptive: nn.AdaptiveLogSoftmaxWithLoss | None = None
+        if output == "adaptive":
+            cutoffs = default_cutoffs(vocab_size) if adaptive_cutoffs is None else list(adaptive_cutoffs)
+            _check_adaptive(vocab_size, head_in, cutoffs, adaptive_div_value)
+            self.config["adaptive_cutoffs"] = cutoffs  # what config.json records: the rule may change, a model not
+            self.head = None
+            self.adaptive = adaptive_softmax(head_in, vocab_size, cutoffs, adaptive_div_value, adaptive_head_bias)
+            # adaptive_rank[token id] = its frequency rank: the index the clusters are cut on
+            self.register_buffer("adaptive_rank", torch.arange(vocab_size))
+        else:
+            self.head = nn.Linear(head_in, vocab_size)
         if tie_weights:
             self.head.weight = self.embedding.weight
         self._register_load_state_dict_pre_hook(self._upgrade_keys)
@@ -219,10 +284,80 @@ class RecurrentLM(nn.Module):
 
     def _logits(self, y: Tensor) -> Tensor:
         # the head's products run on oneDNN on the CPU (models/linear.py): most of a word-level step
+        if self.adaptive is not None:
+            return self._adaptive_log_prob(self._head_input(y), lambda m, x: linear(x, m.weight, m.bias))
         return linear(self._head_input(y), self.head.weight, self.head.bias)
 
+    # -- the adaptive softmax ----------------------------------------------------------------
+    def set_frequency_order(self, counts) -> None:
+        """output=adaptive: order the clusters by these token counts (V,) (the train split's; ties by
+        id): the most frequent ``adaptive_cutoffs[0]`` tokens form the head's shortlist, and so on.
+        Set before training (the order is part of the model; it is saved with the weights)."""
+        if self.adaptive is None:
+            raise ValueError("set_frequency_order needs model.output=adaptive")
+        counts = torch.as_tensor(counts, dtype=torch.float64).flatten()
+        if counts.numel() != self.vocab_size:
+            raise ValueError(f"token counts for {counts.numel()} ids, but the vocabulary has {self.vocab_size}")
+        order = torch.sort(counts.cpu(), descending=True, stable=True).indices  # rank -> id; ties by id
+        rank = torch.empty_like(self.adaptive_rank)
+        rank[order.to(rank.device)] = torch.arange(self.vocab_size, device=rank.device)
+        self.adaptive_rank.copy_(rank)
+
+    def _adaptive_log_prob(self, x: Tensor, product) -> Tensor:
+        """x (..., H') -> the full log-probabilities (..., V), by token id: the head's log-softmax for
+        the shortlist, a cluster's log-softmax plus its head entry for the rest (as
+        ``AdaptiveLogSoftmaxWithLoss.log_prob``). ``product(module, x)`` is the Linear's product
+        (oneDNN ``linear`` in forward, ``step_linear`` in steps: int8 and export see every product)."""
+        a = self.adaptive
+        lead, x = x.shape[:-1], x.reshape(-1, x.size(-1))
+        head = torch.log_softmax(product(a.head, x).float(), -1)  # (N, shortlist + clusters)
+        parts = [head[:, :a.shortlist_size]]
+        for i, (down, up) in enumerate(a.tail):
+            z = product(up, product(down, x))  # (N, cluster size)
+            parts.append(torch.log_softmax(z.float(), -1) + head[:, a.shortlist_size + i, None])
+        out = torch.cat(parts, -1).index_select(-1, self.adaptive_rank)  # frequency rank -> token id
+        return out.view(*lead, self.vocab_size)
+
+    def _adaptive_loss(self, h: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """h (N, H'), targets (N,) (-100: skipped) -> (mean NLL, how many targets are the full argmax,
+        how many targets). The loss never forms the full distribution: the head for every row, a
+        cluster's tail only for the rows whose target is in it. The count is exact: where the head's
+        argmax is a shortlist token it is the full argmax; the other rows get every cluster's best."""
+        a = self.adaptive
+        valid = targets != -100
+        count = valid.sum()
+        rank = self.adaptive_rank[targets.masked_fill(~valid, 0)]  # (N,) frequency ranks
+        cuts = torch.tensor(a.cutoffs[:-1], device=h.device)
+        cluster = torch.bucketize(rank, cuts, right=True)  # 0: shortlist, i + 1: tail i
+        head_target = torch.where(cluster == 0, rank, a.shortlist_size + cluster - 1)
+        head_out = linear(h, a.head.weight, a.head.bias)  # (N, shortlist + clusters)
+        head_lp = torch.log_softmax(head_out.float(), -1)
+        nll = -head_lp.gather(1, head_target[:, None]).squeeze(1)  # (N,)
+        for i, (down, up) in enumerate(a.tail):
+            rows = ((cluster == i + 1) & valid).nonzero().squeeze(1)
+            if rows.numel():
+                z = linear(linear(h.index_select(0, rows), down.weight), up.weight)
+                nll = nll.index_add(0, rows, F.cross_entropy(z.float(), rank[rows] - a.cutoffs[i], reduction="none"))
+        loss = nll.masked_fill(~valid, 0.0).sum() / count
+        with torch.no_grad():
+            best = head_lp.argmax(-1)  # a shortlist token here is the full argmax
+            pred = best.clone()
+            far = (best >= a.shortlist_size).nonzero().squeeze(1)
+            if far.numel():
+                hf = h.detach().index_select(0, far)
+                short = head_lp[far, :a.shortlist_size].max(-1)
+                top, arg = short.values, short.indices
+                for i, (down, up) in enumerate(a.tail):
+                    z = torch.log_softmax(linear(linear(hf, down.weight), up.weight).float(), -1).max(-1)
+                    v = z.values + head_lp[far, a.shortlist_size + i]
+                    better = v > top
+                    top, arg = torch.where(better, v, top), torch.where(better, z.indices + a.cutoffs[i], arg)
+                pred[far] = arg
+            correct = ((pred == rank) & valid).sum()
+        return loss, correct, count
+
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        """tokens (B, T) -> logits (B, T, V), state."""
+        """tokens (B, T) -> logits (B, T, V) (output=adaptive: the full log-probabilities), state."""
         _, y, state = self._features(tokens, state)
         return self._logits(y), state
 
@@ -253,13 +388,17 @@ class RecurrentLM(nn.Module):
     def head_loss(self, features: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """features (..., H') from :meth:`features_train`, targets (...) -> (mean cross-entropy,
         number of targets predicted right, number of targets), skipping targets of -100. The output
-        layer and the loss run as one (models/linear.py: ``linear_cross_entropy``)."""
+        layer and the loss run as one (models/linear.py: ``linear_cross_entropy``; output=adaptive:
+        :meth:`_adaptive_loss`, no full softmax)."""
+        if self.adaptive is not None:
+            return self._adaptive_loss(features.reshape(-1, features.size(-1)), targets.reshape(-1))
         return linear_cross_entropy(features.reshape(-1, features.size(-1)), self.head.weight, self.head.bias,
                                     targets.reshape(-1))
 
     @torch.no_grad()
     def step(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        """One token per row: tokens (B,) -> logits (B, V), state. O(1) in the length so far."""
+        """One token per row: tokens (B,) -> logits (B, V) (output=adaptive: the full log-probabilities),
+        state. O(1) in the length so far."""
         if state is None:
             state = self.init_state(tokens.size(0), tokens.device)
         x = self.embedding(tokens)  # (B, E)
@@ -270,6 +409,8 @@ class RecurrentLM(nn.Module):
         y, state = x, tuple(s for st in states for s in st)
         if self.proj is not None:
             y = step_linear(self.proj, "weight", y, self.proj.weight, self.proj.bias)
+        if self.adaptive is not None:  # the full log-probabilities, every product through step_linear
+            return self._adaptive_log_prob(y, lambda m, x: step_linear(m, "weight", x, m.weight, m.bias)), state
         return step_linear(self.head, "weight", y, self.head.weight, self.head.bias), state
 
 

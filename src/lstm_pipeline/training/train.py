@@ -189,6 +189,28 @@ def build_logger(node):
 RUN_OUTPUTS = ("checkpoints", "model", "logs", "tokenizer.json")
 
 
+def order_adaptive_output(model, corpus, tokenizer_name: str | None) -> str | None:
+    """model.output=adaptive: cut the clusters on the train split's token frequencies (the buffer
+    ``adaptive_rank``, saved with the weights; a resume restores the checkpoint's). Returns how the
+    order was made (recorded in config.json as ``adaptive_order``), None for a full softmax."""
+    if getattr(model, "adaptive", None) is None:
+        return None
+    if corpus.streaming:  # no encoded train split to count: the tokenizer's ids are the order
+        if tokenizer_name != "word":
+            log.warning("model.output=adaptive with a streaming data source: the clusters follow the tokenizer's "
+                        "ids, which only tokenizer=word numbers by frequency; cut on frequency by training from "
+                        "a non-streaming source (data.streaming=false)")
+        return "token ids (streaming source: not counted)"
+    import numpy as np
+
+    ids = corpus.ids["train"]
+    counts = np.zeros(model.vocab_size, dtype=np.int64)
+    for start in range(0, len(ids), 1 << 24):  # in chunks: a memmap of a large corpus stays on disk
+        counts += np.bincount(np.asarray(ids[start:start + (1 << 24)], dtype=np.int64), minlength=model.vocab_size)
+    model.set_frequency_order(counts)
+    return "train split token frequency (buffer adaptive_rank in model.safetensors)"
+
+
 def check_model_matches(task: L.LightningModule, ckpt_state: dict, ckpt: Path) -> None:
     """A resume whose model settings differ from the checkpoint's: one line naming the first differing
     weight, before Lightning fails with a traceback half-way through restoring."""
@@ -281,6 +303,7 @@ def _train(cfg: DictConfig, run_dir: Path, ckpt: Path | None, holder: dict, reco
         scheduler=to_dict(cfg.scheduler),
         chars_per_token={s: corpus.chars_per_token(s) for s in corpus.ids},
     )
+    adaptive_order = order_adaptive_output(task.model, corpus, to_dict(cfg.tokenizer).get("name"))
     ckpt_state = holder.pop("state", None)  # not kept in memory while training: Lightning reads the file again
     if ckpt_state is not None:
         check_model_matches(task, ckpt_state, ckpt)
@@ -324,7 +347,8 @@ def _train(cfg: DictConfig, run_dir: Path, ckpt: Path | None, holder: dict, reco
         metrics = json.loads(previous.read_text()).get("metrics") or {}
     out = save_pretrained(model, model_cfg, tokenizer, run_dir / MODEL_DIRNAME, extra={
         "eos_token": corpus.eos_token, "metrics": metrics, "components": run_components(to_dict(cfg)),
-        "data": to_dict(cfg.data), "tokenizer": to_dict(cfg.tokenizer), "sample": to_dict(cfg.sample)})
+        "data": to_dict(cfg.data), "tokenizer": to_dict(cfg.tokenizer), "sample": to_dict(cfg.sample),
+        **({"adaptive_order": adaptive_order} if adaptive_order else {})})
     log.info("exported model to %s", out)
     print(f"\nRun directory: {run_dir}\nExported model: {out}")
     if "val_bpc" in result:
