@@ -266,6 +266,26 @@ def _trainer_overrides(args: list[str]) -> list[str]:
     return out
 
 
+def _data_overrides(command: str, args: list[str]) -> list[str]:
+    """``data.X=v`` for any setting X of the data source, whether or not the chosen ``data=<preset>``
+    file lists it (``data=text`` lists only ``path``): passed to Hydra as ``++data.X=v`` (add or
+    override), so every ``data.*`` setting a message advises (``data.encoding_errors=replace``) works
+    as printed. A name the source does not take is still an error naming it (the validation's "Did
+    you mean"). evaluate has no data node unless ``data=<preset>`` is given: left alone there."""
+    if command not in ("train", "evaluate"):
+        return args
+    if command == "evaluate" and not any(a.partition("=")[0].lstrip("+") == "data" for a in args):
+        return args
+    out = []
+    for a in args:
+        key, sep, value = a.partition("=")
+        bare = key.lstrip("+")
+        if sep and bare.startswith("data.") and bare.count(".") == 1 and not key.startswith("~"):
+            a = f"++{bare}={value}"
+        out.append(a)
+    return out
+
+
 def _complete(argv: list[str]) -> int:
     """Hydra's shell completion (``eval "$(lstm-pipeline train -sc install=bash)"``) calls
     ``lstm-pipeline -sc query=<shell>`` with the line typed so far in COMP_LINE: complete the command
@@ -447,7 +467,7 @@ def _main(argv: list[str] | None = None) -> int | None:
         except BrokenPipeError:  # `lstm-pipeline plugins | head`: stop quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
-    rest = _quote_free_text(rest)
+    rest = _data_overrides(command, _quote_free_text(rest))
     # `train x=1 -m y=2,3`: Hydra's parser takes flags only before the overrides
     rest = [a for a in rest if a in ("-m", "--multirun")] + [a for a in rest if a not in ("-m", "--multirun")]
     try:

@@ -141,10 +141,16 @@ def _resolve_files(path: str | os.PathLike, base: str | None = None) -> list[str
     if not files:
         raise DataError(f"No file matches {path!r}. Check data.path.")
     for f in files:
+        if os.path.isdir(f):
+            pattern = os.path.join(f, "*.txt")
+            raise DataError(f"data.path: {f!r} is a directory, not a data file. Point data.path at a file, or at the "
+                            f"files in it with a glob ('data.path={pattern}'), or use data=disk for a directory "
+                            f"written by Dataset.save_to_disk.")
         if not os.path.isfile(f):
-            raise DataError(f"Data file {f!r} does not exist. Check data.path (relative paths are taken from the directory you run in: {os.getcwd()}).")
+            raise DataError(f"data.path: data file {f!r} does not exist (relative paths are taken from the directory "
+                            f"you run in: {os.getcwd()}).")
         if os.path.getsize(f) == 0:
-            raise DataError(f"Data file {f!r} is empty. Point data.path at a file with text in it.")
+            raise DataError(f"data.path: data file {f!r} is empty. Point data.path at a file with text in it.")
     return files
 
 
@@ -399,6 +405,14 @@ class HubSource(_SourceBase):
             if "Unknown split" in msg or "Bad split" in msg:
                 raise DataError(f"data.split={self.split!r} does not exist in {self.path}: {msg}") from e
             raise
+        except datasets.exceptions.DatasetGenerationError as e:
+            cause = e.__cause__ or e.__context__
+            if isinstance(cause, UnicodeDecodeError):  # local files that are not UTF-8: this source reads them strictly
+                raise DataError(f"data.path={self.path!r}: a data file is not valid UTF-8 ({cause.reason} at byte "
+                                f"{cause.start} of a chunk). data=hub reads files strictly: fix the file, or read "
+                                f"the files with data=files data.path=<the files>, which names the file and byte "
+                                f"offset and takes data.encoding_errors=replace (bad bytes become U+FFFD).") from e
+            raise DataError(f"data.path={self.path!r}: could not read the dataset: {cause or e}") from e
         return self._finish(dd)
 
 
@@ -417,6 +431,14 @@ class DiskSource(_SourceBase):
 
     def load(self):
         p = os.path.expanduser(str(self.path))
+        if not os.path.exists(p):
+            raise DataError(f"data.path={self.path!r} does not exist: data=disk reads a directory written by "
+                            f"Dataset.save_to_disk.")
         if not os.path.isdir(p):
-            raise DataError(f"data.path={self.path!r} is not a directory written by Dataset.save_to_disk.")
+            raise DataError(f"data.path={self.path!r} is a file, not a directory written by Dataset.save_to_disk: "
+                            f"read data files with data=files data.path={self.path}.")
+        if not any(os.path.isfile(os.path.join(p, f)) for f in ("dataset_info.json", "dataset_dict.json", "state.json")):
+            raise DataError(f"data.path={self.path!r} is a directory but not one written by Dataset.save_to_disk (it has "
+                            f"no dataset_dict.json or dataset_info.json): read the files in it with data=files "
+                            f"'data.path={os.path.join(str(self.path), '*.txt')}', or save the dataset with save_to_disk.")
         return self._finish(datasets.load_from_disk(p))
