@@ -107,8 +107,15 @@ def test_disk_source_reads_save_to_disk(tmp_path, cache):
                          test=datasets.Dataset.from_list(rows(4))).save_to_disk(str(tmp_path / "saved"))
     dd, _ = load_source({"name": "disk", "path": str(tmp_path / "saved")})
     assert (len(dd["train"]), len(dd["validation"]), len(dd["test"])) == (30, 5, 4)
-    with pytest.raises(DataError, match="not a directory written by Dataset.save_to_disk"):
+    with pytest.raises(DataError, match="nothing' does not exist: data=disk reads a directory written by"):
         load_source({"name": "disk", "path": str(tmp_path / "nothing")})
+    # was: datasets' "neither a `Dataset` directory nor a `DatasetDict` directory", naming no setting
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "a.txt").write_text("some text\n")
+    with pytest.raises(DataError, match=r"plain' is a directory but not one written by Dataset.save_to_disk.*data=files"):
+        load_source({"name": "disk", "path": str(tmp_path / "plain")})
+    with pytest.raises(DataError, match=r"a.txt' is a file, not a directory written by Dataset.save_to_disk"):
+        load_source({"name": "disk", "path": str(tmp_path / "plain" / "a.txt")})
 
 
 def test_eos_token_and_document_separator(tmp_path, cache):

@@ -75,7 +75,8 @@ def load_source(data_cfg: Mapping[str, Any]):
     for split in SPLITS:
         if split not in dd:
             raise DataError(f"The data source gave no '{split}' split; it has: {', '.join(dd)}.")
-    check_column(dd, column)
+    describe = getattr(source, "describe", None)
+    check_column(dd, column, describe() if callable(describe) else None)
     return dd, source
 
 

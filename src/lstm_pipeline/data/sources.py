@@ -225,11 +225,18 @@ class _SourceBase:
         self.min_length = min_length            # drop rows with fewer characters (after stripping)
         self.streaming = streaming
 
+    def describe(self) -> str:
+        """The data this source reads, for messages: its files or its path."""
+        files = getattr(self, "_files", None)
+        if files:
+            return ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        return str(self.path)
+
     def _finish(self, dd):
         dd = standard_splits(dd, split_names=self.split_names, val_fraction=self.val_fraction,
                              test_fraction=self.test_fraction, val_count=self.val_count,
                              test_count=self.test_count, shuffle=self.shuffle, seed=self.seed)
-        check_column(dd, self.text_column)
+        check_column(dd, self.text_column, self.describe())
         if self.min_length:
             col, m = self.text_column, self.min_length
             dd = type(dd)({k: v.filter(lambda b: [t is not None and len(t.strip()) >= m for t in b[col]],
@@ -277,14 +284,56 @@ def with_shared_options(source, **shared):
     return SharedOptions(source, **shared)
 
 
-def check_column(dd, column: str) -> None:
+def _is_text(feature) -> bool:
+    return isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
+
+
+def _describe(feature) -> str:
+    if isinstance(feature, datasets.Value):
+        kind = {"int": "numbers", "uint": "numbers", "float": "numbers", "bool": "true/false values"}
+        return next((v for k, v in kind.items() if feature.dtype.startswith(k)), f"{feature.dtype} values")
+    name = type(feature).__name__
+    if name == "Json":
+        return "a mix of text and other values (numbers, lists or objects)"
+    if name in ("List", "Sequence", "LargeList") or isinstance(feature, list):
+        return "lists"
+    return "objects" if isinstance(feature, dict) else f"{name} values"
+
+
+def check_column(dd, column: str, where: str | None = None) -> None:
+    """Every split has ``column`` and it holds text (strings; a missing value reads as empty).
+    Raises :class:`DataError` naming the column, the files (``where``) and the columns that do hold
+    text: a column of numbers is far more often the wrong column (an id, a label) than a corpus, so it
+    is refused rather than turned into digits."""
+    at = f" in {where}" if where else ""
     for split, ds in dd.items():
         names = ds.column_names
+        first = None
         if names is None:  # a stream whose features are unknown until read
-            names = list(next(iter(ds)).keys()) if split == "train" else [column]
+            if split == "train":
+                first = next(iter(ds))
+                names = list(first.keys())
+            else:
+                names = [column]
         if column not in names:
-            raise DataError(f"The {split} split has no column '{column}'. Its columns are: {', '.join(names)}. "
+            raise DataError(f"The {split} split{at} has no column '{column}'. Its columns are: {', '.join(names)}. "
                             f"Set data.text_column to one of them.")
+        features = ds.features
+        if features is not None and column in features:
+            feature = features[column]
+            if _is_text(feature):
+                continue
+            what = _describe(feature)
+            texts = [k for k, f in features.items() if _is_text(f)]
+        elif first is not None and first[column] is not None and not isinstance(first[column], str):
+            what = f"{type(first[column]).__name__} values (the first row holds {first[column]!r})"
+            texts = [k for k, v in first.items() if isinstance(v, str)]
+        else:
+            continue
+        advice = (f"Set data.text_column to a column of text: {', '.join(texts)}." if texts else
+                  "Point data.text_column at a column of text, or write the values as JSON strings in the file.")
+        raise DataError(f"data.text_column='{column}': the column must hold text (strings) but holds {what} "
+                        f"({split} split{at}). {advice}")
 
 
 class TextSource(_SourceBase):
@@ -356,6 +405,7 @@ class FilesSource(_SourceBase):
     def load(self):
         files = self.data_files()
         all_files = [f for fs in files.values() for f in fs]
+        self._files = all_files
         fmt = _format_of(all_files, self.format)
         _check_policy(self.encoding_errors)
         if self.document_separator is None and fmt != "text":  # rows are documents: keep them apart
