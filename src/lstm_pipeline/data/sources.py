@@ -52,19 +52,25 @@ def bundled_corpus(name: str = "tinyshakespeare") -> Path:
 
 # -- splits -------------------------------------------------------------------------------
 def contiguous_splits(ds: datasets.Dataset, val_fraction: float, test_fraction: float,
-                      val_count: int | None = None, test_count: int | None = None) -> datasets.DatasetDict:
+                      val_count: int | None = None, test_count: int | None = None,
+                      where: str | None = None) -> datasets.DatasetDict:
     """Carve validation and test off the end of an ordered dataset, as contiguous blocks
     (train | validation | test), so that a text stream stays a stream. Deterministic.
-    ``val_count``/``test_count`` (rows) take precedence over the fractions."""
+    ``val_count``/``test_count`` (rows) take precedence over the fractions. ``where`` (the files)
+    is named in the error raised when there are too few rows."""
     n = len(ds)
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise DataError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be in [0, 1) with a sum below 1.")
+        raise DataError(f"data.val_fraction ({val_fraction}) and data.test_fraction ({test_fraction}) must be in [0, 1) "
+                        f"with a sum below 1.")
     n_test = int(test_count) if test_count is not None else int(round(n * test_fraction))
     n_val = int(val_count) if val_count is not None else int(round(n * val_fraction))
     n_train = n - n_val - n_test
     if n_train <= 0 or (val_fraction > 0 and val_count is None and n_val == 0):
-        raise DataError(f"The corpus has only {n} rows: too few to split off validation ({val_count or val_fraction}) "
-                        f"and test ({test_count or test_fraction}). Use more data or smaller fractions.")
+        at = f" ({where})" if where else ""
+        raise DataError(f"The corpus{at} has only {n} rows: too few to split off validation "
+                        f"(data.val_{'count' if val_count else 'fraction'}={val_count or val_fraction}) and test "
+                        f"(data.test_{'count' if test_count else 'fraction'}={test_count or test_fraction}). "
+                        f"Use more data or smaller fractions.")
     def block(a: int, b: int) -> datasets.Dataset:
         return ds.select(range(a, b)) if b > a else ds.select([])
 
@@ -73,16 +79,17 @@ def contiguous_splits(ds: datasets.Dataset, val_fraction: float, test_fraction: 
 
 
 def shuffled_splits(ds: datasets.Dataset, val_fraction: float, test_fraction: float, seed: int,
-                    val_count: int | None = None, test_count: int | None = None) -> datasets.DatasetDict:
+                    val_count: int | None = None, test_count: int | None = None,
+                    where: str | None = None) -> datasets.DatasetDict:
     """Like :func:`contiguous_splits` but rows are assigned at random (seeded): for datasets whose
     rows are independent documents."""
     perm = ds.shuffle(seed=seed).flatten_indices()
-    return contiguous_splits(perm, val_fraction, test_fraction, val_count, test_count)
+    return contiguous_splits(perm, val_fraction, test_fraction, val_count, test_count, where)
 
 
 def standard_splits(dd: Any, *, split_names: Mapping[str, str] | None = None, val_fraction: float = 0.05,
                     test_fraction: float = 0.05, val_count: int | None = None, test_count: int | None = None,
-                    shuffle: bool = False, seed: int = 0) -> Any:
+                    shuffle: bool = False, seed: int = 0, where: str | None = None) -> Any:
     """Map a dataset's own splits onto train/validation/test (``valid``, ``dev``, ... are
     recognised; ``split_names`` maps them explicitly); carve the missing ones off train."""
     streaming = isinstance(dd, (datasets.IterableDataset, datasets.IterableDatasetDict))
@@ -124,7 +131,7 @@ def standard_splits(dd: Any, *, split_names: Mapping[str, str] | None = None, va
         carve = shuffled_splits if shuffle else contiguous_splits
         carved = carve(out["train"], val_fraction if need_v else 0.0, test_fraction if need_t else 0.0,
                        val_count=val_count if need_v else 0, test_count=test_count if need_t else 0,
-                       **({"seed": seed} if shuffle else {}))
+                       where=where, **({"seed": seed} if shuffle else {}))
     for split in SPLITS:
         out.setdefault(split, carved[split])
     out["train"] = carved["train"]
@@ -195,6 +202,49 @@ def _load_files(fmt: str, data_files, files: Sequence[str], policy: str, streami
         raise DataError(f"Could not read {', '.join(files[:3])} as {fmt}: {cause or e}") from e
 
 
+def _pieces(text: str, max_chars: int) -> list[str]:
+    """``text`` cut into pieces of at most ``max_chars`` characters, each ending after a space or line
+    break where one falls in its second half (else cut mid-word); ``"".join(pieces) == text``."""
+    out, i, n = [], 0, len(text)
+    while n - i > max_chars:
+        end = i + max_chars
+        cut = max(text.rfind(" ", i + max_chars // 2, end), text.rfind("\n", i + max_chars // 2, end))
+        end = cut + 1 if cut >= 0 else end
+        out.append(text[i:end])
+        i = end
+    out.append(text[i:])
+    return out
+
+
+def cut_long_rows(ds: datasets.Dataset, column: str, max_chars: int, where: str | None = None) -> datasets.Dataset:
+    """Rows of ``column`` longer than ``max_chars`` characters become several rows of at most
+    ``max_chars`` (see :func:`_pieces`; the rows still concatenate to the same text), so that a file
+    of few, long lines (a one-line book) splits into train/validation/test and is tokenised in
+    bounded pieces: memory then grows with ``max_chars`` times the encoding batch, not with the
+    length of a line. Returns ``ds`` itself (same fingerprint, caches kept) when no row is longer;
+    ``max_chars=0`` keeps every row whole. The cut is a cached ``datasets.map``."""
+    if not max_chars:
+        return ds
+    if not isinstance(max_chars, int) or max_chars < 64:
+        raise DataError(f"data.max_row_chars={max_chars!r} is not valid: use 0 (keep rows whole) or an integer >= 64.")
+    import pyarrow.compute as pc
+
+    table = ds.data.table if hasattr(ds.data, "table") else ds.data
+    longest = pc.max(pc.utf8_length(table.column(column))).as_py() if len(ds) else 0
+    if not longest or longest <= max_chars:
+        return ds
+    log = __import__("logging").getLogger(__name__)
+    log.info("%s: rows up to %d characters long are cut into pieces of at most %d (data.max_row_chars)",
+             where or "the data", longest, max_chars)
+
+    def cut(batch):
+        return {column: [p for t in batch[column] for p in ([t] if t is None or len(t) <= max_chars
+                                                            else _pieces(t, max_chars))]}
+
+    others = [c for c in ds.column_names if c != column]
+    return ds.map(cut, batched=True, batch_size=16, remove_columns=others, desc="cutting long rows")
+
+
 def _format_of(files: Sequence[str], fmt: str | None) -> str:
     if fmt:
         if fmt not in set(FORMATS.values()):
@@ -212,6 +262,7 @@ class _SourceBase:
     """Options shared by the built-in sources."""
 
     lstm_pipeline_api = "1"
+    _files: list[str] | None = None
 
     def _common(self, text_column, split_names, val_fraction, test_fraction, val_count, test_count, shuffle,
                 seed, document_separator, eos_token, min_length, streaming):
@@ -235,7 +286,7 @@ class _SourceBase:
     def _finish(self, dd):
         dd = standard_splits(dd, split_names=self.split_names, val_fraction=self.val_fraction,
                              test_fraction=self.test_fraction, val_count=self.val_count,
-                             test_count=self.test_count, shuffle=self.shuffle, seed=self.seed)
+                             test_count=self.test_count, shuffle=self.shuffle, seed=self.seed, where=self.describe())
         check_column(dd, self.text_column, self.describe())
         if self.min_length:
             col, m = self.text_column, self.min_length
@@ -347,7 +398,8 @@ class TextSource(_SourceBase):
 
     def __init__(self, path: str | None = None, val_fraction: float = 0.05, test_fraction: float = 0.05,
                  cache_dir: str | None = None, encoding_errors: str = "strict",
-                 num_proc: int | None = None):
+                 num_proc: int | None = None, max_row_chars: int = 4096):
+        self.max_row_chars = max_row_chars  # longer lines are cut into rows of at most this many characters (0: never)
         self.num_proc = num_proc          # encoding workers (datasets.map)
         self.path = path                  # file or glob; null = bundled Tiny Shakespeare
         self.val_fraction = val_fraction  # last-but-one contiguous block
@@ -358,11 +410,13 @@ class TextSource(_SourceBase):
     def load(self) -> datasets.DatasetDict:
         files = _resolve_files(self.path) if self.path else [str(bundled_corpus())]
         _check_policy(self.encoding_errors)
+        self._files = files
         ds = _load_files("text", files, files, self.encoding_errors, split="train", keep_linebreaks=True,
                          cache_dir=self.cache_dir, encoding_errors=self.encoding_errors)
         if len(ds) == 0:
-            raise DataError(f"No text in {files}.")
-        return contiguous_splits(ds, self.val_fraction, self.test_fraction)
+            raise DataError(f"No text in {self.describe()}: data.path names files without text.")
+        ds = cut_long_rows(ds, "text", self.max_row_chars, self.describe())
+        return contiguous_splits(ds, self.val_fraction, self.test_fraction, where=self.describe())
 
 
 def _check_policy(policy: str) -> None:
@@ -380,8 +434,11 @@ class FilesSource(_SourceBase):
                  test_fraction: float = 0.05, val_count: int | None = None, test_count: int | None = None,
                  shuffle: bool = False, seed: int = 0, document_separator: str | None = None,
                  eos_token: str | None = None, min_length: int = 0, streaming: bool = False,
-                 cache_dir: str | None = None, num_proc: int | None = None):
+                 cache_dir: str | None = None, num_proc: int | None = None, max_row_chars: int = 4096):
         self.num_proc = num_proc        # encoding workers (datasets.map)
+        # text files without eos_token/document_separator: longer rows are cut into rows of at most this many
+        # characters (0: never), so a one-line book splits and encodes in bounded memory
+        self.max_row_chars = max_row_chars
         self.path = path                # path, glob, list, or {split: path(s)}
         self.format = format            # text, json, parquet, csv (default: from the extension)
         self.data_dir = data_dir        # base directory for relative paths
@@ -421,6 +478,9 @@ class FilesSource(_SourceBase):
             kwargs["sep"] = "\t"
         dd = _load_files(fmt, files, all_files, self.encoding_errors, streaming=self.streaming,
                          cache_dir=self.cache_dir, **kwargs)
+        if fmt == "text" and not self.streaming and not self.eos_token and not self.document_separator:
+            # rows of a plain text stream: cutting one changes nothing in the stream of text
+            dd = type(dd)({k: cut_long_rows(v, "text", self.max_row_chars, self.describe()) for k, v in dd.items()})
         return self._finish(dd)
 
 
