@@ -195,3 +195,23 @@ def test_bad_input_is_one_clear_line(command, overrides, damage, expected, tiny_
     assert expected in errors[0], errors[0]
     if command == "train":
         assert not run_dir.exists(), sorted(p.name for p in run_dir.iterdir())
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_the_utf8_errors_advice_works_as_printed(command, tiny_run, tiny_corpus, tmp_path):
+    """The UTF-8 error advises data.encoding_errors=replace: that setting, typed as printed, works with
+    data=text (was: Hydra's "Key 'encoding_errors' is not in struct")."""
+    import re
+
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"ROMEO:\xff\n" + tiny_corpus.read_bytes())
+    if command == "train":
+        args = [*TRAIN, "data=text", f"data.path={bad}", f"hydra.run.dir={tmp_path / 'run'}"]
+    else:
+        args = [f"run={tiny_run}", "data=text", f"data.path={bad}", "splits=[test]", f"report={tmp_path / 'r.json'}"]
+    proc = run_cli(command, *args, cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and "is not valid UTF-8" in proc.stderr, proc.stderr[-2000:]
+    advice = re.search(r"set (data\.encoding_errors=\w+)", proc.stderr).group(1)
+    assert advice == "data.encoding_errors=replace"
+    proc = run_cli(command, *args, advice, cwd=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -124,3 +124,20 @@ def test_resumed_run_prints_no_banner_advert_or_resumability_warning(tiny_run, t
     for noise in ("GPU available", "Tip:", "not resumable", "LeafSpec"):
         assert noise not in out, noise
     assert "`Trainer.fit` stopped: `max_steps=14` reached." in (run / "train.log").read_text()
+
+
+def test_the_bar_counts_to_max_steps_after_a_resume(tiny_corpus, tmp_path):
+    """The train bar shows the batch's place in the epoch over the epoch's batches to run: after a
+    resume from step 6 to 10 it read '10/4' (Lightning's total is the steps left), now '10/10'."""
+    import re
+
+    run = tmp_path / "run"
+    common = [*SMALL, f"data.path={tiny_corpus}", "trainer.val_check_interval=3"]
+    run_cli("train", *common, "trainer.max_steps=6", "trainer.enable_progress_bar=false", f"hydra.run.dir={run}",
+            cwd=tmp_path)
+    for steps in (10, 13):  # resumed at a validation step (6), then off one (10)
+        out = run_cli("train", f"ckpt_path={run}", f"trainer.max_steps={steps}", "trainer.enable_progress_bar=true",
+                      cwd=tmp_path).stdout
+        counts = re.findall(r"Epoch 0\b.*?(\d+)/(\d+)", out)
+        assert counts, out[-2000:]
+        assert counts[-1] == (str(steps), str(steps)), counts[-3:]
