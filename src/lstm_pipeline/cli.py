@@ -235,14 +235,70 @@ def _escape_quoted(value: str) -> str:
     return value.replace("'", "\\'")
 
 
+#: keys whose values are tokens or short texts that are quoted for Hydra only where its grammar cannot
+#: read them as typed (eos_token=<eos>), so that null and none keep their meaning
+TOKEN_KEYS = ("eos_token", "data.eos_token", "data.document_separator", "tokenizer.unk_token",
+              "generation.prompt")
+#: list-valued keys whose items are such texts: stop_strings=[<eos>,"\n"] quotes the items it must
+TOKEN_LIST_KEYS = ("stop_strings", "tokenizer.special_tokens")
+
+
+def _quoted(value: str) -> bool:
+    return len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""
+
+
+def _parses(arg: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        OverridesParser.create().parse_override(arg)
+        return True
+    except HydraException:  # OverrideParseException, or the lexer's "token recognition error"
+        return False
+
+
+def _split_items(inner: str) -> list[str]:
+    """The items of a list's inside, split at commas outside quotes."""
+    items, cur, quote = [], "", None
+    for ch in inner:
+        if quote:
+            quote = None if ch == quote and not cur.endswith("\\") else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == ",":
+            items.append(cur)
+            cur = ""
+            continue
+        cur += ch
+    return items + [cur] if cur or items else items
+
+
 def _quote_free_text(args: list[str]) -> list[str]:
     out = []
     for a in args:
         key, sep, value = a.partition("=")
-        if sep and key in FREE_TEXT_KEYS and not (len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""):
+        bare = key.lstrip("+")
+        if sep and bare in FREE_TEXT_KEYS and not _quoted(value):
             value = "'" + _escape_quoted(value) + "'"
+        elif sep and bare in TOKEN_KEYS and not _quoted(value) and not _parses(a):
+            value = "'" + _escape_quoted(value) + "'"
+        elif sep and bare in TOKEN_LIST_KEYS and value.startswith("[") and value.endswith("]") and not _parses(a):
+            items = [i.strip() for i in _split_items(value[1:-1])]
+            value = "[" + ",".join(i if _quoted(i) else "'" + _escape_quoted(i) + "'" for i in items) + "]"
         out.append(f"{key}{sep}{value}" if sep else a)
     return out
+
+
+def _check_overrides_parse(args: list[str]) -> None:
+    """An override Hydra's grammar cannot read (``key=<a b>``): one line naming it and how to quote,
+    instead of Hydra's LexerNoViableAltException and its grammar link."""
+    for a in args:
+        if a.startswith("-") or "=" not in a or _parses(a):
+            continue
+        key, _, value = a.partition("=")
+        raise ValueError(f"{a}: Hydra cannot read this value as typed. Quote it for Hydra inside shell quotes: "
+                         f"\"{key}='{_escape_quoted(value)}'\" (characters such as < > [ ] , = and spaces need it).")
 
 
 def _trainer_overrides(args: list[str]) -> list[str]:
@@ -471,6 +527,7 @@ def _main(argv: list[str] | None = None) -> int | None:
     # `train x=1 -m y=2,3`: Hydra's parser takes flags only before the overrides
     rest = [a for a in rest if a in ("-m", "--multirun")] + [a for a in rest if a not in ("-m", "--multirun")]
     try:
+        _check_overrides_parse(rest)
         _check_recorded_components(command, rest)
         _check_component_choices(rest)
         if command == "train":
