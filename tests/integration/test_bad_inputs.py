@@ -141,6 +141,19 @@ CASES = [
      "has config.json but no model.safetensors"),
     ("prompts_file_directory", "generate", ["prompts_file=EMPTYDIR"], None, "prompts_file=EMPTYDIR is a directory, not a text file"),
     ("plot_empty_directory", "plot", ["run=EMPTYDIR"], None, "run=EMPTYDIR has no metrics.csv"),
+    # every message names the file or the setting it is about
+    ("batch_larger_than_corpus", "train", ["batching.batch_size=30000"], None,
+     "too short for 30000 streams (batch_size 30000 x 1 processes). Lower batching.batch_size"),
+    ("eval_batch_larger_than_split", "train", ["batching.eval_batch_size=9000"], None,
+     "The validation split has 1051 tokens: too short for 9000 streams (batch_size 9000 x 1 processes). "
+     "Lower batching.eval_batch_size"),
+    ("one_short_line_kept_whole", "train", ["data.path=ONELINE", "data.max_row_chars=0"], None,
+     "The corpus (ONELINE) has only 1 rows: too few to split off validation (data.val_fraction=0.05)"),
+    ("max_row_chars_tiny", "train", ["data.max_row_chars=5"], None, "data.max_row_chars=5 is not valid"),
+    ("empty_text_column", "train", ["data=files", "data.path=EMPTYCOL"], None,
+     "The train split's column 'text' (EMPTYCOL) is empty (no text in any row)"),
+    ("override_unreadable", "generate", ["decoding=<x>"], None,
+     "decoding=<x>: Hydra cannot read this value as typed. Quote it for Hydra inside shell quotes: \"decoding='<x>'\""),
 ]
 
 
@@ -159,12 +172,15 @@ def _bad_data(tmp_path, tiny_corpus):
         for i in range(200):
             f.write(json.dumps({"text": i if i % 2 else text[i * 50: i * 50 + 50]}) + "\n")
     (tmp_path / "bad.txt").write_bytes(b"ROMEO:\xff\n" + text.encode())
+    (tmp_path / "oneline.txt").write_text(text[:3000].replace("\n", " "))
+    (tmp_path / "emptycol.jsonl").write_text("".join(json.dumps({"text": "", "x": "a"}) + "\n" for _ in range(100)))
     (tmp_path / "baddir").mkdir()
     (tmp_path / "baddir" / "bad.txt").write_bytes((tmp_path / "bad.txt").read_bytes())
     # longest names first: NUMS must not eat the start of another placeholder
     return {"UNFINISHED": tmp_path / "unfinished", "EMPTYDIR": tmp_path / "empty", "TEXTDIR": tmp_path / "texts",
             "BADUTF8": tmp_path / "bad.txt", "BADDIR": tmp_path / "baddir", "CORPUS": tiny_corpus,
-            "MIXED": tmp_path / "mixed.jsonl", "NUMS": tmp_path / "nums.jsonl"}
+            "MIXED": tmp_path / "mixed.jsonl", "NUMS": tmp_path / "nums.jsonl", "ONELINE": tmp_path / "oneline.txt",
+            "EMPTYCOL": tmp_path / "emptycol.jsonl"}
 
 
 @pytest.mark.parametrize("command,overrides,damage,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])

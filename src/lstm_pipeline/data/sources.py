@@ -101,7 +101,8 @@ def standard_splits(dd: Any, *, split_names: Mapping[str, str] | None = None, va
         if split_names and ours in split_names:
             theirs = split_names[ours]
             if theirs not in dd:
-                raise DataError(f"data.split_names.{ours}={theirs!r}: the dataset has no split {theirs!r}. "
+                at = f" ({where})" if where else ""
+                raise DataError(f"data.split_names.{ours}={theirs!r}: the dataset{at} has no split {theirs!r}. "
                                 f"Its splits are: {', '.join(have)}.")
             out[ours] = dd[theirs]
             continue
@@ -113,7 +114,8 @@ def standard_splits(dd: Any, *, split_names: Mapping[str, str] | None = None, va
         if len(have) == 1:
             out["train"] = dd[have[0]]
         else:
-            raise DataError(f"The dataset has no train split. Its splits are: {', '.join(have)}. "
+            at = f" ({where})" if where else ""
+            raise DataError(f"The dataset{at} has no train split. Its splits are: {', '.join(have)}. "
                             f"Name the one to train on with data.split_names.train=<split>.")
     if "validation" in out and "test" in out:
         cls = datasets.IterableDatasetDict if streaming else datasets.DatasetDict
