@@ -140,7 +140,7 @@ def test_missing_column_names_the_columns(tmp_path, cache):
 
 def test_empty_column_is_an_error(tmp_path, cache):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": "", "body": "x"} for _ in range(20)])
-    with pytest.raises(DataError, match=r"column 'text' is empty.*columns are: text, body"):
+    with pytest.raises(DataError, match=r"column 'text' \(.*d.jsonl\) is empty.*columns are: text, body"):
         prepare_corpus({"name": "files", "path": str(path)}, {"name": "char"})
 
 
