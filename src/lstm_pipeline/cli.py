@@ -235,14 +235,70 @@ def _escape_quoted(value: str) -> str:
     return value.replace("'", "\\'")
 
 
+#: keys whose values are tokens or short texts that are quoted for Hydra only where its grammar cannot
+#: read them as typed (eos_token=<eos>), so that null and none keep their meaning
+TOKEN_KEYS = ("eos_token", "data.eos_token", "data.document_separator", "tokenizer.unk_token",
+              "generation.prompt")
+#: list-valued keys whose items are such texts: stop_strings=[<eos>,"\n"] quotes the items it must
+TOKEN_LIST_KEYS = ("stop_strings", "tokenizer.special_tokens")
+
+
+def _quoted(value: str) -> bool:
+    return len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""
+
+
+def _parses(arg: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        OverridesParser.create().parse_override(arg)
+        return True
+    except HydraException:  # OverrideParseException, or the lexer's "token recognition error"
+        return False
+
+
+def _split_items(inner: str) -> list[str]:
+    """The items of a list's inside, split at commas outside quotes."""
+    items, cur, quote = [], "", None
+    for ch in inner:
+        if quote:
+            quote = None if ch == quote and not cur.endswith("\\") else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == ",":
+            items.append(cur)
+            cur = ""
+            continue
+        cur += ch
+    return items + [cur] if cur or items else items
+
+
 def _quote_free_text(args: list[str]) -> list[str]:
     out = []
     for a in args:
         key, sep, value = a.partition("=")
-        if sep and key in FREE_TEXT_KEYS and not (len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""):
+        bare = key.lstrip("+")
+        if sep and bare in FREE_TEXT_KEYS and not _quoted(value):
             value = "'" + _escape_quoted(value) + "'"
+        elif sep and bare in TOKEN_KEYS and not _quoted(value) and not _parses(a):
+            value = "'" + _escape_quoted(value) + "'"
+        elif sep and bare in TOKEN_LIST_KEYS and value.startswith("[") and value.endswith("]") and not _parses(a):
+            items = [i.strip() for i in _split_items(value[1:-1])]
+            value = "[" + ",".join(i if _quoted(i) else "'" + _escape_quoted(i) + "'" for i in items) + "]"
         out.append(f"{key}{sep}{value}" if sep else a)
     return out
+
+
+def _check_overrides_parse(args: list[str]) -> None:
+    """An override Hydra's grammar cannot read (``key=<a b>``): one line naming it and how to quote,
+    instead of Hydra's LexerNoViableAltException and its grammar link."""
+    for a in args:
+        if a.startswith("-") or "=" not in a or _parses(a):
+            continue
+        key, _, value = a.partition("=")
+        raise ValueError(f"{a}: Hydra cannot read this value as typed. Quote it for Hydra inside shell quotes: "
+                         f"\"{key}='{_escape_quoted(value)}'\" (characters such as < > [ ] , = and spaces need it).")
 
 
 def _trainer_overrides(args: list[str]) -> list[str]:
@@ -261,6 +317,26 @@ def _trainer_overrides(args: list[str]) -> list[str]:
         key, sep, value = a.partition("=")
         bare = key.lstrip("+")
         if sep and bare.startswith("trainer.") and bare.count(".") == 1 and bare.split(".")[1] in params:
+            a = f"++{bare}={value}"
+        out.append(a)
+    return out
+
+
+def _data_overrides(command: str, args: list[str]) -> list[str]:
+    """``data.X=v`` for any setting X of the data source, whether or not the chosen ``data=<preset>``
+    file lists it (``data=text`` lists only ``path``): passed to Hydra as ``++data.X=v`` (add or
+    override), so every ``data.*`` setting a message advises (``data.encoding_errors=replace``) works
+    as printed. A name the source does not take is still an error naming it (the validation's "Did
+    you mean"). evaluate has no data node unless ``data=<preset>`` is given: left alone there."""
+    if command not in ("train", "evaluate"):
+        return args
+    if command == "evaluate" and not any(a.partition("=")[0].lstrip("+") == "data" for a in args):
+        return args
+    out = []
+    for a in args:
+        key, sep, value = a.partition("=")
+        bare = key.lstrip("+")
+        if sep and bare.startswith("data.") and bare.count(".") == 1 and not key.startswith("~"):
             a = f"++{bare}={value}"
         out.append(a)
     return out
@@ -447,10 +523,11 @@ def _main(argv: list[str] | None = None) -> int | None:
         except BrokenPipeError:  # `lstm-pipeline plugins | head`: stop quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
-    rest = _quote_free_text(rest)
+    rest = _data_overrides(command, _quote_free_text(rest))
     # `train x=1 -m y=2,3`: Hydra's parser takes flags only before the overrides
     rest = [a for a in rest if a in ("-m", "--multirun")] + [a for a in rest if a not in ("-m", "--multirun")]
     try:
+        _check_overrides_parse(rest)
         _check_recorded_components(command, rest)
         _check_component_choices(rest)
         if command == "train":

@@ -195,19 +195,36 @@ def save_pretrained(model: RecurrentLM, model_cfg: Mapping[str, Any], tokenizer:
     return out_dir
 
 
-def resolve_model_dir(path: str | Path) -> Path:
-    """Accept a run directory (``<run>/model``) or a model directory itself."""
+def resolve_model_dir(path: str | Path, setting: str = "run") -> Path:
+    """Accept a run directory (``<run>/model``) or a model directory itself. Raises
+    :class:`ModelDirError` saying which it is not: a path that does not exist, a file, a run directory
+    whose training never exported a model, a directory without ``config.json``, or a model directory
+    missing ``model.safetensors``. ``setting`` names the option in the message (``run``)."""
     path = Path(path).expanduser()
+    given = f"{setting}={path}"
     if not path.exists():
-        raise ModelDirError(f"{path} does not exist. Pass run=<a run directory written by 'lstm-pipeline train'>.")
+        raise ModelDirError(f"{given} does not exist. Pass {setting}=<a run directory written by 'lstm-pipeline train'> "
+                            f"or its model/ directory.")
+    if not path.is_dir():
+        raise ModelDirError(f"{given} is a file, not a run or model directory. Pass {setting}=<a run directory written "
+                            f"by 'lstm-pipeline train'> or its model/ directory (the one holding config.json).")
     for candidate in (path, path / MODEL_DIRNAME):
         if (candidate / "config.json").is_file() and (candidate / "model.safetensors").is_file():
             return candidate
+    for candidate in (path, path / MODEL_DIRNAME):
+        if (candidate / "config.json").is_file():
+            raise ModelDirError(f"{given}: {candidate} has config.json but no model.safetensors: the model directory is "
+                                f"incomplete. Export it again (a run exports its model when training finishes; "
+                                f"from Python, save_pretrained).")
+    if (path / "checkpoints").is_dir() or (path / ".hydra").is_dir():
+        raise ModelDirError(
+            f"{given} is a run directory without an exported model (no {path / MODEL_DIRNAME / 'config.json'}): its "
+            f"training has not finished. Resume it with 'lstm-pipeline train ckpt_path={path}'; the model is exported "
+            f"when training finishes.")
     raise ModelDirError(
-        f"{path} holds no exported model (looked for config.json and model.safetensors in {path} and "
-        f"{path / MODEL_DIRNAME}). A run exports its model when training finishes; resume an unfinished "
-        f"run with 'lstm-pipeline train ckpt_path={path}'."
-    )
+        f"{given} is a directory but not a model directory: it holds no config.json (nor {MODEL_DIRNAME}/config.json), "
+        f"so it holds no exported model. Pass {setting}=<a run directory written by 'lstm-pipeline train'> or its "
+        f"model/ directory.")
 
 
 def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu"

@@ -29,8 +29,13 @@ def metrics_csv(run: str | Path) -> Path:
     found = sorted(run.glob("**/metrics.csv")) if run.is_dir() else []
     if found:
         return found[-1]
-    raise FileNotFoundError(f"No metrics.csv under {run} (looked in {run / 'logs'}). Pass run=<a run directory "
-                            f"trained with the csv logger (logger=csv, the default)>.")
+    if not run.exists():
+        raise FileNotFoundError(f"run={run} does not exist. Pass run=<a run directory written by 'lstm-pipeline train'>.")
+    if not run.is_dir():
+        raise FileNotFoundError(f"run={run} is a file, not a run directory. Pass run=<a run directory written by "
+                                f"'lstm-pipeline train'>.")
+    raise FileNotFoundError(f"run={run} has no metrics.csv (looked in {run / 'logs'} and below). Pass run=<a run "
+                            f"directory trained with the csv logger (logger=csv, the default)>.")
 
 
 def expand_runs(runs: Sequence[str | Path], labels: Sequence[str] | None = None

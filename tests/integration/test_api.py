@@ -29,3 +29,12 @@ def test_train_from_python_raises_on_bad_input(tiny_corpus, tmp_path):
     with pytest.raises(ValueError, match="trainer.max_steps='abc' is not valid"):
         api.train(["data=text", f"data.path={tiny_corpus}", *SMALL, "trainer.max_steps=abc"], run_dir=tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+def test_compose_takes_every_data_setting_and_token_values_as_the_cli_does(tmp_path):
+    """data.encoding_errors with data=text, and data.eos_token=<eos>, compose from Python as on the command line."""
+    cfg, _ = api.compose_train(["data=text", "data.path=x.txt", "data.encoding_errors=replace", "data.eos_token=<eos>",
+                                "data.max_row_chars=0"], run_dir=tmp_path / "x")
+    assert (cfg.data.encoding_errors, cfg.data.eos_token, cfg.data.max_row_chars) == ("replace", "<eos>", 0)
+    with pytest.raises(ValueError, match="decoding=<x>: Hydra cannot read"):
+        api.compose_train(["decoding=<x>"], run_dir=tmp_path / "y")

@@ -23,6 +23,10 @@ def _empty(name):
     return lambda model: (model / name).write_bytes(b"")
 
 
+def _remove(name):
+    return lambda model: (model / name).unlink()
+
+
 def _huge_header(model):
     p = model / "model.safetensors"
     data = p.read_bytes()
@@ -119,7 +123,71 @@ CASES = [
     ("generate_cuda", "generate", ["device=cuda"], None, "device=cuda but this machine has no usable GPU"),
     ("evaluate_batch_zero", "evaluate", ["batch_size=0"], None, "batch_size=0 is not valid: it must be a positive integer"),
     ("evaluate_bptt_zero", "evaluate", ["bptt=0"], None, "bptt=0 is not valid: it must be a positive integer"),
+    # the data's own faults: one line naming the file and the setting
+    ("jsonl_column_of_numbers", "train", ["data=files", "data.path=NUMS"], None,
+     "data.text_column='text': the column must hold text (strings) but holds numbers (train split in NUMS). "
+     "Set data.text_column to a column of text: body."),
+    ("jsonl_column_mixed", "train", ["data=files", "data.path=MIXED"], None,
+     "the column must hold text (strings) but holds a mix of text and other values"),
+    ("not_utf8", "train", ["data.path=BADUTF8"], None,
+     "BADUTF8 is not valid UTF-8: byte offset 6 (invalid start byte). Fix the file, or set data.encoding_errors=replace"),
+    ("hub_not_utf8", "train", ["data=hub", "data.path=BADDIR", "data.val_fraction=0.3", "data.test_fraction=0.3"], None,
+     "data=hub reads files strictly: fix the file, or read the files with data=files"),
+    # a path that exists but is the wrong kind is not reported as missing
+    ("data_path_directory", "train", ["data.path=TEXTDIR"], None, "data.path: 'TEXTDIR' is a directory, not a data file"),
+    ("disk_plain_directory", "train", ["data=disk", "data.path=TEXTDIR"], None,
+     "data.path='TEXTDIR' is a directory but not one written by Dataset.save_to_disk"),
+    ("tokenizer_path_directory", "train", ["tokenizer=pretrained", "tokenizer.path=EMPTYDIR"], None,
+     "tokenizer.path='EMPTYDIR' is a directory without a tokenizer.json"),
+    ("run_empty_directory", "generate", ["run=EMPTYDIR"], None,
+     "run=EMPTYDIR is a directory but not a model directory: it holds no config.json"),
+    ("run_is_a_file", "evaluate", ["run=CORPUS"], None, "run=CORPUS is a file, not a run or model directory"),
+    ("run_unfinished", "export", ["run=UNFINISHED"], None,
+     "run=UNFINISHED is a run directory without an exported model"),
+    ("run_model_without_weights", "generate", [], _remove("model.safetensors"),
+     "has config.json but no model.safetensors"),
+    ("prompts_file_directory", "generate", ["prompts_file=EMPTYDIR"], None, "prompts_file=EMPTYDIR is a directory, not a text file"),
+    ("plot_empty_directory", "plot", ["run=EMPTYDIR"], None, "run=EMPTYDIR has no metrics.csv"),
+    # every message names the file or the setting it is about
+    ("batch_larger_than_corpus", "train", ["batching.batch_size=30000"], None,
+     "too short for 30000 streams (batch_size 30000 x 1 processes). Lower batching.batch_size"),
+    ("eval_batch_larger_than_split", "train", ["batching.eval_batch_size=9000"], None,
+     "The validation split has 1051 tokens: too short for 9000 streams (batch_size 9000 x 1 processes). "
+     "Lower batching.eval_batch_size"),
+    ("one_short_line_kept_whole", "train", ["data.path=ONELINE", "data.max_row_chars=0"], None,
+     "The corpus (ONELINE) has only 1 rows: too few to split off validation (data.val_fraction=0.05)"),
+    ("max_row_chars_tiny", "train", ["data.max_row_chars=5"], None, "data.max_row_chars=5 is not valid"),
+    ("empty_text_column", "train", ["data=files", "data.path=EMPTYCOL"], None,
+     "The train split's column 'text' (EMPTYCOL) is empty (no text in any row)"),
+    ("override_unreadable", "generate", ["decoding=<x>"], None,
+     "decoding=<x>: Hydra cannot read this value as typed. Quote it for Hydra inside shell quotes: \"decoding='<x>'\""),
 ]
+
+
+def _bad_data(tmp_path, tiny_corpus):
+    """The files and directories the CASES name by placeholder (NUMS, TEXTDIR, ...)."""
+    text = tiny_corpus.read_text()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text(text)
+    (tmp_path / "unfinished" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "unfinished" / ".hydra").mkdir()
+    with open(tmp_path / "nums.jsonl", "w") as f:
+        for i in range(200):
+            f.write(json.dumps({"text": i * 7, "body": text[i * 50: i * 50 + 50]}) + "\n")
+    with open(tmp_path / "mixed.jsonl", "w") as f:
+        for i in range(200):
+            f.write(json.dumps({"text": i if i % 2 else text[i * 50: i * 50 + 50]}) + "\n")
+    (tmp_path / "bad.txt").write_bytes(b"ROMEO:\xff\n" + text.encode())
+    (tmp_path / "oneline.txt").write_text(text[:3000].replace("\n", " "))
+    (tmp_path / "emptycol.jsonl").write_text("".join(json.dumps({"text": "", "x": "a"}) + "\n" for _ in range(100)))
+    (tmp_path / "baddir").mkdir()
+    (tmp_path / "baddir" / "bad.txt").write_bytes((tmp_path / "bad.txt").read_bytes())
+    # longest names first: NUMS must not eat the start of another placeholder
+    return {"UNFINISHED": tmp_path / "unfinished", "EMPTYDIR": tmp_path / "empty", "TEXTDIR": tmp_path / "texts",
+            "BADUTF8": tmp_path / "bad.txt", "BADDIR": tmp_path / "baddir", "CORPUS": tiny_corpus,
+            "MIXED": tmp_path / "mixed.jsonl", "NUMS": tmp_path / "nums.jsonl", "ONELINE": tmp_path / "oneline.txt",
+            "EMPTYCOL": tmp_path / "emptycol.jsonl"}
 
 
 @pytest.mark.parametrize("command,overrides,damage,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -128,8 +196,10 @@ def test_bad_input_is_one_clear_line(command, overrides, damage, expected, tiny_
 
     if "gpu" in expected.lower() and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    (tmp_path / "empty").mkdir()
-    overrides = [o.replace("CORPUS", str(tiny_corpus)).replace("EMPTYDIR", str(tmp_path / "empty")) for o in overrides]
+    places = _bad_data(tmp_path, tiny_corpus)
+    for name, path in places.items():
+        overrides = [o.replace(name, str(path)) for o in overrides]
+        expected = expected.replace(name, str(path))
     if command == "train":
         run_dir = tmp_path / "run"
         args = [*TRAIN, f"data.path={tiny_corpus}", *overrides, f"hydra.run.dir={run_dir}"]
@@ -138,7 +208,8 @@ def test_bad_input_is_one_clear_line(command, overrides, damage, expected, tiny_
         shutil.copytree(tiny_run, run_dir)
         if damage is not None:
             damage(run_dir / "model")
-        args = [f"run={run_dir}", *overrides] + (["max_new_tokens=3"] if command == "generate" else [])
+        own_run = any(o.startswith("run=") for o in overrides)
+        args = ([] if own_run else [f"run={run_dir}"]) + overrides + (["max_new_tokens=3"] if command == "generate" else [])
     proc = run_cli(command, *args, cwd=tmp_path, check=False)
     assert proc.returncode == 1, (proc.stdout[-2000:], proc.stderr[-3000:])
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
@@ -147,3 +218,23 @@ def test_bad_input_is_one_clear_line(command, overrides, damage, expected, tiny_
     assert expected in errors[0], errors[0]
     if command == "train":
         assert not run_dir.exists(), sorted(p.name for p in run_dir.iterdir())
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_the_utf8_errors_advice_works_as_printed(command, tiny_run, tiny_corpus, tmp_path):
+    """The UTF-8 error advises data.encoding_errors=replace: that setting, typed as printed, works with
+    data=text (was: Hydra's "Key 'encoding_errors' is not in struct")."""
+    import re
+
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"ROMEO:\xff\n" + tiny_corpus.read_bytes())
+    if command == "train":
+        args = [*TRAIN, "data=text", f"data.path={bad}", f"hydra.run.dir={tmp_path / 'run'}"]
+    else:
+        args = [f"run={tiny_run}", "data=text", f"data.path={bad}", "splits=[test]", f"report={tmp_path / 'r.json'}"]
+    proc = run_cli(command, *args, cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and "is not valid UTF-8" in proc.stderr, proc.stderr[-2000:]
+    advice = re.search(r"set (data\.encoding_errors=\w+)", proc.stderr).group(1)
+    assert advice == "data.encoding_errors=replace"
+    proc = run_cli(command, *args, advice, cwd=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]

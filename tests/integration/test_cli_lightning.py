@@ -124,3 +124,44 @@ def test_resumed_run_prints_no_banner_advert_or_resumability_warning(tiny_run, t
     for noise in ("GPU available", "Tip:", "not resumable", "LeafSpec"):
         assert noise not in out, noise
     assert "`Trainer.fit` stopped: `max_steps=14` reached." in (run / "train.log").read_text()
+
+
+def test_the_bar_counts_to_max_steps_after_a_resume(tiny_corpus, tmp_path):
+    """The train bar shows the batch's place in the epoch over the epoch's batches to run: after a
+    resume from step 6 to 10 it read '10/4' (Lightning's total is the steps left), now '10/10'."""
+    import re
+
+    run = tmp_path / "run"
+    common = [*SMALL, f"data.path={tiny_corpus}", "trainer.val_check_interval=3"]
+    run_cli("train", *common, "trainer.max_steps=6", "trainer.enable_progress_bar=false", f"hydra.run.dir={run}",
+            cwd=tmp_path)
+    for steps in (10, 13):  # resumed at a validation step (6), then off one (10)
+        out = run_cli("train", f"ckpt_path={run}", f"trainer.max_steps={steps}", "trainer.enable_progress_bar=true",
+                      cwd=tmp_path).stdout
+        counts = re.findall(r"Epoch 0\b.*?(\d+)/(\d+)", out)
+        assert counts, out[-2000:]
+        assert counts[-1] == (str(steps), str(steps)), counts[-3:]
+
+
+def test_optuna_sweeper_optimises_the_metric_train_returns(tiny_corpus, tmp_path):
+    """`-m hydra/sweeper=optuna` with two tiny trials: each trial returns optimized_metric as a float
+    (was: every trial failed "must be float-castable"), and the study reports the best of them."""
+    import pytest
+    import yaml
+
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper",
+                        reason="hydra-optuna-sweeper is not installed (pip install hydra-optuna-sweeper; in the dev extra)")
+    sweep = tmp_path / "sweep"
+    proc = run_cli("train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.seed=3",
+                   "optimized_metric=best_val_loss", *[a for a in SMALL if not a.startswith("model.hidden_size")],
+                   "model.hidden_size=choice(8,16)",
+                   f"data.path={tiny_corpus}", "trainer.max_steps=2", "trainer.enable_progress_bar=false",
+                   f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    trials = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert len(trials) == 2
+    losses = [json.loads((t / "model" / "config.json").read_text())["metrics"]["val_loss"] for t in trials]
+    assert isinstance(result["best_value"], float)
+    assert abs(result["best_value"] - min(losses)) < 1e-6, (result, losses)
+    assert result["best_params"]["model.hidden_size"] in (8, 16)
+    assert "Best value: " in proc.stdout + proc.stderr

@@ -49,3 +49,21 @@ def test_evaluate_records_the_data_it_scored_and_keeps_eval_json(tiny_run, tmp_p
     (report,) = run.glob("eval-text-*.json")
     scored = json.loads(report.read_text())
     assert scored["data"]["own"] is False and scored["data"]["path"] == str(other)
+
+
+def test_eos_token_and_stop_strings_take_angle_brackets_as_typed(tiny_corpus, tmp_path):
+    """docs/generation.md's eos_token="<eos>" (the shell passes eos_token=<eos>) was Hydra's
+    LexerNoViableAltException, for train (data.eos_token) and generate alike."""
+    run = tmp_path / "run"
+    run_cli("train", "data=text", f"data.path={tiny_corpus}", "data.eos_token=<eos>", "model.hidden_size=16",
+            "model.embedding_dim=8", "batching.batch_size=2", "batching.bptt=8", "trainer.max_steps=2",
+            "trainer.enable_progress_bar=false", "sample.max_new_tokens=0", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert json.loads((run / "model" / "config.json").read_text())["eos_token_id"] is not None
+    for args in (["eos_token=<eos>"], ["stop_strings=[<eos>,e]"], ["eos_token=null"], ["eos_token=none"]):
+        proc = run_cli("generate", f"run={run}", "max_new_tokens=5", "seed=1", *args, cwd=tmp_path, check=False)
+        assert proc.returncode == 0, (args, proc.stderr[-1500:])
+    # a value Hydra cannot read under another key: one line saying how to quote it
+    proc = run_cli("generate", f"run={run}", "decoding=<x>", cwd=tmp_path, check=False)
+    lines = [l for l in proc.stderr.splitlines() if "error:" in l]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr[-1500:]
+    assert "decoding=<x>: Hydra cannot read this value as typed" in lines[0] and "\"decoding='<x>'\"" in lines[0]

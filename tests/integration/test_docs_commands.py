@@ -3,6 +3,7 @@
 at a tiny trained run. A command the docs show failing (the next line in its block is
 ``lstm-pipeline <cmd>: error: ...``) must fail with that message. Commands that need what a test
 machine does not have are skipped, each with its reason (SKIPS below)."""
+import importlib.util
 import re
 import shlex
 import shutil
@@ -27,7 +28,8 @@ SKIPS = [
     (r"top_a|my_filter", "a plugin's logits processor (tests/unit/test_plugin_processors.py switches one on)"),
     (r"\bsru\b|sqlite|lstm-pipeline-sru", "the SRU example plugin docs/plugins.md walks through (not installed here)"),
     (r"^lstm-pipeline push\b", "needs the Hugging Face Hub (tests/unit/test_hub_network.py fakes it)"),
-    (r"hydra/sweeper=optuna", "needs hydra-optuna-sweeper, not a dependency"),
+    *([] if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") else
+      [(r"hydra/sweeper=optuna", "needs hydra-optuna-sweeper (pip install hydra-optuna-sweeper; in the dev extra)")]),
     (r"logger=(wandb|mlflow|tensorboard)\b(?!.*error)", "an optional logger package"),
 ]
 
@@ -36,7 +38,8 @@ SHRINK_TRAIN = ["model.hidden_size=8", "model.embedding_dim=8", "batching.batch_
                 "trainer.enable_progress_bar=false", "sample.max_new_tokens=5"]  # the last two: also on resume
 #: numeric settings capped (the first value of a sweep at the cap, the next at twice it, ...)
 CAPS = {"max_new_tokens": 10, "decoding.num_beams": 4, "trainer.max_steps": 4, "model.hidden_size": 8,
-        "model.embedding_dim": 8, "model.cell.proj_size": 4, "trainer.val_check_interval": 2}
+        "model.embedding_dim": 8, "model.cell.proj_size": 4, "trainer.val_check_interval": 2,
+        "hydra.sweeper.n_trials": 2}
 RUN_PLACEHOLDER = re.compile(r"^(runs/[^ \]]*|<run>|<run dir>|/tmp/h6work/run|run|downloaded-model)$")
 
 

@@ -69,7 +69,7 @@ def test_plot_without_logs_is_a_clear_error(tmp_path, capsys):
 
     with pytest.raises(SystemExit):
         main(["plot", f"run={tmp_path}"])
-    assert "No metrics.csv under" in capsys.readouterr().err
+    assert f"run={tmp_path} has no metrics.csv" in capsys.readouterr().err
 
 
 def test_push_dry_run_lists_the_commit(tiny_run, monkeypatch, capsys):

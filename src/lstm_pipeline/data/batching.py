@@ -73,9 +73,11 @@ class StreamBatches(_Windows):
         n_streams = batch_size * world_size
         stream_len = (len(ids) - 1) // n_streams  # inputs per stream; +1 token for the last target
         if stream_len < 1:
+            key = "batching.batch_size" if split == "train" else "batching.eval_batch_size (evaluate: batch_size)"
             raise DataError(
                 f"The {split} split has {len(ids)} tokens: too short for {n_streams} streams "
-                f"(batch_size {batch_size} x {world_size} processes). Lower the batch size or use more data."
+                f"(batch_size {batch_size} x {world_size} processes). Lower {key} or use more data "
+                f"(data.val_fraction / data.test_fraction size the validation and test splits)."
             )
         self.batch_size, self.bptt, self.split = batch_size, bptt, split
         self.rank, self.world_size = rank, world_size

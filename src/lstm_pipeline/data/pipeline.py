@@ -67,6 +67,16 @@ def _digest(*parts: Any) -> str:
     return h.hexdigest()[:24]
 
 
+def describe_source(source) -> str:
+    """What a source reads, for messages: its files or path (``describe()``), else its data.name."""
+    describe = getattr(source, "describe", None)
+    try:
+        where = describe() if callable(describe) else None
+    except Exception:  # a plugin's describe that fails: the name is enough
+        where = None
+    return where or f"data source {type(getattr(source, 'source', source)).__name__}"
+
+
 def load_source(data_cfg: Mapping[str, Any]):
     """Build the source and load its splits; returns (splits, source)."""
     source = DATA_SOURCES.build(data_cfg)
@@ -74,8 +84,9 @@ def load_source(data_cfg: Mapping[str, Any]):
     column = getattr(source, "text_column", "text")
     for split in SPLITS:
         if split not in dd:
-            raise DataError(f"The data source gave no '{split}' split; it has: {', '.join(dd)}.")
-    check_column(dd, column)
+            raise DataError(f"data.name={data_cfg.get('name')!r} ({describe_source(source)}) gave no '{split}' split; "
+                            f"it has: {', '.join(dd)}. Its load() must return train, validation and test.")
+    check_column(dd, column, describe_source(source))
     return dd, source
 
 
@@ -132,12 +143,14 @@ def build_tokenizer(tokenizer_cfg: Mapping[str, Any], train, column: str, source
         if counter[0] > 0:
             raise
         tk = None  # no text at all: say so below rather than "vocabulary too large"
+    where = describe_source(source) if source is not None else "the data"
     if counter[0] == 0:
-        raise DataError(f"The train split's column '{column}' is empty (no text in any row) or every row was "
+        raise DataError(f"The train split's column '{column}' ({where}) is empty (no text in any row) or every row was "
                         f"filtered out; its columns are: {', '.join(train.column_names or [column])}. "
                         f"Set data.text_column to the column with the text, or relax data.min_length.")
     if tk.vocab_size <= 1:
-        raise DataError("The tokenizer learned an empty vocabulary: the train split has no text.")
+        raise DataError(f"tokenizer={tokenizer_cfg.get('name')} learned an empty vocabulary: the train split ({where}) "
+                        f"has no text. Check data.path and data.text_column.")
     tk = _with_eos(tk, eos)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -274,6 +287,6 @@ def prepare_corpus(data_cfg: Mapping[str, Any], tokenizer_cfg: Mapping[str, Any]
         ids[split], docs[split], chars[split] = encode_split(dd[split], column, tk, num_proc, sep, eos,
                                                              cache_root(source))
     if len(ids["train"]) == 0:
-        raise DataError(f"The train split encodes to no tokens: its column '{column}' is empty or every row was "
-                        f"filtered out. Check the data source, data.text_column and data.min_length.")
+        raise DataError(f"The train split ({describe_source(source)}) encodes to no tokens: its column '{column}' is "
+                        f"empty or every row was filtered out. Check data.path, data.text_column and data.min_length.")
     return Corpus(tk, ids, chars, docs, **common)

@@ -52,19 +52,25 @@ def bundled_corpus(name: str = "tinyshakespeare") -> Path:
 
 # -- splits -------------------------------------------------------------------------------
 def contiguous_splits(ds: datasets.Dataset, val_fraction: float, test_fraction: float,
-                      val_count: int | None = None, test_count: int | None = None) -> datasets.DatasetDict:
+                      val_count: int | None = None, test_count: int | None = None,
+                      where: str | None = None) -> datasets.DatasetDict:
     """Carve validation and test off the end of an ordered dataset, as contiguous blocks
     (train | validation | test), so that a text stream stays a stream. Deterministic.
-    ``val_count``/``test_count`` (rows) take precedence over the fractions."""
+    ``val_count``/``test_count`` (rows) take precedence over the fractions. ``where`` (the files)
+    is named in the error raised when there are too few rows."""
     n = len(ds)
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise DataError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be in [0, 1) with a sum below 1.")
+        raise DataError(f"data.val_fraction ({val_fraction}) and data.test_fraction ({test_fraction}) must be in [0, 1) "
+                        f"with a sum below 1.")
     n_test = int(test_count) if test_count is not None else int(round(n * test_fraction))
     n_val = int(val_count) if val_count is not None else int(round(n * val_fraction))
     n_train = n - n_val - n_test
     if n_train <= 0 or (val_fraction > 0 and val_count is None and n_val == 0):
-        raise DataError(f"The corpus has only {n} rows: too few to split off validation ({val_count or val_fraction}) "
-                        f"and test ({test_count or test_fraction}). Use more data or smaller fractions.")
+        at = f" ({where})" if where else ""
+        raise DataError(f"The corpus{at} has only {n} rows: too few to split off validation "
+                        f"(data.val_{'count' if val_count else 'fraction'}={val_count or val_fraction}) and test "
+                        f"(data.test_{'count' if test_count else 'fraction'}={test_count or test_fraction}). "
+                        f"Use more data or smaller fractions.")
     def block(a: int, b: int) -> datasets.Dataset:
         return ds.select(range(a, b)) if b > a else ds.select([])
 
@@ -73,16 +79,17 @@ def contiguous_splits(ds: datasets.Dataset, val_fraction: float, test_fraction: 
 
 
 def shuffled_splits(ds: datasets.Dataset, val_fraction: float, test_fraction: float, seed: int,
-                    val_count: int | None = None, test_count: int | None = None) -> datasets.DatasetDict:
+                    val_count: int | None = None, test_count: int | None = None,
+                    where: str | None = None) -> datasets.DatasetDict:
     """Like :func:`contiguous_splits` but rows are assigned at random (seeded): for datasets whose
     rows are independent documents."""
     perm = ds.shuffle(seed=seed).flatten_indices()
-    return contiguous_splits(perm, val_fraction, test_fraction, val_count, test_count)
+    return contiguous_splits(perm, val_fraction, test_fraction, val_count, test_count, where)
 
 
 def standard_splits(dd: Any, *, split_names: Mapping[str, str] | None = None, val_fraction: float = 0.05,
                     test_fraction: float = 0.05, val_count: int | None = None, test_count: int | None = None,
-                    shuffle: bool = False, seed: int = 0) -> Any:
+                    shuffle: bool = False, seed: int = 0, where: str | None = None) -> Any:
     """Map a dataset's own splits onto train/validation/test (``valid``, ``dev``, ... are
     recognised; ``split_names`` maps them explicitly); carve the missing ones off train."""
     streaming = isinstance(dd, (datasets.IterableDataset, datasets.IterableDatasetDict))
@@ -94,7 +101,8 @@ def standard_splits(dd: Any, *, split_names: Mapping[str, str] | None = None, va
         if split_names and ours in split_names:
             theirs = split_names[ours]
             if theirs not in dd:
-                raise DataError(f"data.split_names.{ours}={theirs!r}: the dataset has no split {theirs!r}. "
+                at = f" ({where})" if where else ""
+                raise DataError(f"data.split_names.{ours}={theirs!r}: the dataset{at} has no split {theirs!r}. "
                                 f"Its splits are: {', '.join(have)}.")
             out[ours] = dd[theirs]
             continue
@@ -106,7 +114,8 @@ def standard_splits(dd: Any, *, split_names: Mapping[str, str] | None = None, va
         if len(have) == 1:
             out["train"] = dd[have[0]]
         else:
-            raise DataError(f"The dataset has no train split. Its splits are: {', '.join(have)}. "
+            at = f" ({where})" if where else ""
+            raise DataError(f"The dataset{at} has no train split. Its splits are: {', '.join(have)}. "
                             f"Name the one to train on with data.split_names.train=<split>.")
     if "validation" in out and "test" in out:
         cls = datasets.IterableDatasetDict if streaming else datasets.DatasetDict
@@ -124,7 +133,7 @@ def standard_splits(dd: Any, *, split_names: Mapping[str, str] | None = None, va
         carve = shuffled_splits if shuffle else contiguous_splits
         carved = carve(out["train"], val_fraction if need_v else 0.0, test_fraction if need_t else 0.0,
                        val_count=val_count if need_v else 0, test_count=test_count if need_t else 0,
-                       **({"seed": seed} if shuffle else {}))
+                       where=where, **({"seed": seed} if shuffle else {}))
     for split in SPLITS:
         out.setdefault(split, carved[split])
     out["train"] = carved["train"]
@@ -141,10 +150,16 @@ def _resolve_files(path: str | os.PathLike, base: str | None = None) -> list[str
     if not files:
         raise DataError(f"No file matches {path!r}. Check data.path.")
     for f in files:
+        if os.path.isdir(f):
+            pattern = os.path.join(f, "*.txt")
+            raise DataError(f"data.path: {f!r} is a directory, not a data file. Point data.path at a file, or at the "
+                            f"files in it with a glob ('data.path={pattern}'), or use data=disk for a directory "
+                            f"written by Dataset.save_to_disk.")
         if not os.path.isfile(f):
-            raise DataError(f"Data file {f!r} does not exist. Check data.path (relative paths are taken from the directory you run in: {os.getcwd()}).")
+            raise DataError(f"data.path: data file {f!r} does not exist (relative paths are taken from the directory "
+                            f"you run in: {os.getcwd()}).")
         if os.path.getsize(f) == 0:
-            raise DataError(f"Data file {f!r} is empty. Point data.path at a file with text in it.")
+            raise DataError(f"data.path: data file {f!r} is empty. Point data.path at a file with text in it.")
     return files
 
 
@@ -189,6 +204,49 @@ def _load_files(fmt: str, data_files, files: Sequence[str], policy: str, streami
         raise DataError(f"Could not read {', '.join(files[:3])} as {fmt}: {cause or e}") from e
 
 
+def _pieces(text: str, max_chars: int) -> list[str]:
+    """``text`` cut into pieces of at most ``max_chars`` characters, each ending after a space or line
+    break where one falls in its second half (else cut mid-word); ``"".join(pieces) == text``."""
+    out, i, n = [], 0, len(text)
+    while n - i > max_chars:
+        end = i + max_chars
+        cut = max(text.rfind(" ", i + max_chars // 2, end), text.rfind("\n", i + max_chars // 2, end))
+        end = cut + 1 if cut >= 0 else end
+        out.append(text[i:end])
+        i = end
+    out.append(text[i:])
+    return out
+
+
+def cut_long_rows(ds: datasets.Dataset, column: str, max_chars: int, where: str | None = None) -> datasets.Dataset:
+    """Rows of ``column`` longer than ``max_chars`` characters become several rows of at most
+    ``max_chars`` (see :func:`_pieces`; the rows still concatenate to the same text), so that a file
+    of few, long lines (a one-line book) splits into train/validation/test and is tokenised in
+    bounded pieces: memory then grows with ``max_chars`` times the encoding batch, not with the
+    length of a line. Returns ``ds`` itself (same fingerprint, caches kept) when no row is longer;
+    ``max_chars=0`` keeps every row whole. The cut is a cached ``datasets.map``."""
+    if not max_chars:
+        return ds
+    if not isinstance(max_chars, int) or max_chars < 64:
+        raise DataError(f"data.max_row_chars={max_chars!r} is not valid: use 0 (keep rows whole) or an integer >= 64.")
+    import pyarrow.compute as pc
+
+    table = ds.data.table if hasattr(ds.data, "table") else ds.data
+    longest = pc.max(pc.utf8_length(table.column(column))).as_py() if len(ds) else 0
+    if not longest or longest <= max_chars:
+        return ds
+    log = __import__("logging").getLogger(__name__)
+    log.info("%s: rows up to %d characters long are cut into pieces of at most %d (data.max_row_chars)",
+             where or "the data", longest, max_chars)
+
+    def cut(batch):
+        return {column: [p for t in batch[column] for p in ([t] if t is None or len(t) <= max_chars
+                                                            else _pieces(t, max_chars))]}
+
+    others = [c for c in ds.column_names if c != column]
+    return ds.map(cut, batched=True, batch_size=16, remove_columns=others, desc="cutting long rows")
+
+
 def _format_of(files: Sequence[str], fmt: str | None) -> str:
     if fmt:
         if fmt not in set(FORMATS.values()):
@@ -206,6 +264,7 @@ class _SourceBase:
     """Options shared by the built-in sources."""
 
     lstm_pipeline_api = "1"
+    _files: list[str] | None = None
 
     def _common(self, text_column, split_names, val_fraction, test_fraction, val_count, test_count, shuffle,
                 seed, document_separator, eos_token, min_length, streaming):
@@ -219,11 +278,18 @@ class _SourceBase:
         self.min_length = min_length            # drop rows with fewer characters (after stripping)
         self.streaming = streaming
 
+    def describe(self) -> str:
+        """The data this source reads, for messages: its files or its path."""
+        files = getattr(self, "_files", None)
+        if files:
+            return ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        return str(self.path)
+
     def _finish(self, dd):
         dd = standard_splits(dd, split_names=self.split_names, val_fraction=self.val_fraction,
                              test_fraction=self.test_fraction, val_count=self.val_count,
-                             test_count=self.test_count, shuffle=self.shuffle, seed=self.seed)
-        check_column(dd, self.text_column)
+                             test_count=self.test_count, shuffle=self.shuffle, seed=self.seed, where=self.describe())
+        check_column(dd, self.text_column, self.describe())
         if self.min_length:
             col, m = self.text_column, self.min_length
             dd = type(dd)({k: v.filter(lambda b: [t is not None and len(t.strip()) >= m for t in b[col]],
@@ -271,14 +337,56 @@ def with_shared_options(source, **shared):
     return SharedOptions(source, **shared)
 
 
-def check_column(dd, column: str) -> None:
+def _is_text(feature) -> bool:
+    return isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
+
+
+def _describe(feature) -> str:
+    if isinstance(feature, datasets.Value):
+        kind = {"int": "numbers", "uint": "numbers", "float": "numbers", "bool": "true/false values"}
+        return next((v for k, v in kind.items() if feature.dtype.startswith(k)), f"{feature.dtype} values")
+    name = type(feature).__name__
+    if name == "Json":
+        return "a mix of text and other values (numbers, lists or objects)"
+    if name in ("List", "Sequence", "LargeList") or isinstance(feature, list):
+        return "lists"
+    return "objects" if isinstance(feature, dict) else f"{name} values"
+
+
+def check_column(dd, column: str, where: str | None = None) -> None:
+    """Every split has ``column`` and it holds text (strings; a missing value reads as empty).
+    Raises :class:`DataError` naming the column, the files (``where``) and the columns that do hold
+    text: a column of numbers is far more often the wrong column (an id, a label) than a corpus, so it
+    is refused rather than turned into digits."""
+    at = f" in {where}" if where else ""
     for split, ds in dd.items():
         names = ds.column_names
+        first = None
         if names is None:  # a stream whose features are unknown until read
-            names = list(next(iter(ds)).keys()) if split == "train" else [column]
+            if split == "train":
+                first = next(iter(ds))
+                names = list(first.keys())
+            else:
+                names = [column]
         if column not in names:
-            raise DataError(f"The {split} split has no column '{column}'. Its columns are: {', '.join(names)}. "
+            raise DataError(f"The {split} split{at} has no column '{column}'. Its columns are: {', '.join(names)}. "
                             f"Set data.text_column to one of them.")
+        features = ds.features
+        if features is not None and column in features:
+            feature = features[column]
+            if _is_text(feature):
+                continue
+            what = _describe(feature)
+            texts = [k for k, f in features.items() if _is_text(f)]
+        elif first is not None and first[column] is not None and not isinstance(first[column], str):
+            what = f"{type(first[column]).__name__} values (the first row holds {first[column]!r})"
+            texts = [k for k, v in first.items() if isinstance(v, str)]
+        else:
+            continue
+        advice = (f"Set data.text_column to a column of text: {', '.join(texts)}." if texts else
+                  "Point data.text_column at a column of text, or write the values as JSON strings in the file.")
+        raise DataError(f"data.text_column='{column}': the column must hold text (strings) but holds {what} "
+                        f"({split} split{at}). {advice}")
 
 
 class TextSource(_SourceBase):
@@ -292,7 +400,8 @@ class TextSource(_SourceBase):
 
     def __init__(self, path: str | None = None, val_fraction: float = 0.05, test_fraction: float = 0.05,
                  cache_dir: str | None = None, encoding_errors: str = "strict",
-                 num_proc: int | None = None):
+                 num_proc: int | None = None, max_row_chars: int = 4096):
+        self.max_row_chars = max_row_chars  # longer lines are cut into rows of at most this many characters (0: never)
         self.num_proc = num_proc          # encoding workers (datasets.map)
         self.path = path                  # file or glob; null = bundled Tiny Shakespeare
         self.val_fraction = val_fraction  # last-but-one contiguous block
@@ -303,11 +412,13 @@ class TextSource(_SourceBase):
     def load(self) -> datasets.DatasetDict:
         files = _resolve_files(self.path) if self.path else [str(bundled_corpus())]
         _check_policy(self.encoding_errors)
+        self._files = files
         ds = _load_files("text", files, files, self.encoding_errors, split="train", keep_linebreaks=True,
                          cache_dir=self.cache_dir, encoding_errors=self.encoding_errors)
         if len(ds) == 0:
-            raise DataError(f"No text in {files}.")
-        return contiguous_splits(ds, self.val_fraction, self.test_fraction)
+            raise DataError(f"No text in {self.describe()}: data.path names files without text.")
+        ds = cut_long_rows(ds, "text", self.max_row_chars, self.describe())
+        return contiguous_splits(ds, self.val_fraction, self.test_fraction, where=self.describe())
 
 
 def _check_policy(policy: str) -> None:
@@ -325,8 +436,11 @@ class FilesSource(_SourceBase):
                  test_fraction: float = 0.05, val_count: int | None = None, test_count: int | None = None,
                  shuffle: bool = False, seed: int = 0, document_separator: str | None = None,
                  eos_token: str | None = None, min_length: int = 0, streaming: bool = False,
-                 cache_dir: str | None = None, num_proc: int | None = None):
+                 cache_dir: str | None = None, num_proc: int | None = None, max_row_chars: int = 4096):
         self.num_proc = num_proc        # encoding workers (datasets.map)
+        # text files without eos_token/document_separator: longer rows are cut into rows of at most this many
+        # characters (0: never), so a one-line book splits and encodes in bounded memory
+        self.max_row_chars = max_row_chars
         self.path = path                # path, glob, list, or {split: path(s)}
         self.format = format            # text, json, parquet, csv (default: from the extension)
         self.data_dir = data_dir        # base directory for relative paths
@@ -350,6 +464,7 @@ class FilesSource(_SourceBase):
     def load(self):
         files = self.data_files()
         all_files = [f for fs in files.values() for f in fs]
+        self._files = all_files
         fmt = _format_of(all_files, self.format)
         _check_policy(self.encoding_errors)
         if self.document_separator is None and fmt != "text":  # rows are documents: keep them apart
@@ -365,6 +480,9 @@ class FilesSource(_SourceBase):
             kwargs["sep"] = "\t"
         dd = _load_files(fmt, files, all_files, self.encoding_errors, streaming=self.streaming,
                          cache_dir=self.cache_dir, **kwargs)
+        if fmt == "text" and not self.streaming and not self.eos_token and not self.document_separator:
+            # rows of a plain text stream: cutting one changes nothing in the stream of text
+            dd = type(dd)({k: cut_long_rows(v, "text", self.max_row_chars, self.describe()) for k, v in dd.items()})
         return self._finish(dd)
 
 
@@ -399,6 +517,14 @@ class HubSource(_SourceBase):
             if "Unknown split" in msg or "Bad split" in msg:
                 raise DataError(f"data.split={self.split!r} does not exist in {self.path}: {msg}") from e
             raise
+        except datasets.exceptions.DatasetGenerationError as e:
+            cause = e.__cause__ or e.__context__
+            if isinstance(cause, UnicodeDecodeError):  # local files that are not UTF-8: this source reads them strictly
+                raise DataError(f"data.path={self.path!r}: a data file is not valid UTF-8 ({cause.reason} at byte "
+                                f"{cause.start} of a chunk). data=hub reads files strictly: fix the file, or read "
+                                f"the files with data=files data.path=<the files>, which names the file and byte "
+                                f"offset and takes data.encoding_errors=replace (bad bytes become U+FFFD).") from e
+            raise DataError(f"data.path={self.path!r}: could not read the dataset: {cause or e}") from e
         return self._finish(dd)
 
 
@@ -417,6 +543,14 @@ class DiskSource(_SourceBase):
 
     def load(self):
         p = os.path.expanduser(str(self.path))
+        if not os.path.exists(p):
+            raise DataError(f"data.path={self.path!r} does not exist: data=disk reads a directory written by "
+                            f"Dataset.save_to_disk.")
         if not os.path.isdir(p):
-            raise DataError(f"data.path={self.path!r} is not a directory written by Dataset.save_to_disk.")
+            raise DataError(f"data.path={self.path!r} is a file, not a directory written by Dataset.save_to_disk: "
+                            f"read data files with data=files data.path={self.path}.")
+        if not any(os.path.isfile(os.path.join(p, f)) for f in ("dataset_info.json", "dataset_dict.json", "state.json")):
+            raise DataError(f"data.path={self.path!r} is a directory but not one written by Dataset.save_to_disk (it has "
+                            f"no dataset_dict.json or dataset_info.json): read the files in it with data=files "
+                            f"'data.path={os.path.join(str(self.path), '*.txt')}', or save the dataset with save_to_disk.")
         return self._finish(datasets.load_from_disk(p))

@@ -54,7 +54,7 @@ class StreamingBatches(IterableDataset):
                         yield ids
             if not seen:
                 raise DataError(f"The streaming {self.split} split gave this process (shard) no rows: "
-                                f"use more data or fewer processes.")
+                                f"use more data or fewer processes (trainer.devices, trainer.num_nodes).")
 
     def __iter__(self):
         if get_worker_info() is not None and get_worker_info().num_workers > 1:

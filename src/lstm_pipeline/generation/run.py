@@ -28,6 +28,8 @@ def _check(cfg: DictConfig) -> None:
         raise ValueError("prompts_file= and interactive=true are two different modes: choose one.")
     if cfg.output_file is not None and cfg.prompts_file is None:
         raise ValueError("output_file= is written in prompts_file mode only: also pass prompts_file=<file>.")
+    if cfg.prompts_file is not None and Path(cfg.prompts_file).is_dir():
+        raise FileNotFoundError(f"prompts_file={cfg.prompts_file} is a directory, not a text file (one prompt a line).")
     if cfg.prompts_file is not None and not Path(cfg.prompts_file).is_file():
         raise FileNotFoundError(f"prompts_file={cfg.prompts_file}: no such file (one prompt a line).")
 

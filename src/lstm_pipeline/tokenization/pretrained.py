@@ -19,8 +19,12 @@ class PretrainedTokenizer:
 
     def train(self, texts: Iterable[str] | None = None) -> Tokenizer:
         p = Path(self.path).expanduser()
+        if not p.exists():
+            raise FileNotFoundError(f"tokenizer.path={self.path!r} does not exist: give a tokenizer.json, or a "
+                                    f"directory holding one (a run or model directory).")
         if p.is_dir():
+            if not (p / "tokenizer.json").is_file():
+                raise FileNotFoundError(f"tokenizer.path={self.path!r} is a directory without a tokenizer.json: give "
+                                        f"the tokenizer.json file, or a run or model directory holding one.")
             p = p / "tokenizer.json"
-        if not p.is_file():
-            raise FileNotFoundError(f"tokenizer.path={self.path!r}: no tokenizer.json there.")
         return Tokenizer.from_file(str(p))

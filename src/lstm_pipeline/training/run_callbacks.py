@@ -4,7 +4,8 @@
   than ``trainer.val_check_interval`` (or ending between two checks) still has a validation loss,
   a best checkpoint and metrics in its model card.
 * :func:`progress_bar`: Lightning's progress bar (Rich when installed), whose title reads
-  ``Epoch N`` for a run bounded by steps rather than ``Epoch N/-2``.
+  ``Epoch N`` for a run bounded by steps rather than ``Epoch N/-2``, and whose count after a resume
+  reads ``81/100``, not ``81/20``.
 """
 from __future__ import annotations
 
@@ -41,9 +42,33 @@ def _title(trainer: L.Trainer, current_epoch: int) -> str:
     return f"Epoch {current_epoch}/{trainer.max_epochs - 1}"
 
 
+def _total_train_batches(trainer: L.Trainer) -> int | float:
+    """The batches the train bar counts to in this epoch. The bar shows ``batch_idx + 1``, the batch's
+    place in the epoch, which a resumed run continues from; Lightning's total is the steps *left*
+    (``max_steps - global_step``), so a run resumed at step 80 of 100 read ``81/20``. Here the total
+    is the batches already run in this epoch plus those left to run (optimizer steps left times
+    ``accumulate_grad_batches``), capped by the epoch's length."""
+    n = trainer.num_training_batches
+    if trainer.max_steps is None or trainer.max_steps < 0:
+        return n
+    done = trainer.fit_loop.epoch_loop.batch_progress.current.ready  # this epoch's batches before this start
+    left = max(0, trainer.max_steps - trainer.global_step) * max(1, int(trainer.accumulate_grad_batches or 1))
+    return min(n, done + left)
+
+
 class RunRichProgressBar(RichProgressBar):
     def _get_train_description(self, current_epoch: int) -> str:
         return _title(self.trainer, current_epoch)
+
+    @property
+    def total_train_batches(self) -> int | float:
+        return _total_train_batches(self.trainer)
+
+
+class RunTQDMProgressBar(TQDMProgressBar):  # TQDM's own title has no '/-2'
+    @property
+    def total_train_batches(self) -> int | float:
+        return _total_train_batches(self.trainer)
 
 
 def progress_bar(trainer_cfg: dict) -> list:
@@ -52,8 +77,7 @@ def progress_bar(trainer_cfg: dict) -> list:
         return []
     from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 
-    # TQDM's own title has no '/-2'
-    return [RunRichProgressBar() if _RICH_AVAILABLE else TQDMProgressBar()]
+    return [RunRichProgressBar() if _RICH_AVAILABLE else RunTQDMProgressBar()]
 
 
 def run_callbacks(trainer_cfg: dict) -> list:
