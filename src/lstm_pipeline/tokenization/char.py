@@ -1,16 +1,15 @@
-"""Character-level tokenizer, trained with HF ``tokenizers``.
-
-A BPE model with no merges is exactly a character vocabulary: the trainer collects the
-alphabet of the train split. Characters never seen in training follow ``on_unknown``:
+"""Character-level tokenizer, an HF ``tokenizers`` BPE model with no merges: exactly a character
+vocabulary, the alphabet of the train split. Characters never seen in training follow ``on_unknown``:
 ``unk`` maps them to ``<unk>`` (see ``TextTokenizer.encode_checked`` for the policy at generation
 time), ``drop`` leaves them out of the encoding. Lossless on any text whose characters were all
 seen in training.
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Iterable, Sequence
 
-from tokenizers import Tokenizer, decoders, models, trainers
+from tokenizers import Tokenizer, decoders, models
 
 from .common import TokenizerConfigError, TrainedTokenizer
 
@@ -28,14 +27,20 @@ class CharTokenizer(TrainedTokenizer):
         self.max_alphabet = max_alphabet        # keep only the most frequent characters
 
     def train(self, texts: Iterable[str]) -> Tokenizer:
-        tok = self.new(models.BPE(unk_token=self.unk_token))
+        """The alphabet of ``texts`` (after normalisation) as a BPE vocabulary with no merges: the
+        special tokens first, then the characters in code-point order (``max_alphabet``: the most
+        frequent ones), exactly the vocabulary ``tokenizers``' ``BpeTrainer(vocab_size=1)`` learns. The
+        characters are counted as the text streams past, so memory is the alphabet's, not the
+        corpus's (the trainer keeps every distinct row: 1.9 GB for a 50 MB corpus)."""
+        norm = self.normalizer()
+        counts: Counter[str] = Counter()
+        for text in texts:
+            counts.update(norm.normalize_str(text) if norm is not None else text)
+        chars = sorted(counts, key=lambda c: (-counts[c], c))[:self.max_alphabet or None]
+        specials = self.all_special_tokens()
+        vocab = dict.fromkeys([*specials, *sorted(chars)])
+        tok = self.new(models.BPE({t: i for i, t in enumerate(vocab)}, [], unk_token=self.unk_token))
         tok.decoder = decoders.Fuse()
-        kwargs = {"limit_alphabet": self.max_alphabet} if self.max_alphabet else {}
-        trainer = trainers.BpeTrainer(
-            vocab_size=1,  # no merges: the vocabulary is the alphabet
-            special_tokens=self.all_special_tokens(),
-            show_progress=False,
-            **kwargs,
-        )
-        tok.train_from_iterator(texts, trainer=trainer)
+        if specials:
+            tok.add_special_tokens(specials)
         return tok
