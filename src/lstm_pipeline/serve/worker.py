@@ -211,43 +211,48 @@ class EngineProcess:
     def _read(self) -> None:
         while True:
             try:
-                msg = self._out.recv()
+                msgs = [self._out.recv()]
+                while len(msgs) < 256 and self._out.poll():  # this thread fell behind: all waiting steps in one hop
+                    msgs.append(self._out.recv())
             except (EOFError, OSError) as exc:
                 if self.proc is not None and self.proc.exitcode not in (0, None) or self.error is None:
                     self.error = self.error or RuntimeError(f"the engine process ended ({exc!r})")
                 self._fail_all()
                 return
-            if msg[0] != "step":
-                continue
-            _, items, stats = msg
             batch = []
             now = time.perf_counter()
+            stats = None
             with self._lock:
-                for gid, events in items:
-                    g = self.groups.get(gid)
-                    if g is None:
+                for msg in msgs:
+                    if msg[0] != "step":
                         continue
-                    evs = [RowEvent(*e) for e in events]
-                    if g.first_token_at is None:  # measured here: from the request reaching this process
-                        g.first_token_at = now
-                        if self.metrics is not None:
-                            self.metrics.first_token(now - g.submitted)
-                    done = sum(e.finish_reason is not None for e in evs)
-                    if done:
-                        self._left[gid] -= done
-                        if self._left[gid] <= 0:
-                            self._left.pop(gid, None)
-                            self.groups.pop(gid, None)
-                    batch.append((g, evs))
+                    _, items, stats = msg
+                    for gid, events in items:
+                        g = self.groups.get(gid)
+                        if g is None:
+                            continue
+                        evs = [RowEvent(*e) for e in events]
+                        if g.first_token_at is None:  # measured here: from the request reaching this process
+                            g.first_token_at = now
+                            if self.metrics is not None:
+                                self.metrics.first_token(now - g.submitted)
+                        done = sum(e.finish_reason is not None for e in evs)
+                        if done:
+                            self._left[gid] -= done
+                            if self._left[gid] <= 0:
+                                self._left.pop(gid, None)
+                                self.groups.pop(gid, None)
+                        batch.append((g, evs))
+                    if self.metrics is not None:
+                        for rows, tokens, seconds in stats["step"]:
+                            self.metrics.step(rows, tokens, seconds, self.max_batch)
                 # cancelled groups the child dropped without a final event (never admitted, or gone)
                 for gid in [gid for gid, g in self.groups.items() if g.cancelled]:
                     self.groups.pop(gid, None)
                     self._left.pop(gid, None)
-            self.steps, self._active = stats["steps"], stats["active"]
-            self.tokens_generated, self.peak_rows = stats["tokens"], stats["peak"]
-            if self.metrics is not None:
-                for rows, tokens, seconds in stats["step"]:
-                    self.metrics.step(rows, tokens, seconds, self.max_batch)
+            if stats is not None:
+                self.steps, self._active = stats["steps"], stats["active"]
+                self.tokens_generated, self.peak_rows = stats["tokens"], stats["peak"]
             if batch and self.deliver is not None:
                 try:
                     self.deliver(batch)
