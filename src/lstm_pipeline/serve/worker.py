@@ -49,7 +49,7 @@ class _ChildEngine(Engine):
         self._pending += [(g.id, [(e.index, e.token_id, e.text, e.logprob, e.top_logprobs, e.finish_reason)
                                    for e in events]) for g, events in batch]
 
-    def _finish_group(self, live, reason) -> None:
+    def _finish_group(self, live, reason) -> None:  # a cancel or a failure: the web process learns now
         super()._finish_group(live, reason)
         self.flush()
 
