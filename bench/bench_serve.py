@@ -251,6 +251,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=400, help="tokens per client (and per generate row) in the throughput runs")
     ap.add_argument("--repeats", type=int, default=3, help="throughput rounds (generate, engine, server in turns)")
     ap.add_argument("--sequential", type=int, default=1000, help="sequential requests for the memory figure")
+    ap.add_argument("--stream-interval-ms", type=float, default=None,
+                    help="the server's stream_interval_ms (default: the server's default)")
     ap.add_argument("--quick", action="store_true", help="2 rounds, 200 sequential requests (still 400 tokens per client)")
     args = ap.parse_args()
     if args.quick:
@@ -265,7 +267,8 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         log = open(Path(tmp) / "serve.log", "w+")
         proc = subprocess.Popen([sys.executable, "-m", "lstm_pipeline.cli", "serve", f"run={mdir}", f"port={port}",
-                                 "log_level=warning", "max_tokens=100000", "max_streams=300", "max_batch=64"],
+                                 "log_level=warning", "max_tokens=100000", "max_streams=300", "max_batch=64",
+                                 *([f"stream_interval_ms={args.stream_interval_ms}"] if args.stream_interval_ms is not None else [])],
                                 stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 120
@@ -296,7 +299,8 @@ def main() -> None:
           f"(at the end of each round: {loads})")
     print(f"torch {torch.__version__}, {threads} threads (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}); "
           f"model: {LAYERS}x{HIDDEN} LSTM, vocab {VOCAB}; 64 rows x {args.tokens} tokens; "
-          f"best of {len(rounds)} rounds, each round generate, engine, server in turns")
+          f"best of {len(rounds)} rounds, each round generate, engine, server in turns; server "
+          f"stream_interval_ms={'default' if args.stream_interval_ms is None else args.stream_interval_ms}")
     print(f"generate, nucleus top_p=0.9, batch 64:        {n / gen:8.0f} tokens/s")
     print(f"the batching engine alone (no HTTP), 64 rows: {n / eng:8.0f} tokens/s  = {gen / eng:.2f}x generate")
     print(f"serve, 64 concurrent streaming clients:       {n / srv['wall']:8.0f} tokens/s  = {gen / srv['wall']:.2f}x "

@@ -174,10 +174,14 @@ class Server:
                  api_key: str | None = None, max_batch: int = 64, max_prompt_tokens: int = 4096,
                  max_tokens: int = 2048, default_max_tokens: int = 16, max_n: int = 16, max_streams: int = 256,
                  max_logprobs: int = 5, eos_token: str | None = None, on_unknown: str = "error",
-                 max_body_bytes: int = 1_000_000, model_dir: str | None = None, device: str = "cpu"):
+                 max_body_bytes: int = 1_000_000, model_dir: str | None = None, device: str = "cpu",
+                 stream_interval_ms: float = 0):
         """``model_dir`` given: the batching engine runs in a child process that loads the model
         from there (``lstm-pipeline serve`` does this; ``model`` may then be None). Otherwise it
-        runs in a thread of this process over ``model``."""
+        runs in a thread of this process over ``model``. ``stream_interval_ms``: a stream gets at
+        most one server-sent event per this many milliseconds (the tokens chosen meanwhile go out in
+        it together; a stream's first event is never held); 0 sends each step's tokens at once (a
+        stream that fell behind still gets what is waiting as one event)."""
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.model_name, self.api_key = model_name, api_key or None
         self.decoding = dict(decoding)
@@ -188,6 +192,9 @@ class Server:
             if not isinstance(v, int) or v < (0 if k == "max_logprobs" else 1):
                 raise ValueError(f"{k} must be a positive int, got {v!r}")
         self.on_unknown = on_unknown
+        if not isinstance(stream_interval_ms, (int, float)) or not 0 <= stream_interval_ms <= 10_000:
+            raise ValueError(f"stream_interval_ms must be a number of milliseconds in [0, 10000], got {stream_interval_ms!r}")
+        self.stream_interval = stream_interval_ms / 1000
         from ..generation.engine import resolve_eos_token_id
 
         # null: the model's own end-of-text token (as generate); "none": no token ends a row
@@ -432,9 +439,16 @@ class Server:
                 offsets = [0] * n_rows
                 completion_tokens = 0
                 want_lp = body.logprobs is not None
+                interval, loop = self.stream_interval, asyncio.get_running_loop()
+                sent_at = None  # when this stream's last event went out (loop time)
                 try:
                     while left > 0:
                         steps = [await inbox.get()]
+                        if interval and sent_at is not None:  # at most one event per interval
+                            wait = sent_at + interval - loop.time()
+                            if wait > 0:
+                                await asyncio.sleep(wait)
+                        sent_at = loop.time()
                         while not inbox.empty():  # the client fell behind: what is waiting goes out as one event
                             steps.append(inbox.get_nowait())
                         # per row: [text pieces, logprobs (lists, one entry per token) or None, finish reason]
@@ -573,7 +587,8 @@ def serve_cmd(cfg):
                     max_prompt_tokens=cfg.max_prompt_tokens, max_tokens=cfg.max_tokens,
                     default_max_tokens=cfg.default_max_tokens, max_n=cfg.max_n, max_streams=cfg.max_streams,
                     eos_token=cfg.eos_token, on_unknown=cfg.on_unknown,
-                    model_dir=str(model_dir) if cfg.engine_process else None, device=cfg.device)
+                    model_dir=str(model_dir) if cfg.engine_process else None, device=cfg.device,
+                    stream_interval_ms=cfg.stream_interval_ms)
     if cfg.engine_process:
         server.engine.start()  # loads the model in the engine process; a bad model directory fails here
     host = str(cfg.host)
