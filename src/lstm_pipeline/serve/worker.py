@@ -79,23 +79,42 @@ class _ChildEngine(Engine):
 
 def child_main(spec: dict, cmd, out) -> None:
     """The child process: load the model, run the engine, obey commands until told to stop."""
+    import os
+
     try:
         import torch
 
         from ..hub import load_pretrained
-        from ..registry import DECODERS
 
         torch.set_grad_enabled(False)
         model, tokenizer, config = load_pretrained(spec["model_dir"], map_location=spec["device"])
         engine = _ChildEngine(model, tokenizer, max_batch=spec["max_batch"], bos_token_id=spec["bos_token_id"],
                               eos_token_id=spec["eos_token_id"], out=out)
-        engine.start()
     except Exception as exc:  # the parent reports it
         out.send(("error", f"{type(exc).__name__}: {exc}"))
         return
     out.send(("ready",))
-    decoders: dict[str, object] = {}
     device = next(model.parameters()).device
+    # where the loop runs decides torch's OpenMP behaviour: a second thread running parallel regions
+    # makes libgomp throttle its busy-waiting (robust when other processes want the CPUs, the usual
+    # case next to a web process and clients); the main thread alone busy-waits as generate does
+    # (faster on idle CPUs, far slower when they are oversubscribed). docs/serve.md, Performance.
+    if os.environ.get("LSTM_PIPELINE_SERVE_ENGINE_THREAD", "own") == "main":
+        threading.Thread(target=_obey, args=(engine, cmd, device), daemon=True, name="lstm-pipeline-serve-commands").start()
+        engine._loop()
+    else:
+        engine.start()
+        _obey(engine, cmd, device)
+        engine.stop()
+
+
+def _obey(engine: "_ChildEngine", cmd, device) -> None:
+    """The child's commands: submit, cancel, stop (or the parent gone)."""
+    import torch
+
+    from ..registry import DECODERS
+
+    decoders: dict[str, object] = {}
     while True:
         try:
             msg = cmd.recv()
@@ -117,7 +136,8 @@ def child_main(spec: dict, cmd, out) -> None:
                 engine.cancel(g)
         elif msg[0] == "stop":
             break
-    engine.stop()
+    engine._stop = True
+    engine._wake.set()
 
 
 class EngineProcess:
@@ -143,6 +163,12 @@ class EngineProcess:
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> "EngineProcess":
+        import os
+
+        where = os.environ.get("LSTM_PIPELINE_SERVE_ENGINE_THREAD", "own")
+        if where not in ("own", "main"):
+            raise ValueError(f"LSTM_PIPELINE_SERVE_ENGINE_THREAD must be 'own' (the engine loop in its own thread of "
+                             f"the engine process, the default) or 'main' (its main thread), got {where!r}")
         ctx = mp.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
         cmd_r, self._cmd = ctx.Pipe(duplex=False)
         self._out, out_w = ctx.Pipe(duplex=False)
