@@ -177,6 +177,8 @@ class ServeJob:
     on_unknown: str = "error"       # prompt characters the tokenizer never saw: error | replace | skip
     log_level: str = "info"         # uvicorn's: critical | error | warning | info | debug
     engine_process: bool = True     # the batching loop in its own process (false: a thread here, slower under load)
+    stream_interval_ms: float = 0   # a stream gets at most one event per this many ms (tokens chosen meanwhile
+                                    # go out together; the first never waits); 0: every token at once
     decoding: Any = None            # the defaults for requests that do not set a field: null, the model's own
                                     # (generation_config.json, as generate); decoding=<strategy> to choose
 

@@ -261,6 +261,33 @@ def test_bad_server_settings_are_one_line(tiny_run):
     assert "cannot run in a continuous batch" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("serve", f"run={tiny_run}", "max_batch=0", "port=1", check=False)
     assert proc.returncode == 1 and "max_batch must be a positive int" in proc.stderr
+    proc = run_cli("serve", f"run={tiny_run}", "stream_interval_ms=-5", "port=1", check=False)
+    assert proc.returncode == 1 and "stream_interval_ms must be" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_stream_interval_joins_tokens_per_event(tiny_run):
+    """stream_interval_ms: the tokens chosen between two events of a stream go out in one event
+    (text joined per choice, logprobs lists); the text and usage are the same."""
+    expected = generate(tiny_run, "max_new_tokens=40", "seed=11", "decoding=nucleus")
+    with ServeProcess(f"run={tiny_run}", "model_name=tiny", "stream_interval_ms=150",
+                      env={"OMP_NUM_THREADS": "1"}) as s:
+        client = openai.OpenAI(base_url=s.url + "/v1", api_key="none", max_retries=0, timeout=60)
+        chunks = list(client.completions.create(model="tiny", prompt=PROMPT, max_tokens=40, seed=11, stream=True,
+                                                temperature=1.0, top_p=0.9, stream_options={"include_usage": True}))
+        plain = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=25, seed=3, n=2, logprobs=1)
+        rows = list(client.completions.create(model="tiny", prompt=PROMPT, max_tokens=25, seed=3, n=2, logprobs=1,
+                                              stream=True))
+    events = [c for c in chunks if c.choices]
+    assert "".join(c.choices[0].text for c in events) == expected
+    assert chunks[-1].usage.completion_tokens == 40 and events[-1].choices[0].finish_reason == "length"
+    assert 1 < len(events) < 10  # the first event at once, the rest joined
+    for want in plain.choices:
+        mine = [c for chunk in rows for c in chunk.choices if c.index == want.index]
+        assert "".join(c.text for c in mine) == want.text
+        tokens = [t for c in mine for t in c.logprobs.tokens]
+        assert tokens == want.logprobs.tokens and "".join(tokens) == want.text
+        assert [x for c in mine for x in c.logprobs.token_logprobs] == pytest.approx(want.logprobs.token_logprobs)
+        assert [o for c in mine for o in c.logprobs.text_offset] == want.logprobs.text_offset
 
 
 def test_engine_in_a_thread_gives_the_same_text(tiny_run):

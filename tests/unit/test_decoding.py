@@ -65,6 +65,22 @@ def test_sampling_draws_from_the_processed_distribution():
     torch.testing.assert_close(freq, logits[0].softmax(-1), atol=0.01, rtol=0)
 
 
+def test_sampling_with_given_uniforms_equals_drawing_them():
+    """u= (each row's uniform number, drawn by the caller) gives the tokens the generator gives: a
+    batch of rows from different requests draws each request's numbers from its own generator."""
+    logits = torch.randn(6, 50, generator=torch.Generator().manual_seed(1))
+    want = sample_from_logits(logits, torch.Generator().manual_seed(7))
+    u = torch.rand(6, 1, generator=torch.Generator().manual_seed(7))
+    assert sample_from_logits(logits, u=u).tolist() == want.tolist()
+    # rows 0-2 from one generator, rows 3-5 from another: each half as it samples alone
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(4)
+    mixed = sample_from_logits(logits, u=torch.cat([torch.rand(3, 1, generator=g1), torch.rand(3, 1, generator=g2)]))
+    assert mixed[:3].tolist() == sample_from_logits(logits[:3], torch.Generator().manual_seed(3)).tolist()
+    assert mixed[3:].tolist() == sample_from_logits(logits[3:], torch.Generator().manual_seed(4)).tolist()
+    with pytest.raises(ValueError, match=r"u must have shape \(6, 1\)"):
+        sample_from_logits(logits, u=torch.rand(6))
+
+
 def test_nucleus_never_leaves_the_nucleus():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.1, 0.06, 0.04]])).repeat(5000, 1)
     draws = Nucleus(top_p=0.75).processors()[0](torch.zeros(5000, 0, dtype=torch.long), logits)

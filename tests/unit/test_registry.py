@@ -42,6 +42,32 @@ def test_new_entry_points_are_seen_without_restart(site):
     assert reg.names() == ["late"]
 
 
+def test_lookups_reuse_the_entry_points_until_the_installation_changes(site):
+    """Reading every distribution's entry points takes ~10 ms; a lookup reuses them while nothing
+    installed changed, and sees an edit, an in-place uninstall and a new install at once."""
+    import time
+
+    from lstm_pipeline import registry
+
+    make_dist(site, "fake-plugin-cache", "[test_lp.cache]\na = fake_plugin_cache:A\n",
+              {"fake_plugin_cache.py": "class A: pass\nclass B: pass\n"})
+    reg = Registry("test_lp.cache", "widget")
+    time.sleep(0.1)  # older than a file-time tick: the installation has settled
+    assert reg.get("a").__name__ == "A"
+    reads = registry._SCANNED["generation"]
+    for _ in range(5):
+        assert reg.get("a").__name__ == "A" and reg.names() == ["a"]
+    assert registry._SCANNED["generation"] == reads  # not read again
+    info = site / "fake_plugin_cache-0.1.dist-info"
+    (info / "entry_points.txt").write_text("[test_lp.cache]\na = fake_plugin_cache:A\nb = fake_plugin_cache:B\n")
+    assert reg.get("b").__name__ == "B"  # edited in place
+    (info / "entry_points.txt").unlink()
+    with pytest.raises(UnknownComponentError):  # uninstalled in place
+        reg.get("a")
+    make_dist(site, "fake-plugin-cache2", "[test_lp.cache]\nc = fake_plugin_cache:A\n")
+    assert reg.names() == ["c"]  # a new distribution
+
+
 def test_duplicate_name_is_an_error_only_when_selected(site):
     make_dist(site, "fake-plugin-one", "[test_lp.dup]\nsame = fake_plugin_one:A\nother = fake_plugin_one:C\n",
               {"fake_plugin_one.py": "class A: pass\nclass C: pass\n"})

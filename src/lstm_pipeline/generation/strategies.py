@@ -37,12 +37,22 @@ class GenerationResult:
     # (beam search: the length-penalised beam score, as Hugging Face's ``sequences_scores``)
 
 
-def sample_from_logits(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def sample_from_logits(logits: Tensor, generator: torch.Generator | None = None, u: Tensor | None = None) -> Tensor:
     """Draw one token per row: inverse CDF (cumsum + searchsorted), far faster than
-    ``torch.multinomial`` on the CPU and the same distribution. logits (B, V) -> (B,)"""
+    ``torch.multinomial`` on the CPU and the same distribution. logits (B, V) -> (B,) long.
+
+    ``u``: the uniform numbers in [0, 1), (B, 1), drawn by the caller instead of from ``generator``
+    (``torch.rand(B, 1, generator=generator)`` gives the same tokens). A batch whose rows belong to
+    different requests (``lstm-pipeline serve``) draws each request's rows from the request's own
+    generator, so each gets the tokens it would get alone."""
     probs = torch.softmax(logits.float(), dim=-1)
     cdf = probs.cumsum_(-1)  # (B, V)
-    u = torch.rand(cdf.size(0), 1, generator=generator, device=cdf.device) * cdf[:, -1:]
+    if u is None:
+        u = torch.rand(cdf.size(0), 1, generator=generator, device=cdf.device)
+    elif u.shape != (cdf.size(0), 1):
+        raise ValueError(f"u must have shape ({cdf.size(0)}, 1) for logits of shape {tuple(logits.shape)}, "
+                         f"got {tuple(u.shape)}")
+    u = u.to(cdf.device) * cdf[:, -1:]
     return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=cdf.size(1) - 1)
 
 

@@ -1,13 +1,17 @@
 """Continuous batching for a recurrent language model.
 
 One thread steps every active row together (``model.step`` on a (B,) batch). A stream's whole
-context is its fixed-size recurrent state, so rows join and leave between any two steps:
+context is its fixed-size recurrent state, so rows join and leave between any two steps. The batch
+is each row's state and the token it feeds next; one step is ``model.step`` on the whole batch,
+then one token chosen per row:
 
 - a new request's prompts are prefilled (``generation.strategies.prefill``, the same call
-  ``lstm-pipeline generate`` makes) and their logits and states are concatenated to the running
-  batch before the next token is chosen;
-- a row that finished (end token, stop string, ``max_tokens``) or whose client went away is dropped
-  from the batch (``model.reorder_state``) before the next ``model.step``: its state is freed at once.
+  ``lstm-pipeline generate`` makes), its first token is chosen from the prefill's logits at once,
+  and its rows join the batch (states concatenated) with that token as their next input: no step
+  of their own;
+- a row that finished (end token, stop string, ``max_tokens``) leaves the batch as soon as its
+  token is chosen, and a row whose client went away leaves before the next ``model.step``
+  (``model.reorder_state``): its state is freed at once.
 
 A request is a :class:`Group` of rows (its prompts times ``n``); every row of a group shares the
 group's decoding settings and its ``torch.Generator``. Per step, a group draws one uniform number
@@ -41,8 +45,8 @@ from torch import Tensor
 
 from ..generation.processors import LogitsProcessor, setup_processor
 from ..generation.stopping import StoppingCriteria
-from ..generation.strategies import COMMON, Greedy, Sample, StepDecoding, prefill, prompt_history
-from .sampling import sample_with_uniforms, split_processors
+from ..generation.strategies import COMMON, Greedy, Sample, StepDecoding, prefill, prompt_history, sample_from_logits
+from .sampling import split_processors
 
 #: finish reasons, as OpenAI names them
 STOP, LENGTH, CANCELLED = "stop", "length", "cancelled"
@@ -144,10 +148,11 @@ class Engine:
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
-        # the running batch: one entry per row, in batch order
+        # the running batch: one entry per row, in batch order (a group's rows are always adjacent)
         self._rows: list[tuple[_Live, int]] = []
-        self._logits: Tensor | None = None   # (B, V): the scores for each row's next token
+        self._inputs: Tensor | None = None   # (B,) long: the token each row feeds to the next step
         self._state: tuple | None = None
+        self._cancels = 0  # cancel() calls not yet looked at by the loop
         self.steps = 0
         self.peak_rows = 0  # the most rows ever stepped together
         self.tokens_generated = 0
@@ -162,6 +167,7 @@ class Engine:
     def cancel(self, group: Group) -> None:
         """The client went away: the group's rows leave the batch before the next step."""
         group.cancelled = True
+        self._cancels += 1
         self._wake.set()
 
     @property
@@ -199,7 +205,7 @@ class Engine:
                 self.error = exc
                 for live in {id(l): l for l, _ in self._rows}.values():
                     self._finish_group(live, "error")
-                self._rows, self._logits, self._state = [], None, None
+                self._rows, self._inputs, self._state = [], None, None
                 import traceback
                 traceback.print_exc()
 
@@ -220,56 +226,120 @@ class Engine:
         V = self._vocab_size()
         # prompts of equal length are prefilled in one fused call (a request alone: as generate does)
         buckets: dict[int, list[tuple[_Live, int]]] = {}
-        for g in admitted:
+        order: dict[int, int] = {}
+        for k, g in enumerate(admitted):
             live = _Live(g, self, V, self.device)
+            order[id(live)] = k
             for r, p in enumerate(g.prompts):
                 buckets.setdefault(max(len(p), 1), []).append((live, r))
-        new_rows, new_logits, new_state = [], None, None
-        for rows in buckets.values():
-            logits, state = prefill(self.model, [live.g.prompts[r] for live, r in rows], self.bos_token_id)
-            new_rows += rows
-            new_logits, new_state = self._join(new_logits, new_state, logits, state)
+        rows, parts = [], []
+        for bucket in buckets.values():
+            rows += bucket
+            parts.append(prefill(self.model, [live.g.prompts[r] for live, r in bucket], self.bos_token_id))
+        logits, state = parts[0]
+        if len(parts) > 1:
+            dims = self.model.state_batch_dims(state)
+            logits = torch.cat([lg for lg, _ in parts])
+            state = tuple(torch.cat([st[j] for _, st in parts], dim=d) for j, d in enumerate(dims))
+            # each request's rows side by side, in order (a request with prompts of several lengths
+            # was prefilled in several buckets); they stay adjacent in the batch from here on
+            perm = sorted(range(len(rows)), key=lambda i: (order[id(rows[i][0])], rows[i][1]))
+            if perm != list(range(len(rows))):
+                index = torch.tensor(perm, dtype=torch.long, device=logits.device)
+                logits, state = logits.index_select(0, index), self.model.reorder_state(state, index)
+                rows = [rows[i] for i in perm]
         # the first token now, from the prefill's logits (it does not wait for the batch's step; each
-        # request draws once for all its rows), then the new rows join the batch with their next logits
-        rows, logits, state = self._advance(new_rows, new_logits, new_state, main=False)
-        if rows:
-            self._rows += rows
-            self._logits, self._state = self._join(self._logits, self._state, logits, state)
+        # request draws once for all its rows); then the rows join the batch with it as their next input
+        nxt, keep = self._choose(rows, logits)
+        if not keep:
+            return
+        if len(keep) < len(rows):
+            index = torch.tensor(keep, dtype=torch.long, device=nxt.device)
+            state, nxt = self.model.reorder_state(state, index), nxt.index_select(0, index)
+            rows = [rows[i] for i in keep]
+        self._join(rows, nxt, state)
 
-    def _join(self, logits_a, state_a, logits_b, state_b):
-        """Two sets of rows as one batch: logits (B, V) and states concatenated on their batch dims."""
-        if logits_a is None:
-            return logits_b, state_b
-        dims = self.model.state_batch_dims(state_a)
-        return (torch.cat([logits_a, logits_b]),
-                tuple(torch.cat([a, b], dim=d) for a, b, d in zip(state_a, state_b, dims)))
+    def _join(self, rows, inputs: Tensor, state: tuple) -> None:
+        """Rows joining the batch: their next inputs (R,) and states, concatenated on the batch dims."""
+        if not self._rows:
+            self._rows, self._inputs, self._state = list(rows), inputs, state
+            return
+        dims = self.model.state_batch_dims(self._state)
+        self._rows += rows
+        self._inputs = torch.cat([self._inputs, inputs])
+        self._state = tuple(torch.cat([a, b], dim=d) for a, b, d in zip(self._state, state, dims))
+
+    def _keep(self, keep: list[int]) -> None:
+        """Only the rows at positions ``keep`` stay in the batch; the others' states are freed."""
+        if len(keep) == len(self._rows):
+            return
+        if not keep:
+            self._rows, self._inputs, self._state = [], None, None
+            return
+        index = torch.tensor(keep, dtype=torch.long, device=self._inputs.device)
+        self._state = self.model.reorder_state(self._state, index)
+        self._inputs = self._inputs.index_select(0, index)
+        self._rows = [self._rows[i] for i in keep]
 
     def _vocab_size(self) -> int:
         V = getattr(self.model, "vocab_size", None)
         return int(V) if V is not None else int(self.tokenizer.vocab_size)
 
-    def _step(self) -> None:
-        """One step of the whole batch."""
-        self._rows, self._logits, self._state = self._advance(self._rows, self._logits, self._state)
+    def _drop_cancelled(self) -> bool:
+        """Rows whose client went away leave the batch (before the step); True when any left."""
+        if not self._cancels:
+            return False
+        self._cancels = 0
+        keep, gone = [], {}
+        for i, (live, _) in enumerate(self._rows):
+            if live.g.cancelled:
+                gone[id(live)] = live
+            else:
+                keep.append(i)
+        if not gone:
+            return False
+        self._keep(keep)
+        for live in gone.values():
+            self._finish_group(live, CANCELLED)
+        return True
 
-    def _advance(self, rows: list[tuple[_Live, int]], logits: Tensor, state: tuple, main: bool = True
-                 ) -> tuple[list[tuple[_Live, int]], Tensor | None, tuple | None]:
-        """Choose each row's next token from ``logits`` (B, V), hand it out, drop the rows that
-        finished, and step the others: returns their rows, logits and state (None when none is left).
-        ``main``: the batch's step (counted in the metrics) rather than newly admitted rows."""
+    def _step(self) -> None:
+        """One step of the whole batch: ``model.step`` on every row's next input, then a token per row."""
         t0 = time.perf_counter()
+        self._drop_cancelled()
+        if not self._rows:
+            return
+        B = len(self._rows)
+        self.peak_rows = max(self.peak_rows, B)
+        logits, self._state = self.model.step(self._inputs, self._state)
+        nxt, keep = self._choose(self._rows, logits)
+        self._inputs = nxt
+        self._keep(keep)
+        self.steps += 1
+        self.last_step_seconds = time.perf_counter() - t0
+        if self.metrics is not None:
+            self.metrics.step(B, B, self.last_step_seconds, self.max_batch)
+
+    def _choose(self, rows: list[tuple[_Live, int]], logits: Tensor) -> tuple[Tensor, list[int]]:
+        """Choose each row's next token from ``logits`` (B, V), hand the tokens out and return them
+        (B,) with the positions of the rows that go on (the others finished)."""
         B = len(rows)
-        if main:
-            self.peak_rows = max(self.peak_rows, B)
-        # the groups in the batch, in order of first appearance, with their batch positions
-        groups: dict[int, tuple[_Live, list[int]]] = {}
-        for i, (live, _) in enumerate(rows):
-            groups.setdefault(id(live), (live, []))[1].append(i)
+        # the groups in the batch, in order, with their batch positions and row numbers
+        groups: list[tuple[_Live, list[int], list[int]]] = []
+        last = None
+        for i, (live, r) in enumerate(rows):
+            if live is not last:
+                groups.append((live, [], []))
+                last = live
+            groups[-1][1].append(i)
+            groups[-1][2].append(r)
         processed = logits.float()
+        if processed is logits and (any(live.constraints for live, _, _ in groups)
+                                    or len({live.shape_key for live, _, _ in groups}) > 1):
+            processed = processed.clone()  # rows are written in place below; logprobs read the model's logits
         # 1. constraints (they read each group's history): per group
-        for live, idx in groups.values():
+        for live, idx, r in groups:
             if live.constraints:
-                r = [row for l, row in (rows[i] for i in idx)]
                 hist = live.history[r, : live.P + live.n]
                 sub = processed[idx]
                 for proc in live.constraints:
@@ -278,7 +348,7 @@ class Engine:
         # 2. sampling filters: once for all rows with the same settings
         by_shape: dict[Any, list[int]] = {}
         shape_procs: dict[Any, list[LogitsProcessor]] = {}
-        for live, idx in groups.values():
+        for live, idx, _ in groups:
             if live.shape:
                 by_shape.setdefault(live.shape_key, []).extend(idx)
                 shape_procs.setdefault(live.shape_key, live.shape)
@@ -293,66 +363,70 @@ class Engine:
             else:
                 processed[idx] = sub
         # 3. selection: greedy argmax, sampling with each group's own random numbers, plugins' select
-        nxt = torch.empty(B, dtype=torch.long)
         sample_idx, uniforms = [], []
-        for live, idx in groups.values():
-            g = live.g
-            if live.greedy:
-                nxt[idx] = processed[idx].argmax(-1)
-            elif live.sample:
+        other = False
+        for live, idx, r in groups:
+            if live.sample:
+                g = live.g
                 u = torch.rand(g.rows, 1, generator=g.generator, device=processed.device)  # as generate draws
-                r = [row for l, row in (rows[i] for i in idx)]
                 sample_idx += idx
-                uniforms.append(u[r])
-            else:  # a plugin strategy's own select over this group's live rows
-                nxt[idx] = live.decoder.select(processed[idx], g.generator)
-        if sample_idx:
-            u = torch.cat(uniforms)
-            whole = len(sample_idx) == B and sample_idx == list(range(B))
-            chosen = sample_with_uniforms(processed if whole else processed[sample_idx], u)
-            nxt[sample_idx] = chosen
+                uniforms.append(u if len(r) == g.rows else u[r])
+            else:
+                other = True
+        if not other:  # every row samples (the common case): one call for the batch
+            nxt = sample_from_logits(processed, u=torch.cat(uniforms) if len(uniforms) > 1 else uniforms[0])
+        else:
+            nxt = torch.empty(B, dtype=torch.long, device=processed.device)
+            for live, idx, _ in groups:
+                if live.greedy:
+                    nxt[idx] = processed[idx].argmax(-1)
+                elif not live.sample:  # a plugin strategy's own select over this group's live rows
+                    nxt[idx] = live.decoder.select(processed[idx], live.g.generator)
+            if sample_idx:
+                nxt[sample_idx] = sample_from_logits(processed[sample_idx], u=torch.cat(uniforms))
         # 4. record, stream out, decide who stays
-        want_lp = any(live.g.logprobs is not None for live, _ in groups.values())
+        want_lp = any(live.g.logprobs is not None for live, _, _ in groups)
         logp = logits.float().log_softmax(-1) if want_lp else None
         ids = nxt.tolist()
+        eos = self.eos_token_id
+        tk = self.tokenizer.tk
         keep: list[int] = []
         out: list[tuple[Group, list[RowEvent]]] = []
         now = time.perf_counter()
-        for live, idx in groups.values():
+        for live, idx, r in groups:
             g = live.g
             if g.first_token_at is None:
                 g.first_token_at = now
                 if self.metrics is not None:
                     self.metrics.first_token(now - g.submitted)
-            r = [row for l, row in (rows[i] for i in idx)]
             n = live.n
+            last_token = n + 1 >= g.max_tokens
             if live.needs_history:
                 live.history[r, live.P + n] = nxt[idx]
-            stopped = [False] * len(r)
-            if live.check_stop:
-                window = live.history[r, live.P: live.P + n + 1] if live.needs_history else nxt[idx][:, None]
+            stopped = None
+            if g.stop:  # stop strings: decoded text, as generate checks them
+                window = live.history[r, live.P: live.P + n + 1]
                 stopped = live.stopping(window, torch.zeros(len(r), dtype=torch.bool)).tolist()
             events = []
             for k, (i, row) in enumerate(zip(idx, r)):
                 tid = ids[i]
-                live.tokens[row].append(tid)
-                chunk = live.streams[row].step(self.tokenizer.tk, tid) or ""
-                live.text[row] += chunk
-                finish = None
-                if g.cancelled:
-                    finish = CANCELLED
-                elif stopped[k]:
+                chunk = live.streams[row].step(tk, tid)
+                if chunk:
+                    live.text[row] += chunk
+                if (stopped[k] if stopped is not None else tid == eos):
                     finish = STOP
-                elif n + 1 >= g.max_tokens:
+                elif last_token:
                     finish = LENGTH
-                ev = RowEvent(row, tid, "", finish_reason=finish)
+                else:
+                    finish = None
+                ev = RowEvent(row, tid, self._new_text(live, row, finish) if (chunk or finish) else "",
+                              finish_reason=finish)
                 if logp is not None and g.logprobs is not None:
                     ev.logprob = float(logp[i, tid])
                     if g.logprobs > 0:
                         top = logp[i].topk(g.logprobs)
                         ev.top_logprobs = {self.tokenizer.decode([t]): float(v)
                                            for v, t in zip(top.values.tolist(), top.indices.tolist())}
-                ev.text = self._new_text(live, row, finish)
                 events.append(ev)
                 if finish is None:
                     keep.append(i)
@@ -364,24 +438,7 @@ class Engine:
                 g.finished_at = now
             out.append((g, events))
         self._deliver(out)
-        # 5. drop finished and cancelled rows before stepping: their state is freed now
-        for i in list(keep):
-            if rows[i][0].g.cancelled:
-                keep.remove(i)
-        if not keep:
-            rows, logits, state = [], None, None
-        else:
-            if len(keep) < B:
-                index = torch.tensor(keep, dtype=torch.long, device=logits.device)
-                state = self.model.reorder_state(state, index)
-            rows = [rows[i] for i in keep]
-            logits, state = self.model.step(nxt[keep] if len(keep) < B else nxt, state)
-        if main:
-            self.steps += 1
-            self.last_step_seconds = time.perf_counter() - t0
-            if self.metrics is not None:
-                self.metrics.step(B, len(ids), self.last_step_seconds, self.max_batch)
-        return rows, logits, state
+        return nxt, keep
 
     def _new_text(self, live: _Live, row: int, finish: str | None) -> str:
         """The text of ``row`` not yet emitted. A stop string is cut off (OpenAI's behaviour) and,

@@ -49,7 +49,7 @@ class _ChildEngine(Engine):
         self._pending += [(g.id, [(e.index, e.token_id, e.text, e.logprob, e.top_logprobs, e.finish_reason)
                                    for e in events]) for g, events in batch]
 
-    def _finish_group(self, live, reason) -> None:
+    def _finish_group(self, live, reason) -> None:  # a cancel or a failure: the web process learns now
         super()._finish_group(live, reason)
         self.flush()
 
@@ -79,23 +79,42 @@ class _ChildEngine(Engine):
 
 def child_main(spec: dict, cmd, out) -> None:
     """The child process: load the model, run the engine, obey commands until told to stop."""
+    import os
+
     try:
         import torch
 
         from ..hub import load_pretrained
-        from ..registry import DECODERS
 
         torch.set_grad_enabled(False)
         model, tokenizer, config = load_pretrained(spec["model_dir"], map_location=spec["device"])
         engine = _ChildEngine(model, tokenizer, max_batch=spec["max_batch"], bos_token_id=spec["bos_token_id"],
                               eos_token_id=spec["eos_token_id"], out=out)
-        engine.start()
     except Exception as exc:  # the parent reports it
         out.send(("error", f"{type(exc).__name__}: {exc}"))
         return
     out.send(("ready",))
-    decoders: dict[str, object] = {}
     device = next(model.parameters()).device
+    # where the loop runs decides torch's OpenMP behaviour: a second thread running parallel regions
+    # makes libgomp throttle its busy-waiting (robust when other processes want the CPUs, the usual
+    # case next to a web process and clients); the main thread alone busy-waits as generate does
+    # (faster on idle CPUs, far slower when they are oversubscribed). docs/serve.md, Performance.
+    if os.environ.get("LSTM_PIPELINE_SERVE_ENGINE_THREAD", "own") == "main":
+        threading.Thread(target=_obey, args=(engine, cmd, device), daemon=True, name="lstm-pipeline-serve-commands").start()
+        engine._loop()
+    else:
+        engine.start()
+        _obey(engine, cmd, device)
+        engine.stop()
+
+
+def _obey(engine: "_ChildEngine", cmd, device) -> None:
+    """The child's commands: submit, cancel, stop (or the parent gone)."""
+    import torch
+
+    from ..registry import DECODERS
+
+    decoders: dict[str, object] = {}
     while True:
         try:
             msg = cmd.recv()
@@ -117,7 +136,8 @@ def child_main(spec: dict, cmd, out) -> None:
                 engine.cancel(g)
         elif msg[0] == "stop":
             break
-    engine.stop()
+    engine._stop = True
+    engine._wake.set()
 
 
 class EngineProcess:
@@ -143,6 +163,12 @@ class EngineProcess:
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> "EngineProcess":
+        import os
+
+        where = os.environ.get("LSTM_PIPELINE_SERVE_ENGINE_THREAD", "own")
+        if where not in ("own", "main"):
+            raise ValueError(f"LSTM_PIPELINE_SERVE_ENGINE_THREAD must be 'own' (the engine loop in its own thread of "
+                             f"the engine process, the default) or 'main' (its main thread), got {where!r}")
         ctx = mp.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
         cmd_r, self._cmd = ctx.Pipe(duplex=False)
         self._out, out_w = ctx.Pipe(duplex=False)
@@ -211,43 +237,48 @@ class EngineProcess:
     def _read(self) -> None:
         while True:
             try:
-                msg = self._out.recv()
+                msgs = [self._out.recv()]
+                while len(msgs) < 256 and self._out.poll():  # this thread fell behind: all waiting steps in one hop
+                    msgs.append(self._out.recv())
             except (EOFError, OSError) as exc:
                 if self.proc is not None and self.proc.exitcode not in (0, None) or self.error is None:
                     self.error = self.error or RuntimeError(f"the engine process ended ({exc!r})")
                 self._fail_all()
                 return
-            if msg[0] != "step":
-                continue
-            _, items, stats = msg
             batch = []
             now = time.perf_counter()
+            stats = None
             with self._lock:
-                for gid, events in items:
-                    g = self.groups.get(gid)
-                    if g is None:
+                for msg in msgs:
+                    if msg[0] != "step":
                         continue
-                    evs = [RowEvent(*e) for e in events]
-                    if g.first_token_at is None:  # measured here: from the request reaching this process
-                        g.first_token_at = now
-                        if self.metrics is not None:
-                            self.metrics.first_token(now - g.submitted)
-                    done = sum(e.finish_reason is not None for e in evs)
-                    if done:
-                        self._left[gid] -= done
-                        if self._left[gid] <= 0:
-                            self._left.pop(gid, None)
-                            self.groups.pop(gid, None)
-                    batch.append((g, evs))
+                    _, items, stats = msg
+                    for gid, events in items:
+                        g = self.groups.get(gid)
+                        if g is None:
+                            continue
+                        evs = [RowEvent(*e) for e in events]
+                        if g.first_token_at is None:  # measured here: from the request reaching this process
+                            g.first_token_at = now
+                            if self.metrics is not None:
+                                self.metrics.first_token(now - g.submitted)
+                        done = sum(e.finish_reason is not None for e in evs)
+                        if done:
+                            self._left[gid] -= done
+                            if self._left[gid] <= 0:
+                                self._left.pop(gid, None)
+                                self.groups.pop(gid, None)
+                        batch.append((g, evs))
+                    if self.metrics is not None:
+                        for rows, tokens, seconds in stats["step"]:
+                            self.metrics.step(rows, tokens, seconds, self.max_batch)
                 # cancelled groups the child dropped without a final event (never admitted, or gone)
                 for gid in [gid for gid, g in self.groups.items() if g.cancelled]:
                     self.groups.pop(gid, None)
                     self._left.pop(gid, None)
-            self.steps, self._active = stats["steps"], stats["active"]
-            self.tokens_generated, self.peak_rows = stats["tokens"], stats["peak"]
-            if self.metrics is not None:
-                for rows, tokens, seconds in stats["step"]:
-                    self.metrics.step(rows, tokens, seconds, self.max_batch)
+            if stats is not None:
+                self.steps, self._active = stats["steps"], stats["active"]
+                self.tokens_generated, self.peak_rows = stats["tokens"], stats["peak"]
             if batch and self.deliver is not None:
                 try:
                     self.deliver(batch)
