@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..cells.base import RecurrentCell, State, step_linear
+from .init import INIT_SCHEMES, init_weights
 from .linear import linear, linear_cross_entropy
 from ..registry import CELLS
 from .dropout import Dropout, LockedDropout, drop_hidden_weights, embedding_dropout, hidden_weight_names
@@ -85,6 +86,7 @@ class RecurrentLM(nn.Module):
         ar_alpha: float = 0.0,         # activation regularisation: alpha * mean(dropped_out^2)
         tar_beta: float = 0.0,         # temporal AR: beta * mean((h_t - h_{t-1})^2)
         locked_dropout: bool = True,   # dropout_input/_hidden/_output: one mask per sequence, or plain
+        init: str = "torch",           # weight initialisation scheme (models/init.py): torch, word_language_model, awd_lstm, char_rnn, keras
     ):
         super().__init__()
         cell = dict(cell or {"name": "lstm"})
@@ -95,6 +97,8 @@ class RecurrentLM(nn.Module):
                         ("dropout_input", dropout_input), ("dropout_hidden", dropout_hidden),
                         ("dropout_output", dropout_output), ("weight_drop", weight_drop)):
             _check_p(name, p)
+        if init not in INIT_SCHEMES:
+            raise ValueError(f"model.init must be one of {', '.join(INIT_SCHEMES)}, not {init!r}")
         if ar_alpha < 0 or tar_beta < 0:
             raise ValueError(f"model.ar_alpha and model.tar_beta must be >= 0, not {ar_alpha}, {tar_beta}")
         self.vocab_size = vocab_size
@@ -144,6 +148,7 @@ class RecurrentLM(nn.Module):
         self.head = nn.Linear(head_in, vocab_size)
         if tie_weights:
             self.head.weight = self.embedding.weight
+        init_weights(self, init)
         self._register_load_state_dict_pre_hook(self._upgrade_keys)
 
     def _cells(self) -> list[RecurrentCell]:
