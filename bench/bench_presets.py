@@ -103,7 +103,7 @@ def evaluate(model, data: torch.Tensor, bptt: int) -> float:
         seq = min(bptt, data.size(0) - 1 - i)
         x, y = data[i:i + seq], data[i + 1:i + 1 + seq]
         logp, hidden = model(x, hidden)
-        total += F.nll_loss(logp.view(-1, logp.size(-1)), y.reshape(-1), reduction="sum").item()
+        total += F.nll_loss(logp.reshape(-1, logp.size(-1)), y.reshape(-1), reduction="sum").item()
         count += y.numel()
     return total / count
 
