@@ -34,7 +34,7 @@ def test_gpu_check_without_torch_says_so():
 def test_test_device_cuda_without_cuda_is_one_usage_line(tmp_path):
     """LSTM_PIPELINE_TEST_DEVICE=cuda on a machine without CUDA stops pytest at once, naming the variable."""
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           str(ROOT / "tests" / "unit" / "test_init_schemes.py"), "-k", "unknown"],
+                           str(ROOT / "tests" / "unit" / "test_presets_reference.py"), "-k", "unknown"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT,
                           env={**os.environ, "LSTM_PIPELINE_TEST_DEVICE": "cuda"})
     assert proc.returncode != 0

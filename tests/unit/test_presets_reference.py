@@ -18,11 +18,15 @@ from lstm_pipeline.models.lm import RecurrentLM
 VOCAB = 300
 
 
-def preset_model(preset: str, **override) -> RecurrentLM:
+def preset_config(preset: str):
     register_schemas()
     GlobalHydra.instance().clear()
     with initialize_config_module("lstm_pipeline.conf", version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={preset}"])
+        return compose("train", overrides=[f"experiment={preset}"])
+
+
+def preset_model(preset: str, **override) -> RecurrentLM:
+    cfg = preset_config(preset)
     model_cfg = {**OmegaConf.to_container(cfg.model), **override}
     torch.manual_seed(0)
     return RecurrentLM(VOCAB, **model_cfg)
@@ -95,3 +99,18 @@ def test_init_applies_to_per_layer_and_reference_cells():
 def test_unknown_scheme_is_one_line_naming_the_setting():
     with pytest.raises(ValueError, match=r"model\.init must be one of torch, word_language_model, awd_lstm"):
         RecurrentLM(VOCAB, init="xavier")
+
+
+def test_training_settings_follow_the_references():
+    """word_language_model: lr / 4 whenever validation is not below the best (no relative threshold);
+    char-rnn: gradient elements clamped to +-5 on the loss summed over its 50 steps = +-0.1 on our mean;
+    AWD-LSTM: jittered BPTT; Keras: no clipping, Adam epsilon 1e-7."""
+    wlm = preset_config("wlm_medium")
+    assert wlm.scheduler.factor == 0.25 and wlm.scheduler.patience == 0 and wlm.scheduler.threshold == 0.0
+    char = preset_config("char_rnn")
+    assert char.trainer.gradient_clip_algorithm == "value"
+    assert char.trainer.gradient_clip_val == pytest.approx(5.0 / char.batching.bptt)
+    for preset in ("awd_lstm_ptb", "awd_lstm_wt2"):
+        assert preset_config(preset).batching.variable_bptt is True
+    keras = preset_config("seed_keras")
+    assert keras.trainer.gradient_clip_val is None and keras.optim.eps == 1e-7
