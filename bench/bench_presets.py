@@ -387,14 +387,23 @@ def main() -> None:
     ap.add_argument("--awd-emb", type=int, default=100)
     ap.add_argument("--awd-hidden", type=int, default=300)
     ap.add_argument("--ours-override", nargs="*", default=[], help="extra overrides of the preset for ours")
+    ap.add_argument("--sides", nargs="+", default=["reference", "ours"], choices=["reference", "ours"],
+                    help="run only one side (the reference's figures do not depend on --ours-override)")
+    ap.add_argument("--ours-dropout", choices=["package", "bernoulli"], default="package",
+                    help="diagnostic: bernoulli makes the package's dropout masks F.dropout's (bernoulli_)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
+    if args.ours_dropout == "bernoulli":
+        import lstm_pipeline.models.dropout as package_dropout
+
+        package_dropout.dropout = lambda x, p, training=True: F.dropout(x, p, training)
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}; "
           f"{args.epochs} epochs, {args.seeds} seeds; word: {args.word_train} train / {args.word_score} scored tokens, "
           f"vocab {args.vocab}, wlm 2x{args.wlm_width}, awd {args.awd_emb}/{args.awd_hidden} batch 20; char: "
-          f"{args.char_train} train chars, last 10% scored; ours extra: {' '.join(args.ours_override) or '-'}", flush=True)
+          f"{args.char_train} train chars, last 10% scored; ours extra: {' '.join(args.ours_override) or '-'}"
+          f"{'; ours with bernoulli dropout masks' if args.ours_dropout == 'bernoulli' else ''}", flush=True)
     data = {}
     summary = []
     for preset in args.presets:
@@ -407,7 +416,7 @@ def main() -> None:
             sizes = preset_sizes(preset, args)
         runs = {"ours": [], "reference": []}
         for seed in range(args.seeds):
-            for side in ("reference", "ours"):
+            for side in args.sides:
                 t0 = time.perf_counter()
                 if side == "ours":
                     curve, steps = ours(preset, overrides + list(args.ours_override), train, score, vocab, args, seed)
@@ -418,6 +427,7 @@ def main() -> None:
                 print(f"{preset:13s} seed {seed} {side:9s} {steps:5d} steps {time.perf_counter() - t0:6.1f} s  "
                       f"{'ppl' if level == 'word' else 'nats'} per epoch {' / '.join(show)}  "
                       f"(load {os.getloadavg()[0]:.2f})", flush=True)
+        runs = {side: curves for side, curves in runs.items() if curves}
         final = {side: [c[-1] for c in curves] for side, curves in runs.items()}
         metric = (lambda v: math.exp(v)) if level == "word" else (lambda v: v)  # noqa: E731
         m = {s: statistics.mean(metric(v) for v in vals) for s, vals in final.items()}
@@ -427,10 +437,12 @@ def main() -> None:
         summary.append((preset, level, m, sd, per_epoch))
     print(f"\nmean over seeds, per epoch (load average {os.getloadavg()[0]:.2f}):")
     for preset, level, m, sd, per_epoch in summary:
-        for side in ("ours", "reference"):
+        for side in per_epoch:
             print(f"  {preset:13s} {side:9s} " + " / ".join(f"{v:.4g}" for v in per_epoch[side]))
     print()
     for preset, level, m, sd, per_epoch in summary:
+        if len(m) < 2:
+            continue
         unit = "ppl" if level == "word" else "nats"
         print(f"{preset} ours {m['ours']:.4g} reference {m['reference']:.4g} ratio {m['ours'] / m['reference']:.3f} "
               f"({unit}; sd ours {sd['ours']:.3g}, reference {sd['reference']:.3g})")
