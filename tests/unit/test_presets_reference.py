@@ -27,7 +27,7 @@ def preset_config(preset: str):
 
 def preset_model(preset: str, **override) -> RecurrentLM:
     cfg = preset_config(preset)
-    model_cfg = {**OmegaConf.to_container(cfg.model), **override}
+    model_cfg = {**OmegaConf.to_container(cfg.model, resolve=True), **override}
     torch.manual_seed(0)
     return RecurrentLM(VOCAB, **model_cfg)
 
@@ -114,3 +114,23 @@ def test_training_settings_follow_the_references():
         assert preset_config(preset).batching.variable_bptt is True
     keras = preset_config("seed_keras")
     assert keras.trainer.gradient_clip_val is None and keras.optim.eps == 1e-7
+
+
+@pytest.mark.parametrize("preset", ["awd_lstm_ptb", "awd_lstm_wt2"])
+def test_awd_presets_tie_as_awd_lstm_does(preset):
+    """awd-lstm-lm makes the last layer as wide as the embeddings and ties it to the output layer
+    directly (no projection): 1150, 1150, 400."""
+    model = preset_model(preset)
+    assert [c.hidden_size for c in model.layers] == [1150, 1150, 400]
+    assert model.proj is None and model.head.weight is model.embedding.weight
+    x = torch.randint(0, VOCAB, (2, 3))
+    logits, state = model.eval()(x)
+    assert logits.shape == (2, 3, VOCAB)
+    step_logits, _ = model.step(x[:, -1], state)
+    torch.testing.assert_close(step_logits, model(x[:, -1:], state)[0][:, 0], rtol=1e-4, atol=1e-4)
+
+
+def test_last_layer_size_needs_one_cell_per_layer():
+    with pytest.raises(ValueError, match=r"model\.last_layer_size needs one cell per layer, which model\.dropout_hidden > 0"):
+        RecurrentLM(VOCAB, num_layers=2, last_layer_size=16)
+    assert [c.hidden_size for c in RecurrentLM(VOCAB, num_layers=1, hidden_size=32, last_layer_size=16).layers] == [16]

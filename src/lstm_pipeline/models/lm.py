@@ -87,6 +87,7 @@ class RecurrentLM(nn.Module):
         tar_beta: float = 0.0,         # temporal AR: beta * mean((h_t - h_{t-1})^2)
         locked_dropout: bool = True,   # dropout_input/_hidden/_output: one mask per sequence, or plain
         init: str = "torch",           # weight initialisation scheme (models/init.py): torch, word_language_model, awd_lstm, char_rnn, keras
+        last_layer_size: int = 0,      # width of the last layer (0: hidden_size); AWD-LSTM ties by making it embedding_dim
     ):
         super().__init__()
         cell = dict(cell or {"name": "lstm"})
@@ -99,6 +100,11 @@ class RecurrentLM(nn.Module):
             _check_p(name, p)
         if init not in INIT_SCHEMES:
             raise ValueError(f"model.init must be one of {', '.join(INIT_SCHEMES)}, not {init!r}")
+        if last_layer_size < 0:
+            raise ValueError(f"model.last_layer_size must be >= 0 (0: hidden_size), not {last_layer_size}")
+        if last_layer_size and num_layers > 1 and not dropout_hidden > 0:
+            raise ValueError("model.last_layer_size needs one cell per layer, which model.dropout_hidden > 0 gives "
+                             "(the fused multi-layer cell has one width); set model.dropout_hidden or model.last_layer_size=0")
         if ar_alpha < 0 or tar_beta < 0:
             raise ValueError(f"model.ar_alpha and model.tar_beta must be >= 0, not {ar_alpha}, {tar_beta}")
         self.vocab_size = vocab_size
@@ -121,8 +127,10 @@ class RecurrentLM(nn.Module):
         # own one-layer cell. Consumers never look inside: they call forward / step / prefill.
         per_layer = dropout_hidden > 0 and num_layers > 1
         cells, size = [], in_size
-        for _ in range(num_layers if per_layer else 1):
-            cells.append(CELLS.build(cell, input_size=size, hidden_size=hidden_size,
+        n_cells = num_layers if per_layer else 1
+        for i in range(n_cells):
+            width = last_layer_size if last_layer_size and i == n_cells - 1 else hidden_size
+            cells.append(CELLS.build(cell, input_size=size, hidden_size=width,
                                      num_layers=1 if per_layer else num_layers, dropout=0.0 if per_layer else dropout))
             size = cells[-1].output_size
         self.layers = nn.ModuleList(cells)
