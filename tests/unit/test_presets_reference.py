@@ -110,10 +110,11 @@ def test_training_settings_follow_the_references():
     char = preset_config("char_rnn")
     assert char.trainer.gradient_clip_algorithm == "value"
     assert char.trainer.gradient_clip_val == pytest.approx(5.0 / char.batching.bptt)
+    assert char.optim.eps == pytest.approx(1e-8 / char.batching.bptt)  # RMSprop's epsilon, scaled alike
     for preset in ("awd_lstm_ptb", "awd_lstm_wt2"):
         assert preset_config(preset).batching.variable_bptt is True
     keras = preset_config("seed_keras")
-    assert keras.trainer.gradient_clip_val is None and keras.optim.eps == 1e-7
+    assert keras.trainer.gradient_clip_val is None
 
 
 @pytest.mark.parametrize("preset", ["awd_lstm_ptb", "awd_lstm_wt2"])
