@@ -10,10 +10,14 @@ Baseline ("bare loop"): step ``nn.LSTM`` with one time step at a time and sample
     python bench/bench_generate.py                 # everything, a few minutes
     python bench/bench_generate.py --threads 1     # pin torch's intra-op threads
     python bench/bench_generate.py --quick         # fewer tokens, skips the 10k-token memory run
+    python bench/bench_generate.py --device cuda --quick   # on a GPU (no int8 row: int8 is CPU-only)
 
 Goals (issue 5): batch 1 greedy and nucleus >= 400 tokens/s and >= 3x the bare loop; batch 64 nucleus
 >= 4000 tokens/s; beam search 5 beams x 8 prompts <= 1.3x the per-step time of sampling 40 rows;
-generating 10,000 tokens uses no more memory than generating 100.
+generating 10,000 tokens uses no more memory than generating 100. Issue 15: ``quantize=int8`` at batch 1
+(what ``from_pretrained(quantize="int8")`` / ``generate quantize=int8`` run) >= 3x the float ("eager")
+step speed of the library's own greedy decoding, perplexity within 1% of float's: the perplexity of
+both on the same 2,000 tokens (sampled from the float model at temperature 1), scored step by step.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ from lstm_pipeline.generation.strategies import Greedy, Nucleus, Sample
 from lstm_pipeline.models.lm import RecurrentLM
 
 VOCAB, HIDDEN, LAYERS = 10_000, 512, 2
+DEVICE = "cpu"  # --device
 
 
 def build_model(flat: bool) -> RecurrentLM:
@@ -43,7 +48,7 @@ def build_model(flat: bool) -> RecurrentLM:
             g = torch.Generator().manual_seed(0)
             model.head.weight.mul_(30.0)
             model.head.bias.copy_(-1.3 * torch.log(torch.arange(1.0, VOCAB + 1))[torch.randperm(VOCAB, generator=g)])
-    return model
+    return model.to(DEVICE)
 
 
 def prompts(batch: int, length: int = 8) -> list[list[int]]:
@@ -58,7 +63,7 @@ def bare_loop(model: RecurrentLM, batch: int, n: int) -> float:
     emb, head = model.embedding, model.head
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    out, state = lstm(emb(torch.tensor(prompts(batch))))
+    out, state = lstm(emb(torch.tensor(prompts(batch), device=DEVICE)))
     logits = head(out[:, -1])
     for _ in range(n):
         tok = torch.multinomial(torch.softmax(logits, -1), 1)  # (B, 1)
@@ -69,7 +74,9 @@ def bare_loop(model: RecurrentLM, batch: int, n: int) -> float:
 
 def ours(model, decoder, batch: int, n: int) -> float:
     t0 = time.perf_counter()
-    decoder.generate(model, prompts(batch), max_new_tokens=n, generator=torch.Generator().manual_seed(0))
+    decoder.generate(model, prompts(batch), max_new_tokens=n, generator=torch.Generator(DEVICE).manual_seed(0))
+    if DEVICE != "cpu":
+        torch.cuda.synchronize()
     return time.perf_counter() - t0
 
 
@@ -85,9 +92,43 @@ def best_interleaved(fns, repeats: int) -> list[float]:
 
 def nucleus_size(model, top_p=0.9) -> float:
     with torch.inference_mode():
-        logits, _ = model(torch.tensor(prompts(16, 32)))
+        logits, _ = model(torch.tensor(prompts(16, 32), device=DEVICE))
         p = logits.reshape(-1, VOCAB).softmax(-1).sort(-1, descending=True).values
         return float(((p.cumsum(-1) - p) < top_p).sum(-1).float().mean())
+
+
+def int8_model(flat: bool) -> RecurrentLM:
+    """The same model through the path ``from_pretrained(quantize="int8")`` takes (hub.quantize_model)."""
+    from lstm_pipeline.hub import quantize_model
+
+    return quantize_model(build_model(flat), "int8")
+
+
+@torch.inference_mode()
+def step_perplexity(model: RecurrentLM, tokens: list[int]) -> float:
+    """exp(mean NLL) of ``tokens[1:]`` given the ones before, one ``step`` per token (the decoding path)."""
+    state, nll = None, 0.0
+    for a, b in zip(tokens[:-1], tokens[1:]):
+        logits, state = model.step(torch.tensor([a]), state)
+        nll -= torch.log_softmax(logits.float(), -1)[0, b].item()
+    return float(torch.exp(torch.tensor(nll / (len(tokens) - 1))))
+
+
+def int8_rows(model, args, n1, R, report, base1) -> None:
+    """The int8 rows: greedy at batch 1, float and quantize=int8 in turns; the perplexity change."""
+    qmodel = int8_model(args.flat)
+    print(f"int8 (from_pretrained(quantize='int8') / generate quantize=int8), batch 1, {n1} tokens "
+          f"(best of {R}, in turns with float):")
+    t_float, t_int8 = best_interleaved([lambda: ours(model, Greedy(), 1, n1),
+                                        lambda: ours(qmodel, Greedy(), 1, n1)], R)
+    eager = report("greedy, float (eager)", n1, t_float, base1)
+    rate8 = report("greedy, quantize=int8", n1, t_int8, base1)
+    sample = Sample().generate(model, prompts(1), max_new_tokens=2000, generator=torch.Generator().manual_seed(2))
+    text = prompts(1)[0] + list(sample.sequences[0])
+    ppl_f, ppl_q = step_perplexity(model, text), step_perplexity(qmodel, text)
+    change = 100 * (ppl_q / ppl_f - 1)
+    print(f"  int8 vs float: {rate8 / eager:.2f}x the eager step speed (goal >= 3x); perplexity on {len(text) - 1} "
+          f"sampled tokens {ppl_f:.3f} -> {ppl_q:.3f} ({change:+.2f}%, goal within 1%)", flush=True)
 
 
 def memory_child(n: int, flat: bool) -> None:
@@ -112,8 +153,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="runs per measurement; the best is reported")
     ap.add_argument("--flat", action="store_true", help="keep the near-uniform random output layer")
     ap.add_argument("--quick", action="store_true", help="fewer tokens; skip the 10,000-token memory run")
+    ap.add_argument("--int8-only", action="store_true", help="only the int8 rows (with the float greedy they compare to)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the int8 row and the memory run are CPU-only)")
     ap.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = args.device
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_child is not None:
@@ -135,6 +180,9 @@ def main() -> None:
         return rate
 
     R = args.repeats
+    if args.int8_only:
+        base1 = report("bare loop (nn.LSTM T=1 + multinomial)", n1, min(bare_loop(model, 1, n1) for _ in range(R)))
+        return int8_rows(model, args, n1, R, report, base1)
     print(f"batch 1, {n1} tokens (best of {R}, the three runners in turns):")
     t_bare, t_greedy, t_nucleus = best_interleaved([lambda: bare_loop(model, 1, n1),
                                                      lambda: ours(model, Greedy(), 1, n1),
@@ -155,7 +203,10 @@ def main() -> None:
     print(f"  per step: beam {1e3 * t_beam / n64:.2f} ms, sampling 40 rows {1e3 * t_samp / n64:.2f} ms, "
           f"ratio {t_beam / t_samp:.2f} (goal <= 1.3)", flush=True)
 
-    if not args.quick:
+    if DEVICE == "cpu":
+        int8_rows(model, args, n1, R, report, base1)
+
+    if not args.quick and DEVICE == "cpu":
         print("memory (peak RSS growth while generating, batch 1 greedy, separate processes):")
         extra = ["--threads", str(args.threads)] if args.threads else []
         extra += ["--flat"] if args.flat else []

@@ -20,6 +20,7 @@ this same run. Usage::
     python bench/bench_train.py --bf16               # also the pipeline under trainer.precision=bf16-mixed
     python bench/bench_train.py --levels word_wt2 --adaptive           # + model.output=adaptive
     python bench/bench_train.py --levels word_wt2 --quality 120        # test perplexity after 120 s each
+    python bench/bench_train.py --device cuda        # on a GPU (both runners; bench/gpu_check.sh uses it)
 
 ``--bf16`` adds a third runner, ``pipeline_bf16``: the same pipeline with Lightning's ``bf16-mixed``
 precision (autocast to bfloat16 on the CPU). Its numbers differ from the float32 runners', so it is
@@ -86,20 +87,24 @@ def train_flops_per_token(cfg: dict, vocab: int) -> float:
     return 3.0 * (lstm + 2 * h * vocab)
 
 
-def matmul_gflops(n: int = 1024, reps: int = 10) -> float:
+def matmul_gflops(n: int = 1024, reps: int = 10, device: str = "cpu") -> float:
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     for _ in range(2):
         a @ b
+    if device != "cpu":
+        torch.cuda.synchronize()
     t = time.perf_counter()
     for _ in range(reps):
         a @ b
+    if device != "cpu":
+        torch.cuda.synchronize()
     return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
 
 
 # -- workers ------------------------------------------------------------------------------------
-def bare_worker(level: str, steps: int, warmup: int) -> dict:
+def bare_worker(level: str, steps: int, warmup: int, device: str = "cpu") -> dict:
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -123,8 +128,8 @@ def bare_worker(level: str, steps: int, warmup: int) -> dict:
             logits = self.decoder(self.drop(out)).view(-1, vocab)
             return F.log_softmax(logits, dim=1), hidden
 
-    model = Model().train()
-    data = torch.from_numpy(ids)
+    model = Model().train().to(device)
+    data = torch.from_numpy(ids).to(device)
     nbatch = data.size(0) // cfg["batch"]
     data = data[: nbatch * cfg["batch"]].view(cfg["batch"], -1).t().contiguous()  # (N, B)
     hidden = None
@@ -151,7 +156,7 @@ def bare_worker(level: str, steps: int, warmup: int) -> dict:
 
 
 def pipeline_worker(level: str, steps: int, warmup: int, precision: str = "32-true", output: str = "full",
-                    budget_s: float = 0.0, score_tokens: int = 0) -> dict:
+                    budget_s: float = 0.0, score_tokens: int = 0, device: str = "cpu") -> dict:
     """``budget_s`` > 0: train for that many seconds (from the first batch), then score test.txt."""
     from lstm_pipeline.training.malloc import tune_malloc
 
@@ -193,7 +198,8 @@ def pipeline_worker(level: str, steps: int, warmup: int, precision: str = "32-tr
             if budget_s and sum(t for t, _ in times) >= budget_s:
                 trainer.should_stop = True
 
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=10 ** 9 if budget_s else warmup + steps,
+    trainer = L.Trainer(accelerator="cpu" if device == "cpu" else "gpu", devices=1,
+                        max_steps=10 ** 9 if budget_s else warmup + steps,
                         max_epochs=10 ** 6 if budget_s else None, limit_val_batches=0, precision=precision,
                         num_sanity_val_steps=0, gradient_clip_val=cfg["clip"], logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -210,8 +216,11 @@ def pipeline_worker(level: str, steps: int, warmup: int, precision: str = "32-tr
 
 
 RUNNERS = {"bare": bare_worker, "pipeline": pipeline_worker,
-           "pipeline_bf16": lambda level, steps, warmup: pipeline_worker(level, steps, warmup, "bf16-mixed"),
-           "pipeline_adaptive": lambda level, steps, warmup: pipeline_worker(level, steps, warmup, output="adaptive")}
+           "pipeline_bf16": lambda level, steps, warmup, device="cpu": pipeline_worker(level, steps, warmup, "bf16-mixed",
+                                                                                        device=device),
+           "pipeline_adaptive": lambda level, steps, warmup, device="cpu": pipeline_worker(level, steps, warmup,
+                                                                                            output="adaptive",
+                                                                                            device=device)}
 
 
 def _summary(times, cfg, vocab) -> dict:
@@ -235,15 +244,16 @@ def main() -> None:
     ap.add_argument("--quality", type=float, default=0.0, metavar="SECONDS",
                     help="instead: train full and adaptive softmax SECONDS each, then score test.txt (perplexity)")
     ap.add_argument("--score-tokens", type=int, default=30000, help="--quality: words of test.txt scored")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (both runners run there)")
     ap.add_argument("--worker", choices=list(RUNNERS), help=argparse.SUPPRESS)
     ap.add_argument("--level", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         if args.quality:
             out = pipeline_worker(args.level, 0, 0, output="adaptive" if args.worker == "pipeline_adaptive" else "full",
-                                  budget_s=args.quality, score_tokens=args.score_tokens)
+                                  budget_s=args.quality, score_tokens=args.score_tokens, device=args.device)
         else:
-            out = RUNNERS[args.worker](args.level, args.steps, args.warmup)
+            out = RUNNERS[args.worker](args.level, args.steps, args.warmup, device=args.device)
         print("RESULT " + json.dumps(out), flush=True)
         return
     if args.quality:
@@ -251,14 +261,14 @@ def main() -> None:
     import torch
 
     runners = ["bare", "pipeline"] + (["pipeline_bf16"] if args.bf16 else []) + (["pipeline_adaptive"] if args.adaptive else [])
-    peak = matmul_gflops()
+    peak = matmul_gflops(device=args.device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; float32 matmul 1024^3: {peak:.1f} GFLOP/s")
     for level in args.levels:
         res: dict[str, dict] = {}
         for rnd in range(args.rounds):  # bare, pipeline, bare, pipeline, ...: drift hits both alike
             for worker in runners:
                 out = subprocess.run([sys.executable, __file__, "--worker", worker, "--level", level,
-                                      "--steps", str(args.steps), "--warmup", str(args.warmup)],
+                                      "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device],
                                      capture_output=True, text=True, check=True).stdout
                 r = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:])
                 print(f"  round {rnd + 1} {level:<8} {worker:<17} {r['tokens_per_sec']:>8.0f} tokens/s (median step), "
@@ -273,7 +283,7 @@ def main() -> None:
             print(f"{level:<8} {worker:<17} {r['tokens_per_sec']:>10.0f} {flops[0]:>8} "
                   f"{flops[1]:>9} {r['tokens_per_sec'] / res['bare']['tokens_per_sec']:>7.2f}x")
         print(f"{level:<6} vocab {res['bare']['vocab']}, {LEVELS[level]}")
-    peak2 = matmul_gflops()
+    peak2 = matmul_gflops(device=args.device)
     print(f"float32 matmul again at the end: {peak2:.1f} GFLOP/s (load drift check)")
 
 

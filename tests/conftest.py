@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,37 @@ def tiny_run(tmp_path_factory, tiny_corpus) -> Path:
     run_dir = work / "run"
     run_cli("train", "data=text", f"data.path={tiny_corpus}", *TINY, f"hydra.run.dir={run_dir}", cwd=work)
     return run_dir
+
+
+# -- the device the in-process tests build their tensors and models on ---------------------------------
+#: LSTM_PIPELINE_TEST_DEVICE=cuda (or cuda:N) makes torch's default device that one for the whole test
+#: process (torch.set_default_device), so the model, decoding and export tests run there unchanged;
+#: tests that need a device explicitly take the ``device`` fixture. CLI subprocesses are not affected.
+TEST_DEVICE = os.environ.get("LSTM_PIPELINE_TEST_DEVICE", "cpu")
+
+
+def pytest_configure(config):
+    if TEST_DEVICE == "cpu":
+        return
+    import torch
+
+    try:
+        dev = torch.device(TEST_DEVICE)
+    except RuntimeError:
+        raise pytest.UsageError(f"LSTM_PIPELINE_TEST_DEVICE={TEST_DEVICE} is not a device: use cpu, cuda or cuda:<index>")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError(f"LSTM_PIPELINE_TEST_DEVICE={TEST_DEVICE} but torch.cuda.is_available() is False "
+                                f"(torch {torch.__version__}): unset it to test on the CPU")
+    torch.set_default_device(dev)
+
+
+def pytest_report_header(config):
+    return f"lstm_pipeline test device: {TEST_DEVICE} (LSTM_PIPELINE_TEST_DEVICE)"
+
+
+@pytest.fixture(scope="session")
+def device():
+    """The torch.device the tests run on (LSTM_PIPELINE_TEST_DEVICE, default cpu)."""
+    import torch
+
+    return torch.device(TEST_DEVICE)

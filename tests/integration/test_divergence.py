@@ -94,7 +94,7 @@ def test_switching_a_presets_optimizer_drops_its_settings():
     assert dict(compose_train(["experiment=awd_lstm_ptb"]).optim) == {
         "_target_": "lstm_pipeline.training.ntasgd.NTASGD", "lr": 30.0, "weight_decay": 1.2e-6, "nonmono": 5}
     assert dict(compose_train(["experiment=char_rnn"]).optim) == {"_target_": "torch.optim.RMSprop", "lr": 0.002,
-                                                                  "alpha": 0.95}
+                                                                  "alpha": 0.95, "eps": 2e-10}
 
 
 def test_a_leftover_optimizer_setting_is_named_before_the_data_is_prepared(tmp_path):

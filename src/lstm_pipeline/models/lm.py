@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..cells.base import RecurrentCell, State, step_linear
+from .init import INIT_SCHEMES, init_weights
 from .linear import linear, linear_cross_entropy
 from ..registry import CELLS
 from .dropout import Dropout, LockedDropout, drop_hidden_weights, embedding_dropout, hidden_weight_names
@@ -134,6 +135,8 @@ class RecurrentLM(nn.Module):
         adaptive_cutoffs: list[int] | None = None,  # output=adaptive: frequency ranks where clusters start; None: 6% and 30% of the vocabulary
         adaptive_div_value: float = 4.0,  # output=adaptive: cluster i's projection is hidden / div_value^(i+1) wide
         adaptive_head_bias: bool = False,  # output=adaptive: a bias in the head (shortlist + one entry per cluster)
+        init: str = "torch",           # weight initialisation scheme (models/init.py): torch, word_language_model, awd_lstm, char_rnn, keras
+        last_layer_size: int = 0,      # width of the last layer (0: hidden_size); AWD-LSTM ties by making it embedding_dim
     ):
         super().__init__()
         cell = dict(cell or {"name": "lstm"})
@@ -144,6 +147,13 @@ class RecurrentLM(nn.Module):
                         ("dropout_input", dropout_input), ("dropout_hidden", dropout_hidden),
                         ("dropout_output", dropout_output), ("weight_drop", weight_drop)):
             _check_p(name, p)
+        if init not in INIT_SCHEMES:
+            raise ValueError(f"model.init must be one of {', '.join(INIT_SCHEMES)}, not {init!r}")
+        if last_layer_size < 0:
+            raise ValueError(f"model.last_layer_size must be >= 0 (0: hidden_size), not {last_layer_size}")
+        if last_layer_size and num_layers > 1 and not dropout_hidden > 0:
+            raise ValueError("model.last_layer_size needs one cell per layer, which model.dropout_hidden > 0 gives "
+                             "(the fused multi-layer cell has one width); set model.dropout_hidden or model.last_layer_size=0")
         if ar_alpha < 0 or tar_beta < 0:
             raise ValueError(f"model.ar_alpha and model.tar_beta must be >= 0, not {ar_alpha}, {tar_beta}")
         self.vocab_size = vocab_size
@@ -166,8 +176,10 @@ class RecurrentLM(nn.Module):
         # own one-layer cell. Consumers never look inside: they call forward / step / prefill.
         per_layer = dropout_hidden > 0 and num_layers > 1
         cells, size = [], in_size
-        for _ in range(num_layers if per_layer else 1):
-            cells.append(CELLS.build(cell, input_size=size, hidden_size=hidden_size,
+        n_cells = num_layers if per_layer else 1
+        for i in range(n_cells):
+            width = last_layer_size if last_layer_size and i == n_cells - 1 else hidden_size
+            cells.append(CELLS.build(cell, input_size=size, hidden_size=width,
                                      num_layers=1 if per_layer else num_layers, dropout=0.0 if per_layer else dropout))
             size = cells[-1].output_size
         self.layers = nn.ModuleList(cells)
@@ -209,6 +221,7 @@ class RecurrentLM(nn.Module):
             self.head = nn.Linear(head_in, vocab_size)
         if tie_weights:
             self.head.weight = self.embedding.weight
+        init_weights(self, init)
         self._register_load_state_dict_pre_hook(self._upgrade_keys)
 
     def _cells(self) -> list[RecurrentCell]:
