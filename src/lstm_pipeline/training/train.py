@@ -189,6 +189,22 @@ def build_logger(node):
 RUN_OUTPUTS = ("checkpoints", "model", "logs", "tokenizer.json")
 
 
+def trainer_arguments(cfg: DictConfig, announce: bool = True) -> dict:
+    """``cfg.trainer`` as ``lightning.Trainer`` arguments: ``budget`` becomes ``max_time`` (in seconds)
+    and ``precision: auto`` the precision this device computes best in (its reason logged once when
+    ``announce``)."""
+    from .budget import auto_precision, parse_budget
+
+    args = dict(to_dict(cfg.trainer))
+    if cfg.get("budget") is not None:
+        args["max_time"] = {"seconds": parse_budget(cfg.budget)}
+    if args.get("precision") == "auto":
+        args["precision"], reason = auto_precision(args.get("accelerator"))
+        if announce:
+            log.info("precision %s (trainer.precision=auto): %s", args["precision"], reason)
+    return args
+
+
 def check_model_matches(task: L.LightningModule, ckpt_state: dict, ckpt: Path) -> None:
     """A resume whose model settings differ from the checkpoint's: one line naming the first differing
     weight, before Lightning fails with a traceback half-way through restoring."""
@@ -290,7 +306,7 @@ def _train(cfg: DictConfig, run_dir: Path, ckpt: Path | None, holder: dict, reco
     callbacks += dm.callbacks()  # e.g. the learning-rate scaling of variable-length BPTT
     if record is not None:
         callbacks.append(record)
-    trainer = L.Trainer(**to_dict(cfg.trainer), default_root_dir=str(run_dir), callbacks=callbacks, logger=logger,
+    trainer = L.Trainer(**trainer_arguments(cfg, announce=is_rank_zero), default_root_dir=str(run_dir), callbacks=callbacks, logger=logger,
                         plugins=[AtomicCheckpointIO()], use_distributed_sampler=False)
     trainer.fit(task, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
 
