@@ -245,6 +245,17 @@ def _quote_free_text(args: list[str]) -> list[str]:
     return out
 
 
+#: groups with a ``none`` option: ``group=null`` means it (Hydra refuses null for a group that a preset,
+#: such as the default recipe conf/experiment/default.yaml, overrides in its defaults list)
+_NONE_OPTIONS = ("scheduler", "callbacks")
+
+
+def _null_groups(args: list[str]) -> list[str]:
+    """``scheduler=null`` -> ``scheduler=none`` (see :data:`_NONE_OPTIONS`)."""
+    return [f"{a.partition('=')[0]}=none" if a.partition("=")[0] in _NONE_OPTIONS
+            and a.partition("=")[2] in ("null", "~") else a for a in args]
+
+
 def _trainer_overrides(args: list[str]) -> list[str]:
     """``trainer.X=v`` for any ``lightning.Trainer`` argument X, whether or not the trainer file sets
     it: passed to Hydra as ``++trainer.X=v`` (add or override). Names that are not Trainer arguments
@@ -455,7 +466,7 @@ def _main(argv: list[str] | None = None) -> int | None:
         _check_component_choices(rest)
         if command == "train":
             # ckpt_path missing, or not a checkpoint, or a refused overrides.yaml: before any directory is made
-            rest = _resume_overrides(_trainer_overrides(rest))
+            rest = _null_groups(_resume_overrides(_trainer_overrides(_null_groups(rest))))
             _check_component_choices(rest)  # the resumed run's own choices (model/cell=<plugin>) too
     except USER_ERRORS as exc:
         print(f"lstm-pipeline {command}: error: {exc}", file=sys.stderr)

@@ -248,6 +248,9 @@ class LanguageModelTask(L.LightningModule):
                     and not str(k).startswith("_")}
         for conf in self.trainer.lr_scheduler_configs:
             sched = conf.scheduler
+            if hasattr(sched, "refresh"):  # reads the run's progress (budgeted schedules): recomputed from it
+                sched.refresh()
+                continue
             changed = {k: (getattr(sched, k), v) for k, v in settings.items()
                        if hasattr(sched, k) and isinstance(getattr(sched, k), (int, float)) and getattr(sched, k) != v}
             if not changed:

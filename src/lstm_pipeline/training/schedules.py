@@ -75,5 +75,13 @@ class WarmupCosineTime(LRScheduler):
         f = self.factor(self.last_progress)
         return [base * f for base in self.base_lrs]
 
+    def refresh(self) -> None:
+        """Set the learning rate for the run's progress now: a resumed run whose limit changed (a longer
+        budget, more steps) goes on from where the new horizon puts it, not from the restored lr."""
+        lrs = self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        self._last_lr = list(lrs)
+
     def state_dict(self) -> dict:
         return {k: v for k, v in super().state_dict().items() if k != "_progress"}
