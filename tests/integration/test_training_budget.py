@@ -15,7 +15,7 @@ from lstm_pipeline.training.train import train
 from helpers import TINY
 
 BUDGET = ["trainer.max_steps=-1", "scheduler=warmup_cosine_time", "trainer.val_check_interval=100000",
-          "trainer.precision=32-true"]
+          "trainer.precision=auto"]
 TOLERANCE_S = 2.5  # one step and the final validation of a tiny model, on a loaded machine
 
 
@@ -91,3 +91,20 @@ def test_bad_budget_is_one_line(tmp_path, tiny_corpus):
         run(tmp_path / "bad", tiny_corpus, "budget=2 minutes")
     with pytest.raises(ConfigError, match="both limit the training time"):
         run(tmp_path / "both", tiny_corpus, "budget=2m", "+trainer.max_time=00:00:01:00")
+
+
+def test_precision_auto_is_resolved_and_said_once(caplog, tiny_corpus, tmp_path):
+    import logging
+
+    from lstm_pipeline.training.budget import cpu_has_native_bf16
+    from lstm_pipeline.training.train import trainer_arguments
+
+    cfg = compose_train(["data=text", f"data.path={tiny_corpus}", f"run_dir={tmp_path}", "budget=90s"])
+    assert cfg.trainer.precision == "auto"  # the default recipe's
+    with caplog.at_level(logging.INFO, logger="lstm_pipeline.training.train"):
+        args = trainer_arguments(cfg)
+        trainer_arguments(cfg, announce=False)  # the other ranks of a DDP run: silent
+    expected = "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+    assert args["precision"] == expected and args["max_time"] == {"seconds": 90.0}
+    said = [r.getMessage() for r in caplog.records if "trainer.precision=auto" in r.getMessage()]
+    assert len(said) == 1 and expected in said[0], said
