@@ -247,7 +247,7 @@ def _quote_free_text(args: list[str]) -> list[str]:
 
 #: groups with a ``none`` option: ``group=null`` means it (Hydra refuses null for a group that a preset,
 #: such as the default recipe conf/experiment/default.yaml, overrides in its defaults list)
-_NONE_OPTIONS = ("scheduler", "callbacks")
+_NONE_OPTIONS = ("scheduler", "callbacks", "experiment")
 
 
 def _null_groups(args: list[str]) -> list[str]:
