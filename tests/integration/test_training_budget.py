@@ -108,3 +108,17 @@ def test_precision_auto_is_resolved_and_said_once(caplog, tiny_corpus, tmp_path)
     assert args["precision"] == expected and args["max_time"] == {"seconds": 90.0}
     said = [r.getMessage() for r in caplog.records if "trainer.precision=auto" in r.getMessage()]
     assert len(said) == 1 and expected in said[0], said
+
+
+def test_a_step_limit_wins_over_the_budget(caplog, tiny_corpus, tmp_path):
+    """trainer.max_steps=N asks for N steps: the default recipe's 2-minute budget does not cut them short."""
+    import logging
+
+    from lstm_pipeline.training.train import trainer_arguments
+
+    cfg = compose_train(["data=text", f"data.path={tiny_corpus}", f"run_dir={tmp_path}", "trainer.max_steps=2000"])
+    assert cfg.budget == "2m"
+    with caplog.at_level(logging.INFO, logger="lstm_pipeline.training.train"):
+        args = trainer_arguments(cfg)
+    assert "max_time" not in args and args["max_steps"] == 2000
+    assert any("budget=2m not applied: trainer.max_steps=2000" in r.getMessage() for r in caplog.records)

@@ -191,13 +191,20 @@ RUN_OUTPUTS = ("checkpoints", "model", "logs", "tokenizer.json")
 
 def trainer_arguments(cfg: DictConfig, announce: bool = True) -> dict:
     """``cfg.trainer`` as ``lightning.Trainer`` arguments: ``budget`` becomes ``max_time`` (in seconds)
-    and ``precision: auto`` the precision this device computes best in (its reason logged once when
-    ``announce``)."""
+    for a run without a step limit (``trainer.max_steps=N`` asks for N steps: the budget, the default
+    recipe's included, then does not cut it short, and the log says so), and ``precision: auto`` the
+    precision this device computes best in (its reason logged once when ``announce``)."""
     from .budget import auto_precision, parse_budget
 
     args = dict(to_dict(cfg.trainer))
     if cfg.get("budget") is not None:
-        args["max_time"] = {"seconds": parse_budget(cfg.budget)}
+        steps = args.get("max_steps")
+        if steps is not None and steps > 0:
+            if announce:
+                log.info("budget=%s not applied: trainer.max_steps=%d bounds this run (add trainer.max_steps=-1 to "
+                         "train for the budget, or trainer.max_time=... for both limits)", cfg.budget, steps)
+        else:
+            args["max_time"] = {"seconds": parse_budget(cfg.budget)}
     if args.get("precision") == "auto":
         args["precision"], reason = auto_precision(args.get("accelerator"))
         if announce:
