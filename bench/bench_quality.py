@@ -78,7 +78,9 @@ def score(forward, corpus) -> dict:
 
 
 # -- workers ------------------------------------------------------------------------------------
-def bare_worker(budget: float) -> dict:
+def bare_worker(budget: float, max_steps: int = 0) -> dict:
+    """Train the bare loop for ``budget`` seconds (or, with ``max_steps`` > 0, for that many steps, the
+    cosine then over the steps: a load-independent stand-in for a quiet machine's budget) and score it."""
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -109,10 +111,11 @@ def bare_worker(budget: float) -> dict:
     start = time.monotonic()
     while True:
         elapsed = time.monotonic() - start
-        if elapsed >= budget:
+        progress = steps / max_steps if max_steps > 0 else elapsed / budget
+        if progress >= 1.0:
             break
-        for g in opt.param_groups:  # cosine over the wall time
-            g["lr"] = cfg["lr"] * 0.5 * (1 + math.cos(math.pi * min(elapsed / budget, 1.0)))
+        for g in opt.param_groups:  # cosine over the wall time (or the steps)
+            g["lr"] = cfg["lr"] * 0.5 * (1 + math.cos(math.pi * progress))
         if pos + cfg["bptt"] > n:
             pos, state = 0, None  # a new epoch
         x, y = xs[:, pos:pos + cfg["bptt"]], ys[:, pos:pos + cfg["bptt"]]
@@ -157,8 +160,9 @@ def pipeline_worker(budget: float, overrides: list[str]) -> dict:
                 "threads": torch.get_num_threads(), **score(model.float().eval(), corpus())}
 
 
-def run_worker(name: str, budget: float, overrides: list[str]) -> dict:
-    cmd = [sys.executable, __file__, "--worker", "bare" if name == "bare" else "pipeline", "--budget", str(budget)]
+def run_worker(name: str, budget: float, overrides: list[str], bare_steps: int = 0) -> dict:
+    cmd = [sys.executable, __file__, "--worker", "bare" if name == "bare" else "pipeline", "--budget", str(budget),
+           "--bare-steps", str(bare_steps)]
     if name != "bare":
         cmd += ["--worker-overrides", json.dumps(overrides)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -181,11 +185,13 @@ def main() -> None:
     ap.add_argument("--overrides", default="", help="Hydra overrides added to the pipeline runner")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDES",
                     help="another pipeline runner: the default with these overrides (repeatable)")
+    ap.add_argument("--bare-steps", type=int, default=0,
+                    help="train the bare loop for this many steps instead of the budget (cosine over the steps)")
     ap.add_argument("--worker", choices=["bare", "pipeline"], help=argparse.SUPPRESS)
     ap.add_argument("--worker-overrides", default="[]", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        result = bare_worker(args.budget) if args.worker == "bare" else \
+        result = bare_worker(args.budget, args.bare_steps) if args.worker == "bare" else \
             pipeline_worker(args.budget, json.loads(args.worker_overrides))
         print("RESULT " + json.dumps(result), flush=True)
         return
@@ -197,7 +203,7 @@ def main() -> None:
           f"(validation + test); load average {load_average()}", flush=True)
     results = {}
     for name, overrides in runners:
-        r = results[name] = run_worker(name, args.budget, overrides)
+        r = results[name] = run_worker(name, args.budget, overrides, args.bare_steps)
         extra = f", {r['precision']}, {r['model']}" if "precision" in r else f", {BARE}"
         print(f"  {name:<10} {r['steps']:>6} steps in {r['train_s']:6.1f} s, {r['threads']} threads{extra}: "
               f"validation {r['validation']:.4f}, test {r['test']:.4f}, held-out {r['loss']:.4f} nats  "

@@ -76,6 +76,7 @@ _WARNINGS = (
     r".*dataloader.* is not resumable",                   # the datamodule restores its own position
     r".*The number of training batches \(.*\) is smaller than the logging interval",
     r".*torch\.distributed\.nn\.functional\.all_gather is deprecated",  # inside Lightning's all_gather (DDP)
+    r".*Precision bf16-mixed is not supported by the model summary",  # only its size estimate (trainer.precision=auto)
 )
 
 
