@@ -154,7 +154,8 @@ def pipeline_worker(budget: float, overrides: list[str]) -> dict:
         log = (run_dir / "train.log").read_text()
         precision = next((line.split("precision ", 1)[1].split(" ", 1)[0] for line in log.splitlines()
                           if "(trainer.precision=auto)" in line), None)
-        return {"steps": ckpt["global_step"], "train_s": ckpt["callbacks"]["Timer"]["time_elapsed"]["train"],
+        timer = (ckpt.get("callbacks") or {}).get("Timer")  # none in a step-bounded run (trainer.max_steps=N)
+        return {"steps": ckpt["global_step"], "train_s": timer["time_elapsed"]["train"] if timer else wall,
                 "wall_s": wall, "precision": precision, "model": {k: config["model"][k] for k in
                                                                    ("hidden_size", "num_layers", "embedding_dim")},
                 "threads": torch.get_num_threads(), **score(model.float().eval(), corpus())}
