@@ -15,7 +15,7 @@ from lstm_pipeline.training.train import train
 from helpers import TINY
 
 BUDGET = ["trainer.max_steps=-1", "scheduler=warmup_cosine_time", "trainer.val_check_interval=100000",
-          "trainer.precision=auto"]
+          "trainer.precision=auto", "optim.lr=0.003"]
 TOLERANCE_S = 2.5  # one step and the final validation of a tiny model, on a loaded machine
 
 
