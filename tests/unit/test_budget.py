@@ -47,3 +47,25 @@ def test_auto_precision_follows_the_cpu():
     assert precision == ("bf16-mixed" if cpu_has_native_bf16() else "32-true")
     assert reason
     assert auto_precision("mps")[0] == "32-true"
+
+
+@pytest.mark.parametrize("cell", ["rnn", "layernorm_lstm", "lstm_cell", "gru_cell", "peephole_lstm", "cifg_lstm",
+                                  "min_gru", "lstm", "gru"])
+def test_every_cell_trains_under_bf16_autocast(cell):
+    """trainer.precision=auto picks bf16-mixed on this kind of CPU: every built-in cell's backward runs
+    under autocast (the custom cells' recurrent-weight GEMM mixed float32 and bfloat16 and failed)."""
+    from lstm_pipeline.models.lm import RecurrentLM
+
+    torch.manual_seed(0)
+    model = RecurrentLM(11, cell={"name": cell}, embedding_dim=8, hidden_size=8, num_layers=2, dropout=0.0)
+    x = torch.randint(0, 11, (2, 5))
+    state = None
+    for _ in range(2):  # the second window starts from the carried state, as training does
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # as Lightning's bf16-mixed runs training_step
+            features, state, _ = model.features_train(x, state)
+            loss, _, _ = model.head_loss(features, x)
+        model.zero_grad()
+        loss.backward()
+        state = tuple(s.detach() for s in state)
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.dtype == p.dtype and torch.isfinite(p.grad).all(), name
