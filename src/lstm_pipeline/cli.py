@@ -76,6 +76,7 @@ _WARNINGS = (
     r".*dataloader.* is not resumable",                   # the datamodule restores its own position
     r".*The number of training batches \(.*\) is smaller than the logging interval",
     r".*torch\.distributed\.nn\.functional\.all_gather is deprecated",  # inside Lightning's all_gather (DDP)
+    r".*Precision bf16-mixed is not supported by the model summary",  # only its size estimate (trainer.precision=auto)
 )
 
 
@@ -299,6 +300,17 @@ def _check_overrides_parse(args: list[str]) -> None:
         key, _, value = a.partition("=")
         raise ValueError(f"{a}: Hydra cannot read this value as typed. Quote it for Hydra inside shell quotes: "
                          f"\"{key}='{_escape_quoted(value)}'\" (characters such as < > [ ] , = and spaces need it).")
+
+
+#: groups with a ``none`` option: ``group=null`` means it (Hydra refuses null for a group that a preset,
+#: such as the default recipe conf/experiment/default.yaml, overrides in its defaults list)
+_NONE_OPTIONS = ("scheduler", "callbacks", "experiment")
+
+
+def _null_groups(args: list[str]) -> list[str]:
+    """``scheduler=null`` -> ``scheduler=none`` (see :data:`_NONE_OPTIONS`)."""
+    return [f"{a.partition('=')[0]}=none" if a.partition("=")[0] in _NONE_OPTIONS
+            and a.partition("=")[2] in ("null", "~") else a for a in args]
 
 
 def _trainer_overrides(args: list[str]) -> list[str]:
@@ -532,7 +544,7 @@ def _main(argv: list[str] | None = None) -> int | None:
         _check_component_choices(rest)
         if command == "train":
             # ckpt_path missing, or not a checkpoint, or a refused overrides.yaml: before any directory is made
-            rest = _resume_overrides(_trainer_overrides(rest))
+            rest = _null_groups(_resume_overrides(_trainer_overrides(_null_groups(rest))))
             _check_component_choices(rest)  # the resumed run's own choices (model/cell=<plugin>) too
     except USER_ERRORS as exc:
         print(f"lstm-pipeline {command}: error: {exc}", file=sys.stderr)

@@ -46,6 +46,7 @@ class TrainJob:
     seed: int = 1234                # seeds torch, numpy, python (and dataloader workers)
     run_dir: str = MISSING          # conf/train.yaml: Hydra's output directory
     ckpt_path: Optional[str] = None  # resume: a run directory or a .ckpt file
+    budget: Optional[str] = None    # train for this long: 120s, 2m, 1h30m (sets trainer.max_time; docs/training.md)
     data: Any = MISSING
     tokenizer: Any = MISSING
     model: Any = MISSING

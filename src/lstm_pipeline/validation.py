@@ -216,6 +216,22 @@ def check_ranges(cfg: DictConfig) -> None:
                               f"to print no sample after training.")
 
 
+def check_budget(cfg: DictConfig) -> None:
+    """``budget``: a duration (training.budget.parse_budget), not together with ``trainer.max_time``."""
+    budget = cfg.get("budget")
+    if budget is None:
+        return
+    from .training.budget import parse_budget
+
+    try:
+        parse_budget(budget)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if cfg.trainer.get("max_time") is not None:
+        raise ConfigError(f"budget={budget} and trainer.max_time={cfg.trainer.max_time} both limit the training time: "
+                          f"keep one of them.")
+
+
 def check_ckpt_path(ckpt_path: Any) -> None:
     if not ckpt_path:
         return
@@ -244,6 +260,8 @@ def check_trainer(trainer: Mapping[str, Any]) -> None:
         if key in trainer:
             raise ConfigError(f"trainer.{key} is set by the pipeline itself, not in the trainer config: "
                               f"remove it and use {use}.")
+    if trainer.get("precision") == "auto":  # resolved by the run (training.budget.auto_precision)
+        trainer = {k: v for k, v in trainer.items() if k != "precision"}
     check_types(L.Trainer, trainer, "trainer", "lightning.Trainer")
     check_devices(trainer)
 
@@ -275,6 +293,7 @@ def validate_train(cfg: DictConfig) -> None:
     for key in ("optim", "scheduler", "logger", "callbacks"):
         for path, node in _target_nodes(_plain(cfg.get(key)), key):
             check_target_node(node, path)
+    check_budget(cfg)
     check_ckpt_path(cfg.get("ckpt_path"))
     check_checkpoint(_plain(cfg.get("checkpoint")))
     check_optimized_metric(cfg.get("optimized_metric"))

@@ -30,7 +30,8 @@ def run(tmp, name, corpus, *extra):
 
 REG = ["optim=ntasgd", "optim.lr=2.0", "optim.nonmono=0", "model.dropout=0.2", "model.weight_drop=0.3",
        "model.dropout_input=0.1", "model.dropout_embedding=0.1", "model.ar_alpha=1.0", "model.tar_beta=1.0",
-       "trainer.val_check_interval=2", "batching.eval_batch_size=8"]
+       "trainer.val_check_interval=2", "batching.eval_batch_size=8",
+       "scheduler=none"]  # no schedule: a horizon (trainer.max_steps) differs between the half and the full run
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +166,7 @@ SWEEP = ["model.hidden_size=16", "model.embedding_dim=8", "batching.batch_size=4
          "batching.eval_batch_size=2", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
          "sample.max_new_tokens=0", "optim=ntasgd", "optim.lr=2.0", "optim.nonmono=0", "model.dropout=0.2",
          "model.weight_drop=0.3", "model.dropout_input=0.1", "trainer.val_check_interval=1",
-         "trainer.check_val_every_n_epoch=null"]
+         "trainer.check_val_every_n_epoch=null", "scheduler=none"]  # no horizon-dependent schedule (see REG)
 
 
 def test_resume_is_exact_at_every_stop_point_across_epoch_boundaries(tmp_path, tiny_corpus):
@@ -217,6 +218,9 @@ SCHEDULES = {  # every shipped schedule (conf/scheduler/*.yaml), set to act with
     "step": ["scheduler=step", "scheduler.step_size=3"],
     "plateau": ["scheduler=plateau", "scheduler.patience=0"],
     "exponential_after": ["scheduler=exponential_after", "scheduler.start=1", "scheduler.gamma=0.5"],
+    # step-bounded here (a time-bounded run's resume: test_training_budget.py)
+    "warmup_cosine_time": ["scheduler=warmup_cosine_time", "scheduler.warmup_fraction=0.2"],
+    "none": ["scheduler=none"],
 }
 
 
@@ -248,6 +252,6 @@ def test_train_longer_stretches_the_schedule_to_the_new_horizon(name, tmp_path, 
     later = [s for s in planned if s >= 10]
     assert len(later) == 10, (planned, extended)
     assert [extended[s] for s in later] == pytest.approx([planned[s] for s in later], rel=1e-6, abs=1e-9)
-    if name in ("cosine", "warmup_cosine"):  # a real decay over the new horizon, neither stuck nor climbing
+    if name in ("cosine", "warmup_cosine", "warmup_cosine_time"):  # a real decay over the new horizon, neither stuck nor climbing
         lrs = [extended[s] for s in later]
         assert lrs == sorted(lrs, reverse=True) and lrs[0] > 0.1 and lrs[-1] < 0.05, lrs

@@ -88,6 +88,7 @@ class _RecurrentTap(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w_hh: Tensor, b_hh: Tensor, steps: int, batch: int, hs: list) -> Tensor:
         ctx.hs = hs
+        ctx.dtypes = (w_hh.dtype, b_hh.dtype)
         return b_hh.expand(steps, batch, b_hh.numel()).contiguous()  # (T, B, G*H)
 
     @staticmethod
@@ -95,8 +96,12 @@ class _RecurrentTap(torch.autograd.Function):
     def backward(ctx, grad: Tensor):  # grad (T, B, G*H) = dL/d(recurrent pre-activation)
         h_prev = torch.stack([h.detach() for h in ctx.hs[: grad.size(0)]])  # (T, B, H)
         grad2 = grad.reshape(-1, grad.size(-1))
+        # under autocast (trainer.precision=bf16-mixed) h is bfloat16 while grad is float32: one dtype
+        # for the product, the weights' own for the gradients
+        h_prev = h_prev.to(grad2.dtype)
         d_w = grad2.t().mm(h_prev.reshape(-1, h_prev.size(-1)))  # (G*H, H)
-        return d_w, grad2.sum(0), None, None, None
+        w_dtype, b_dtype = ctx.dtypes
+        return d_w.to(w_dtype), grad2.sum(0).to(b_dtype), None, None, None
 
 
 class CustomCell(RecurrentCell):

@@ -1,6 +1,8 @@
 """The Lightning training loop: truncated BPTT with the hidden state carried between batches."""
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import math
 import random
@@ -215,9 +217,18 @@ class LanguageModelTask(L.LightningModule):
         sched_cfg = dict(self.hparams.scheduler)
         interval = sched_cfg.pop("interval", "step")
         monitor = sched_cfg.pop("monitor", "val_loss")
-        scheduler = instantiate(sched_cfg, _partial_=True)(optimizer)
+        factory = instantiate(sched_cfg, _partial_=True)
+        if _takes(factory, "progress"):  # budgeted schedules: the run's progress, read from the trainer's clock
+            factory = functools.partial(factory, progress=self._run_progress)
+        scheduler = factory(optimizer)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": interval, "monitor": monitor}}
+
+    def _run_progress(self, step: int) -> float:
+        """The fraction of the run done after ``step`` optimizer steps (time or steps: :func:`.budget.run_progress`)."""
+        from .budget import run_progress
+
+        return run_progress(self.trainer, step)
 
     def on_train_start(self) -> None:
         self._apply_schedule_settings()
@@ -237,6 +248,9 @@ class LanguageModelTask(L.LightningModule):
                     and not str(k).startswith("_")}
         for conf in self.trainer.lr_scheduler_configs:
             sched = conf.scheduler
+            if hasattr(sched, "refresh"):  # reads the run's progress (budgeted schedules): recomputed from it
+                sched.refresh()
+                continue
             changed = {k: (getattr(sched, k), v) for k, v in settings.items()
                        if hasattr(sched, k) and isinstance(getattr(sched, k), (int, float)) and getattr(sched, k) != v}
             if not changed:
@@ -288,6 +302,14 @@ class LanguageModelTask(L.LightningModule):
             # applied just before the first resumed batch, not now: (re)creating the train dataloader's
             # iterator draws from the torch RNG, which the uninterrupted run did before the checkpoint
             self._pending_rng = extra["rng"]
+
+
+def _takes(factory, name: str) -> bool:
+    """Does ``factory`` (a class, function or functools.partial of one) take the argument ``name``?"""
+    try:
+        return name in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def check_component_settings(cfg) -> None:

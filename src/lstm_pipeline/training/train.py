@@ -211,6 +211,29 @@ def order_adaptive_output(model, corpus, tokenizer_name: str | None) -> str | No
     return "train split token frequency (buffer adaptive_rank in model.safetensors)"
 
 
+def trainer_arguments(cfg: DictConfig, announce: bool = True) -> dict:
+    """``cfg.trainer`` as ``lightning.Trainer`` arguments: ``budget`` becomes ``max_time`` (in seconds)
+    for a run without a step limit (``trainer.max_steps=N`` asks for N steps: the budget, the default
+    recipe's included, then does not cut it short, and the log says so), and ``precision: auto`` the
+    precision this device computes best in (its reason logged once when ``announce``)."""
+    from .budget import auto_precision, parse_budget
+
+    args = dict(to_dict(cfg.trainer))
+    if cfg.get("budget") is not None:
+        steps = args.get("max_steps")
+        if steps is not None and steps > 0:
+            if announce:
+                log.info("budget=%s not applied: trainer.max_steps=%d bounds this run (add trainer.max_steps=-1 to "
+                         "train for the budget, or trainer.max_time=... for both limits)", cfg.budget, steps)
+        else:
+            args["max_time"] = {"seconds": parse_budget(cfg.budget)}
+    if args.get("precision") == "auto":
+        args["precision"], reason = auto_precision(args.get("accelerator"))
+        if announce:
+            log.info("precision %s (trainer.precision=auto): %s", args["precision"], reason)
+    return args
+
+
 def check_model_matches(task: L.LightningModule, ckpt_state: dict, ckpt: Path) -> None:
     """A resume whose model settings differ from the checkpoint's: one line naming the first differing
     weight, before Lightning fails with a traceback half-way through restoring."""
@@ -313,7 +336,7 @@ def _train(cfg: DictConfig, run_dir: Path, ckpt: Path | None, holder: dict, reco
     callbacks += dm.callbacks()  # e.g. the learning-rate scaling of variable-length BPTT
     if record is not None:
         callbacks.append(record)
-    trainer = L.Trainer(**to_dict(cfg.trainer), default_root_dir=str(run_dir), callbacks=callbacks, logger=logger,
+    trainer = L.Trainer(**trainer_arguments(cfg, announce=is_rank_zero), default_root_dir=str(run_dir), callbacks=callbacks, logger=logger,
                         plugins=[AtomicCheckpointIO()], use_distributed_sampler=False)
     trainer.fit(task, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
 
