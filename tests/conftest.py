@@ -3,17 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TINY, run_cli, source_metadata_shim
+from helpers import TINY, run_cli, stale_entry_points
 from lstm_pipeline.data.sources import bundled_corpus
-
-# entry points this checkout declares but the installed metadata lacks (until a reinstall): see helpers
-_SHIM = source_metadata_shim()
-if _SHIM is not None:
-    import os
-    import sys
-
-    sys.path.insert(0, str(_SHIM))
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(_SHIM), os.environ.get("PYTHONPATH")) if p)
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +31,11 @@ TEST_DEVICE = os.environ.get("LSTM_PIPELINE_TEST_DEVICE", "cpu")
 
 
 def pytest_configure(config):
+    stale = stale_entry_points()
+    if stale:  # the registries would not see this checkout's components: every test of them would mislead
+        raise pytest.UsageError(f"the installed lstm-pipeline lacks entry points pyproject.toml declares "
+                                f"({'; '.join(stale[:3])}{' ...' if len(stale) > 3 else ''}): run "
+                                f"`python -m pip install -e .` again to refresh them")
     if TEST_DEVICE == "cpu":
         return
     import torch

@@ -90,17 +90,10 @@ class ServeProcess:
                 self.proc.wait()
 
 
-def source_metadata_shim() -> Path | None:
-    """Where this checkout's pyproject.toml declares entry points that the installed lstm-pipeline's
-    metadata lacks (an editable install made before they were added: only a reinstall rewrites that
-    metadata), write the metadata a reinstall would write (an ``lstm_pipeline-<version>.dist-info``
-    with this pyproject's entry points) to a temporary folder and return it; ``None`` when the
-    installed metadata is current (CI's fresh install, or after a reinstall). conftest puts the folder
-    first on sys.path and PYTHONPATH: the registry then lists the checkout's components, and keeps
-    one distribution per name, the first found."""
-    import atexit
-    import shutil
-    import tempfile
+def stale_entry_points() -> list[str]:
+    """The entry points this checkout's pyproject.toml declares that the installed lstm-pipeline's
+    metadata lacks ("group: name = value"): an editable install made before they were added (only a
+    reinstall rewrites that metadata). Empty when the install is current, or not installed."""
     import tomllib
     from importlib.metadata import PackageNotFoundError, distribution
 
@@ -110,16 +103,5 @@ def source_metadata_shim() -> Path | None:
     try:
         installed = {(ep.group, ep.name, ep.value) for ep in distribution(project["name"]).entry_points}
     except PackageNotFoundError:
-        return None
-    if declared <= installed:
-        return None
-    root = Path(tempfile.mkdtemp(prefix="lstm_pipeline_metadata_"))
-    atexit.register(shutil.rmtree, root, True)
-    info = root / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
-    groups: dict[str, list[str]] = {}
-    for group, name, value in sorted(declared):
-        groups.setdefault(group, []).append(f"{name} = {value}")
-    (info / "entry_points.txt").write_text("".join(f"[{g}]\n" + "\n".join(lines) + "\n\n" for g, lines in groups.items()))
-    return root
+        return []
+    return [f"{g}: {n} = {v}" for g, n, v in sorted(declared - installed)]
