@@ -203,3 +203,5 @@ def test_char_vocabulary_equals_the_bpe_trainers(settings):
     reference.train_from_iterator(rows, trainer=trainers.BpeTrainer(
         vocab_size=1, special_tokens=factory.all_special_tokens(), show_progress=False, **kwargs))
     assert json.loads(factory.train(iter(rows)).to_str()) == json.loads(reference.to_str())
+    batches = [rows[i:i + 100] for i in range(0, len(rows), 100)]  # the data pipeline hands batches of texts
+    assert json.loads(factory.train(iter(batches)).to_str()) == json.loads(reference.to_str())
