@@ -73,7 +73,7 @@ CASES = [
     ("hidden_float", "train", ["model.hidden_size=32.5"], None, "model.hidden_size=32.5 is not valid"),
     ("precision_typo", "train", ["trainer.precision=bf15"], None, "trainer.precision='bf15' is not valid"),
     # misspelled keys inside _target_ nodes, checked against the target's signature
-    ("optim_lrr", "train", ["+optim.lrr=1"], None, "optim.lrr: optim (torch.optim.Adam) does not take the setting 'lrr'. Did you mean 'lr'?"),
+    ("optim_lrr", "train", ["+optim.lrr=1"], None, "optim.lrr: optim (torch.optim.AdamW) does not take the setting 'lrr'. Did you mean 'lr'?"),
     ("sched_tmaxx", "train", ["scheduler=cosine", "+scheduler.T_maxx=3"], None, "Did you mean 'T_max'?"),
     ("logger_savedirr", "train", ["+logger.save_dirr=x"], None, "Did you mean 'save_dir'?"),
     ("callback_target_typo", "train", ["+callbacks.es={_target_:lightning.pytorch.callbacks.EarlyStopping,monitr:val_loss}"],
