@@ -157,6 +157,21 @@ class RecurrentCell(nn.Module):
     def output_size(self) -> int:
         return self.hidden_size
 
+    def run_layers(self, x: Tensor, state: State, layer) -> tuple[Tensor, State]:
+        """The layer stack of a layer-major cell: ``layer(k, input, [s[k] for s in state]) -> (output,
+        layer state)`` for k = 0 .. num_layers-1, plain dropout (``self.dropout``, training only) between
+        layers, the layer states stacked back to (L, ...) tensors. ``x`` is (B, T, in) for a window or
+        (B, in) for one step; returns the top layer's output and the new state."""
+        new: list[list[Tensor]] = [[] for _ in state]
+        inp = x
+        for k in range(self.num_layers):
+            inp, layer_state = layer(k, inp, [s[k] for s in state])
+            for i, s in enumerate(layer_state):
+                new[i].append(s)
+            if k < self.num_layers - 1 and self.dropout > 0:
+                inp = torch.nn.functional.dropout(inp, self.dropout, self.training)
+        return inp, tuple(torch.stack(s) for s in new)
+
     def init_state(self, batch: int, device=None, dtype=None) -> State:
         raise NotImplementedError
 

@@ -227,15 +227,7 @@ class CustomCell(RecurrentCell):
         if state is None:
             state = self.init_state(x.size(0), x.device, x.dtype)
         self.check_state(state, x.size(0))
-        new = [[] for _ in range(self.state_size)]
-        inp = x
-        for k in range(self.num_layers):
-            inp, layer_state = self.run_layer(k, inp, [s[k] for s in state])
-            for i, s in enumerate(layer_state):
-                new[i].append(s)
-            if k < self.num_layers - 1 and self.dropout > 0:
-                inp = F.dropout(inp, self.dropout, self.training)
-        return inp, tuple(torch.stack(s) for s in new)
+        return self.run_layers(x, state, self.run_layer)
 
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """One token for generation, x (B, in) -> y (B, H): ``forward`` on T=1 with the products
@@ -246,23 +238,18 @@ class CustomCell(RecurrentCell):
         self.check_state(state, x.size(0))
         own_projection = type(self).input_projection is not CustomCell.input_projection
         fn = self.step_fn
-        new = [[] for _ in range(self.state_size)]
-        inp = x
-        for k in range(self.num_layers):
+
+        def layer(k: int, inp: Tensor, layer_state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
             w_ih, b_ih, w_hh, b_hh, extra = self.layer_params(k)
             if own_projection:
                 xg = self.input_projection(k, inp.unsqueeze(1)).squeeze(1)
             else:
                 xg = step_linear(self, f"ih{k}", inp, w_ih, b_ih)
-            layer_state = [s[k] for s in state]
             hg = step_linear(self, f"hh{k}", layer_state[0], w_hh, b_hh) if self.recurrent else xg  # minimal cells: unused
-            layer_state = fn(xg, hg, layer_state, extra)
-            for i, s in enumerate(layer_state):
-                new[i].append(s)
-            inp = layer_state[0]
-            if k < self.num_layers - 1 and self.dropout > 0:
-                inp = F.dropout(inp, self.dropout, self.training)
-        return inp, tuple(torch.stack(s) for s in new)
+            new = fn(xg, hg, layer_state, extra)
+            return new[0], new  # the output is h
+
+        return self.run_layers(x, state, layer)
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "

@@ -210,15 +210,7 @@ class MLSTM(RecurrentCell):
         if state is None:
             state = self.init_state(x.size(0), x.device, x.dtype)
         self._check(state, x.size(0))
-        new: list[list[Tensor]] = [[], [], [], []]
-        inp = x
-        for k in range(self.num_layers):
-            inp, layer_state = self.run_layer(k, inp, [s[k] for s in state])
-            for j, s in enumerate(layer_state):
-                new[j].append(s)
-            if k < self.num_layers - 1 and self.dropout > 0:
-                inp = F.dropout(inp, self.dropout, self.training)
-        return inp, tuple(torch.stack(s) for s in new)
+        return self.run_layers(x, state, self.run_layer)
 
     def layer_step(self, k: int, x: Tensor, c: Tensor, n: Tensor, m: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """One token through layer k in the recurrent form: x (B, in_k), c, n, m (B, heads, ...) -> y (B, H), c, n, m."""
@@ -235,15 +227,11 @@ class MLSTM(RecurrentCell):
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """One token in the recurrent form: x (B, in) -> y (B, H); O(1) in the length so far."""
         self._check(state, x.size(0))
-        new: list[list[Tensor]] = [[], [], [], []]
-        inp = x
-        for k in range(self.num_layers):
-            inp, c, n, m = self.layer_step(k, inp, state[1][k], state[2][k], state[3][k])
-            for j, s in enumerate((inp, c, n, m)):
-                new[j].append(s)
-            if k < self.num_layers - 1 and self.dropout > 0:
-                inp = F.dropout(inp, self.dropout, self.training)
-        return inp, tuple(torch.stack(s) for s in new)
+        def layer(k: int, inp: Tensor, layer_state: List[Tensor]) -> tuple[Tensor, List[Tensor]]:
+            y, c, n, m = self.layer_step(k, inp, *layer_state[1:])
+            return y, [y, c, n, m]  # h is the last output
+
+        return self.run_layers(x, state, layer)
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, dropout={self.dropout}, "

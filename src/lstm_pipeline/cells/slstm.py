@@ -137,15 +137,7 @@ class SLSTM(RecurrentCell):
         if state is None:
             state = self.init_state(x.size(0), x.device, x.dtype)
         self._check(state, x.size(0))
-        new: list[list[Tensor]] = [[], [], [], []]
-        inp = x
-        for k in range(self.num_layers):
-            inp, layer_state = self.run_layer(k, inp, [s[k] for s in state])
-            for i, s in enumerate(layer_state):
-                new[i].append(s)
-            if k < self.num_layers - 1 and self.dropout > 0:
-                inp = F.dropout(inp, self.dropout, self.training)
-        return inp, tuple(torch.stack(s) for s in new)
+        return self.run_layers(x, state, self.run_layer)
 
     def layer_step(self, k: int, x: Tensor, state: List[Tensor]) -> List[Tensor]:
         """One token through layer k: x (B, in_k), state [h, c, n, m] (B, H) -> new [h, c, n, m]; the
@@ -157,16 +149,11 @@ class SLSTM(RecurrentCell):
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """One token: x (B, in) -> y (B, H)."""
         self._check(state, x.size(0))
-        new: list[list[Tensor]] = [[], [], [], []]
-        inp = x
-        for k in range(self.num_layers):
-            layer_state = self.layer_step(k, inp, [s[k] for s in state])
-            for i, s in enumerate(layer_state):
-                new[i].append(s)
-            inp = layer_state[0]
-            if k < self.num_layers - 1 and self.dropout > 0:
-                inp = F.dropout(inp, self.dropout, self.training)
-        return inp, tuple(torch.stack(s) for s in new)
+        def layer(k: int, inp: Tensor, layer_state: List[Tensor]) -> tuple[Tensor, List[Tensor]]:
+            new = self.layer_step(k, inp, layer_state)
+            return new[0], new  # the output is h
+
+        return self.run_layers(x, state, layer)
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, dropout={self.dropout}, "
