@@ -69,18 +69,24 @@ def bench_hidden(hidden: int, args) -> list[tuple[str, float]]:
     torch.manual_seed(0)
     names = ["lstm"] + [n for n in CELLS.names() if n != "lstm"] + ["naive_loop"]
     cells = {n: build(n, hidden, args.layers, args.compile) for n in names}
+    return time_training(cells, hidden, args, warmup=2)
+
+
+def time_training(cells: dict, hidden: int, args, warmup: int) -> list[tuple[str, float]]:
+    """(name, median seconds of one training step over args.rounds, the cells in turns) for each cell,
+    after ``warmup`` steps each (and compilation, if any)."""
     x = torch.randn(args.batch, args.bptt, hidden)
-    for cell in cells.values():  # warm-up (and compilation, if any)
-        for _ in range(2):
+    for cell in cells.values():
+        for _ in range(warmup):
             train_step(cell, x)
-    times = {n: [] for n in names}
+    times = {n: [] for n in cells}
     for _ in range(args.rounds):
         for n, cell in cells.items():
             cell.zero_grad(set_to_none=True)
             start = time.perf_counter()
             train_step(cell, x)
             times[n].append(time.perf_counter() - start)
-    return [(n, statistics.median(times[n])) for n in names]
+    return [(n, statistics.median(times[n])) for n in cells]
 
 
 def bench_mlstm_forms(hidden: int, args) -> list[tuple[str, float]]:
@@ -93,17 +99,7 @@ def bench_mlstm_forms(hidden: int, args) -> list[tuple[str, float]]:
     first = next(iter(cells.values()))
     for cell in cells.values():
         cell.load_state_dict(first.state_dict())
-    x = torch.randn(args.batch, args.bptt, hidden)
-    for cell in cells.values():
-        train_step(cell, x)
-    times = {n: [] for n in cells}
-    for _ in range(args.rounds):
-        for n, cell in cells.items():
-            cell.zero_grad(set_to_none=True)
-            start = time.perf_counter()
-            train_step(cell, x)
-            times[n].append(time.perf_counter() - start)
-    return [(n, statistics.median(times[n])) for n in cells]
+    return time_training(cells, hidden, args, warmup=1)
 
 
 COMPILE_PROBE = """
