@@ -96,6 +96,13 @@ CASES = [
     ("adaptive_tied", "train", ["model.output=adaptive", "model.tie_weights=true"], None,
      "model.tie_weights=true does not combine with model.output=adaptive"),
     ("output_typo", "train", ["model.output=adaptiv"], None, "model.output must be 'full' or 'adaptive', not 'adaptiv'"),
+    # a time budget, an initialisation scheme, xLSTM cells' shapes (issues 15 and 17), through the CLI
+    ("budget_not_a_time", "train", ["budget=abc"], None, "budget=abc is not a training time"),
+    ("init_typo", "train", ["model.init=xavier"], None, "model.init must be one of torch, word_language_model"),
+    ("mlstm_heads_not_dividing", "train", ["model/cell=mlstm", "model.cell.num_heads=3"], None,
+     "model.cell.num_heads=3 must divide the width of the heads"),
+    ("xlstm_slstm_at_beyond_blocks", "train", ["model/cell=xlstm", "model.cell.slstm_at=[5]"], None,
+     "model.cell.slstm_at=[5] names blocks outside 0..1"),
     ("sample_tokens_negative", "train", ["sample.max_new_tokens=-5"], None, "sample.max_new_tokens=-5 is not valid"),
     ("sample_temperature_zero", "train", ["sample.temperature=0"], None, "sample.temperature=0.0 is not valid: it must be > 0"),
     # resume
