@@ -3,8 +3,11 @@
 Model: bench_generate's 2-layer, 512-hidden LSTM with a 10k vocabulary (random weights, peaked
 output layer), saved as a model directory with a 10k-word tokenizer; the server is the real CLI
 (``lstm-pipeline serve``, uvicorn) in a subprocess on a free loopback port, started first; the
-clients are httpx streams in this process (they parse every server-sent event and take the token
-count from the stream's final ``usage``, ``stream_options.include_usage``).
+clients are streams in this process that take the token count from the stream's final ``usage``
+(``stream_options.include_usage``): by default aiohttp streams that read every byte but decode only
+that last event (``--client lean``: clients that would run on other machines cost the server's two
+CPUs as little as they can), or httpx streams that decode every event as JSON (``--client httpx``,
+what an application showing the text does; about 80-100 us of CPU per event).
 
 Figures (issue 16):
 
@@ -23,6 +26,7 @@ Figures (issue 16):
 
     OMP_NUM_THREADS=2 python bench/bench_serve.py            # a few minutes
     OMP_NUM_THREADS=2 python bench/bench_serve.py --quick    # 2 rounds, 200 sequential requests
+    OMP_NUM_THREADS=2 python bench/bench_serve.py --quick --client httpx   # clients that decode every event
 """
 from __future__ import annotations
 
@@ -93,7 +97,8 @@ def children(pid: int) -> list[int]:
 
 async def stream(http: httpx.AsyncClient, url: str, body: dict, first: list | None = None,
                  stop_after: int | None = None) -> tuple[int, int]:
-    """One streaming request; returns ``(tokens, events)``: the tokens the server reports in the
+    """One streaming request through httpx, parsing every event as JSON (what an application that
+    shows the text does); returns ``(tokens, events)``: the tokens the server reports in the
     stream's final ``usage`` (``stream_options.include_usage``; several tokens may share one event
     when the client falls behind) and the server-sent events that carried text. ``first`` gets the
     seconds to the first event; ``stop_after`` closes the connection after that many events."""
@@ -118,8 +123,34 @@ async def stream(http: httpx.AsyncClient, url: str, body: dict, first: list | No
     return tokens, events
 
 
+async def stream_lean(http, url: str, body: dict, first: list | None = None,
+                      stop_after: int | None = None) -> tuple[int, int]:
+    """The same request through aiohttp (its C HTTP parser), reading every byte of the stream but
+    decoding only the final ``usage`` event: a client that costs the shared CPUs as little as a
+    real one can, so that the figure measures the server (its clients would run elsewhere). Events
+    are counted by their blank-line ends, less the ``usage`` and ``[DONE]`` events."""
+    t0 = time.perf_counter()
+    ends = 0
+    tail = b""
+    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    async with http.post(url + "/v1/completions", json=body) as r:
+        r.raise_for_status()
+        async for data in r.content.iter_any():
+            if ends == 0 and first is not None:
+                first.append(time.perf_counter() - t0)
+            ends += data.count(b"\n\n")
+            tail = (tail + data)[-8192:]
+            if stop_after is not None and ends >= stop_after:
+                return 0, ends
+    usage = json.loads(tail.rsplit(b"data: [DONE]", 1)[0].rstrip().rsplit(b"data: ", 1)[1])["usage"]
+    return usage["completion_tokens"], ends - 2
+
+
 async def health(http, url) -> dict:
-    return (await http.get(url + "/health")).json()
+    if isinstance(http, httpx.AsyncClient):
+        return (await http.get(url + "/health")).json()
+    async with http.get(url + "/health") as r:
+        return await r.json()
 
 
 async def wait_idle(http, url, seconds=60) -> dict:
@@ -164,7 +195,7 @@ def run_engine(model, tokenizer, tokens: int) -> tuple[float, float]:
     return dt, cpu
 
 
-async def run_serve(http, url: str, pid: int, tokens: int) -> dict:
+async def run_serve(http, st, url: str, pid: int, tokens: int) -> dict:
     """64 concurrent streaming clients, ``tokens`` each, from the first request sent to the last
     ``[DONE]``; tokens counted from each stream's ``usage``."""
     nucleus = {"temperature": 1.0, "top_p": 0.9}
@@ -174,7 +205,7 @@ async def run_serve(http, url: str, pid: int, tokens: int) -> dict:
     c0 = (cpu_seconds(pid), sum(cpu_seconds(k) for k in kids), time.process_time())
     firsts: list[float] = []
     t0 = time.perf_counter()
-    got = await asyncio.gather(*[stream(http, url, {"prompt": rows[i], "max_tokens": tokens, "seed": i, **nucleus},
+    got = await asyncio.gather(*[st(http, url, {"prompt": rows[i], "max_tokens": tokens, "seed": i, **nucleus},
                                         first=firsts) for i in range(64)])
     dt = time.perf_counter() - t0
     c1 = (cpu_seconds(pid), sum(cpu_seconds(k) for k in kids), time.process_time())
@@ -189,27 +220,34 @@ async def run_all(url: str, pid: int, model, tokenizer, args) -> dict:
     nucleus = {"temperature": 1.0, "top_p": 0.9}
     rows = prompts(64)
     out = {"rounds": []}
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(timeout=600, limits=limits) as http:
+    if args.client == "httpx":
+        st, http = stream, httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=200,
+                                                                            max_keepalive_connections=200))
+    else:
+        import aiohttp
+
+        st, http = stream_lean, aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600),
+                                                      connector=aiohttp.TCPConnector(limit=200))
+    async with http:
         # warm up all three
         run_generate(model, 5)
         run_engine(model, tokenizer, 5)
-        await asyncio.gather(*[stream(http, url, {"prompt": rows[i], "max_tokens": 4, **nucleus}) for i in range(64)])
+        await asyncio.gather(*[st(http, url, {"prompt": rows[i], "max_tokens": 4, **nucleus}) for i in range(64)])
         # 1. throughput, in turns: generate, the engine alone, the server (load drift hits all three)
         for _ in range(args.repeats):
             g = run_generate(model, args.tokens)
             e = run_engine(model, tokenizer, args.tokens)
-            s = await run_serve(http, url, pid, args.tokens)
+            s = await run_serve(http, st, url, pid, args.tokens)
             out["rounds"].append({"generate": g, "engine": e, "serve": s, "load": os.getloadavg()[0]})
         # 2. time to first token while 63 others stream
         await wait_idle(http, url)
-        background = [asyncio.create_task(stream(http, url, {"prompt": rows[i], "max_tokens": 100000 // 64 * 64,
+        background = [asyncio.create_task(st(http, url, {"prompt": rows[i], "max_tokens": 100000 // 64 * 64,
                                                              **nucleus})) for i in range(63)]
         while (await health(http, url))["active_rows"] < 63:
             await asyncio.sleep(0.01)
         firsts: list[float] = []
         for k in range(20):
-            await stream(http, url, {"prompt": rows[63], "max_tokens": 1, **nucleus}, first=firsts)
+            await st(http, url, {"prompt": rows[63], "max_tokens": 1, **nucleus}, first=firsts)
             await asyncio.sleep(0.02)
         h0 = await health(http, url)
         out["ttft_p50_ms"] = 1e3 * statistics.median(firsts)
@@ -218,7 +256,7 @@ async def run_all(url: str, pid: int, model, tokenizer, args) -> dict:
         # 4. disconnect while the 63 stream: time from the close to the row leaving, in steps
         before = await health(http, url)
         base_rows = before["active_rows"]
-        await stream(http, url, {"prompt": rows[63], "max_tokens": 100000, **nucleus}, stop_after=2)
+        await st(http, url, {"prompt": rows[63], "max_tokens": 100000, **nucleus}, stop_after=2)
         t_close = time.perf_counter()
         while True:
             h = await health(http, url)
@@ -239,7 +277,7 @@ async def run_all(url: str, pid: int, model, tokenizer, args) -> dict:
         # 3. memory over sequential requests
         rss = {}
         for i in range(1, args.sequential + 1):
-            await stream(http, url, {"prompt": rows[i % 64], "max_tokens": 8, **nucleus})
+            await st(http, url, {"prompt": rows[i % 64], "max_tokens": 8, **nucleus})
             if i in (100, args.sequential):
                 rss[i] = rss_mib(pid)
         out["rss_mib"] = rss
@@ -253,6 +291,9 @@ def main() -> None:
     ap.add_argument("--sequential", type=int, default=1000, help="sequential requests for the memory figure")
     ap.add_argument("--stream-interval-ms", type=float, default=None,
                     help="the server's stream_interval_ms (default: the server's default)")
+    ap.add_argument("--client", choices=["lean", "httpx"], default="lean",
+                    help="the bench's clients: lean (aiohttp, reads every byte, decodes only the final usage; "
+                         "default) or httpx (decodes every event as JSON)")
     ap.add_argument("--quick", action="store_true", help="2 rounds, 200 sequential requests (still 400 tokens per client)")
     args = ap.parse_args()
     if args.quick:
@@ -303,7 +344,7 @@ def main() -> None:
           f"stream_interval_ms={'default' if args.stream_interval_ms is None else args.stream_interval_ms}")
     print(f"generate, nucleus top_p=0.9, batch 64:        {n / gen:8.0f} tokens/s")
     print(f"the batching engine alone (no HTTP), 64 rows: {n / eng:8.0f} tokens/s  = {gen / eng:.2f}x generate")
-    print(f"serve, 64 concurrent streaming clients:       {n / srv['wall']:8.0f} tokens/s  = {gen / srv['wall']:.2f}x "
+    print(f"serve, 64 concurrent streaming clients ({args.client}): {n / srv['wall']:8.0f} tokens/s  = {gen / srv['wall']:.2f}x "
           f"generate (goal >= 0.8x); from the first request sent to the last [DONE], tokens from usage")
     print(f"  per round, serve / generate: {per_round}")
     print(f"  the 64th client's first token came {1e3 * srv['last_first_token']:.0f} ms after the requests were sent; "
