@@ -13,7 +13,8 @@ Figures (issue 16):
 
 1. throughput, in rounds of three run in turns (so that load drift on a shared machine hits all
    three): ``Nucleus(top_p=0.9).generate`` on 64 rows x N tokens in this process (prefill included);
-   the batching engine alone (no HTTP, a thread of this process, 64 single-row requests); the
+   the batching engine alone (no HTTP, its loop in this process's main thread as in the server's
+   engine process, 64 single-row requests); the
    server: 64 concurrent streaming clients, N tokens each, timed from the moment the 64 requests
    are sent to the last ``[DONE]`` (so admission, prefill and the clients' own parsing count).
    The best of the rounds of each is compared; goal: the server >= 0.8x generate. N = 400 by
@@ -171,28 +172,25 @@ def run_generate(model, tokens: int) -> tuple[float, float]:
 
 
 def run_engine(model, tokenizer, tokens: int) -> tuple[float, float]:
-    """The batching engine alone (no HTTP, in a thread of this process): 64 single-row requests
-    submitted at once, each with its own seeded generator: (wall seconds, CPU seconds)."""
-    import threading
-
+    """The batching engine alone (no HTTP), its loop in this process's main thread as the server's
+    engine process runs it: 64 single-row requests submitted at once, each with its own seeded
+    generator: (wall seconds, CPU seconds)."""
     from lstm_pipeline.serve.engine import Engine, Group
 
-    done, left = threading.Event(), [64]
+    left = [64]
 
     def emit(group, events):
         left[0] -= sum(e.finish_reason is not None for e in events)
         if left[0] == 0:
-            done.set()
+            eng._stop = True
 
-    eng = Engine(model, tokenizer, max_batch=64).start()
+    eng = Engine(model, tokenizer, max_batch=64)
     dec = Nucleus(top_p=0.9)
     t0, c0 = time.perf_counter(), time.process_time()
     for i, p in enumerate(prompts(64)):
         eng.submit(Group([p], dec, tokens, emit=emit, seed=i))
-    done.wait()
-    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-    eng.stop()
-    return dt, cpu
+    eng._loop()
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 async def run_serve(http, st, url: str, pid: int, tokens: int) -> dict:
@@ -294,6 +292,9 @@ def main() -> None:
     ap.add_argument("--client", choices=["lean", "httpx"], default="lean",
                     help="the bench's clients: lean (aiohttp, reads every byte, decodes only the final usage; "
                          "default) or httpx (decodes every event as JSON)")
+    ap.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="an environment variable for the server's processes only (repeatable), e.g. "
+                         "LSTM_PIPELINE_SERVE_ENGINE_THREAD=main or GOMP_SPINCOUNT=10000")
     ap.add_argument("--quick", action="store_true", help="2 rounds, 200 sequential requests (still 400 tokens per client)")
     args = ap.parse_args()
     if args.quick:
@@ -310,7 +311,8 @@ def main() -> None:
         proc = subprocess.Popen([sys.executable, "-m", "lstm_pipeline.cli", "serve", f"run={mdir}", f"port={port}",
                                  "log_level=warning", "max_tokens=100000", "max_streams=300", "max_batch=64",
                                  *([f"stream_interval_ms={args.stream_interval_ms}"] if args.stream_interval_ms is not None else [])],
-                                stdout=log, stderr=subprocess.STDOUT)
+                                stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, **dict(kv.split("=", 1) for kv in args.server_env)})
         try:
             deadline = time.monotonic() + 120
             while True:
@@ -341,7 +343,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {threads} threads (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}); "
           f"model: {LAYERS}x{HIDDEN} LSTM, vocab {VOCAB}; 64 rows x {args.tokens} tokens; "
           f"best of {len(rounds)} rounds, each round generate, engine, server in turns; server "
-          f"stream_interval_ms={'default' if args.stream_interval_ms is None else args.stream_interval_ms}")
+          f"stream_interval_ms={'default' if args.stream_interval_ms is None else args.stream_interval_ms}"
+          f"{'; server env ' + ' '.join(args.server_env) if args.server_env else ''}")
     print(f"generate, nucleus top_p=0.9, batch 64:        {n / gen:8.0f} tokens/s")
     print(f"the batching engine alone (no HTTP), 64 rows: {n / eng:8.0f} tokens/s  = {gen / eng:.2f}x generate")
     print(f"serve, 64 concurrent streaming clients ({args.client}): {n / srv['wall']:8.0f} tokens/s  = {gen / srv['wall']:.2f}x "

@@ -139,6 +139,23 @@ def test_errors_are_openai_shaped(client, kwargs, status, needle):
     assert set(body["error"]) == {"message", "type", "param", "code"}
 
 
+def test_the_engine_process_spins_briefly_for_openmp(server):
+    """The engine process (the web process's spawned child) starts with libgomp's short spin
+    (worker.OPENMP_SPIN), so that its waiting OpenMP worker leaves the CPU to the web process and
+    the clients; the web process itself keeps the user's environment."""
+    from pathlib import Path
+
+    from lstm_pipeline.serve.worker import OPENMP_SPIN
+
+    kids = [int(c) for t in Path(f"/proc/{server.proc.pid}/task").iterdir() for c in (t / "children").read_text().split()]
+    kids = [k for k in kids if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]  # not the resource tracker
+    assert len(kids) == 1, kids
+    env = dict(kv.split("=", 1) for kv in Path(f"/proc/{kids[0]}/environ").read_text().split("\0") if "=" in kv)
+    assert {k: env.get(k) for k in OPENMP_SPIN} == OPENMP_SPIN == {"GOMP_SPINCOUNT": "2000"}
+    web = Path(f"/proc/{server.proc.pid}/environ").read_text()
+    assert "GOMP_SPINCOUNT" not in web
+
+
 def test_api_key_required(server):
     bad = openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError, match="Bearer"):

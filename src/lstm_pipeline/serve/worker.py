@@ -23,6 +23,14 @@ from typing import Callable
 from .engine import Engine, Group, RowEvent
 
 
+#: the engine process's OpenMP wait (libgomp), unless GOMP_SPINCOUNT or OMP_WAIT_POLICY is set: a
+#: worker spins this many times for the next parallel region before it sleeps. libgomp's default
+#: (300,000) keeps the engine's second CPU busy while its main thread runs Python between steps,
+#: CPU the web process and the clients need; a short spin still catches the regions of one step,
+#: which follow each other closely (docs/serve.md, "Performance").
+OPENMP_SPIN = {"GOMP_SPINCOUNT": "2000"}
+
+
 class _Stats:
     """The metrics hooks of :class:`Engine`, collected for the next message."""
 
@@ -95,17 +103,19 @@ def child_main(spec: dict, cmd, out) -> None:
         return
     out.send(("ready",))
     device = next(model.parameters()).device
-    # where the loop runs decides torch's OpenMP behaviour: a second thread running parallel regions
-    # makes libgomp throttle its busy-waiting (robust when other processes want the CPUs, the usual
-    # case next to a web process and clients); the main thread alone busy-waits as generate does
-    # (faster on idle CPUs, far slower when they are oversubscribed). docs/serve.md, Performance.
-    if os.environ.get("LSTM_PIPELINE_SERVE_ENGINE_THREAD", "own") == "main":
-        threading.Thread(target=_obey, args=(engine, cmd, device), daemon=True, name="lstm-pipeline-serve-commands").start()
-        engine._loop()
-    else:
+    # the loop runs in the main thread, the only thread of this process that enters torch's OpenMP
+    # parallel regions: libgomp then sees no more threads than CPUs and lets its workers wait
+    # between regions by spinning (as generate's do), not by sleeping, which made every region pay a
+    # wake-up (measured: the engine at 0.76x generate from a second thread, 0.95x from the main one).
+    # How long they spin before sleeping is GOMP_SPINCOUNT, short by default here (see
+    # OPENMP_SPIN below): the web process and the clients want the same CPUs.
+    if os.environ.get("LSTM_PIPELINE_SERVE_ENGINE_THREAD", "main") == "own":
         engine.start()
         _obey(engine, cmd, device)
         engine.stop()
+    else:
+        threading.Thread(target=_obey, args=(engine, cmd, device), daemon=True, name="lstm-pipeline-serve-commands").start()
+        engine._loop()
 
 
 def _obey(engine: "_ChildEngine", cmd, device) -> None:
@@ -165,16 +175,25 @@ class EngineProcess:
     def start(self) -> "EngineProcess":
         import os
 
-        where = os.environ.get("LSTM_PIPELINE_SERVE_ENGINE_THREAD", "own")
+        where = os.environ.get("LSTM_PIPELINE_SERVE_ENGINE_THREAD", "main")
         if where not in ("own", "main"):
-            raise ValueError(f"LSTM_PIPELINE_SERVE_ENGINE_THREAD must be 'own' (the engine loop in its own thread of "
-                             f"the engine process, the default) or 'main' (its main thread), got {where!r}")
+            raise ValueError(f"LSTM_PIPELINE_SERVE_ENGINE_THREAD must be 'main' (the engine loop in the main thread of "
+                             f"the engine process, the default) or 'own' (a thread of its own), got {where!r}")
         ctx = mp.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
         cmd_r, self._cmd = ctx.Pipe(duplex=False)
         self._out, out_w = ctx.Pipe(duplex=False)
         self.proc = ctx.Process(target=child_main, args=(self.spec, cmd_r, out_w), daemon=True,
                                 name="lstm-pipeline-serve-engine")
-        self.proc.start()
+        # the child reads its OpenMP settings when torch loads: a short spin unless the user chose one
+        chosen = any(os.environ.get(k) for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"))
+        if not chosen:
+            os.environ.update(OPENMP_SPIN)
+        try:
+            self.proc.start()
+        finally:
+            if not chosen:
+                for k in OPENMP_SPIN:
+                    os.environ.pop(k, None)
         cmd_r.close()
         out_w.close()
         if not self._out.poll(self.start_timeout):
