@@ -22,7 +22,7 @@ def test_default_run_is_the_budgeted_recipe():
     assert cfg["trainer"]["precision"] == "auto"
     assert cfg["optim"]["_target_"] == "torch.optim.AdamW"
     assert cfg["scheduler"]["_target_"].endswith("WarmupCosineTime")
-    assert (cfg["model"]["hidden_size"], cfg["model"]["num_layers"], cfg["model"]["dropout"]) == (256, 2, 0.0)
+    assert (cfg["model"]["hidden_size"], cfg["model"]["num_layers"], cfg["model"]["dropout"]) == (384, 2, 0.0)
     assert (cfg["batching"]["batch_size"], cfg["batching"]["bptt"]) == (32, 64)
 
 
