@@ -129,6 +129,7 @@ def run_cli_in_process(capture, *args: str, cwd: Path | None = None, check: bool
     imports a new interpreter pays. For tests of what a command does, not of the process boundary
     (the console script, a real exit status: those keep :func:`run_cli`).
 
+    ``env`` is set in ``os.environ`` for the call (so PYTHONPATH there does not reach ``sys.path``).
     ``capture`` is pytest's ``capfd`` (what is written to file descriptors 1 and 2 is the output, as
     a subprocess's pipes would hold it). The status is what the interpreter would exit with:
     ``main``'s return value or ``SystemExit``'s code; an uncaught exception prints its traceback to
@@ -150,7 +151,8 @@ def run_cli_in_process(capture, *args: str, cwd: Path | None = None, check: bool
     from lstm_pipeline import cli
 
     capture.readouterr()  # what came before is not this command's output
-    saved_env, saved_argv, saved_path, saved_cwd, saved_stdin = dict(os.environ), sys.argv[:], sys.path[:], os.getcwd(), sys.stdin
+    saved_env, saved_argv, saved_path = dict(os.environ), sys.argv[:], sys.path[:]
+    saved_cwd, saved_stdin = os.getcwd(), sys.stdin
     manager = logging.Logger.manager
     loggers = {name: lg for name, lg in manager.loggerDict.items() if isinstance(lg, logging.Logger)}
     loggers[""] = logging.getLogger()
@@ -166,6 +168,10 @@ def run_cli_in_process(capture, *args: str, cwd: Path | None = None, check: bool
             return fn
         return real_register(fn, *a, **kw)
 
+    # the root logger as a new interpreter has it: no handlers (a warning goes to stderr through
+    # logging.lastResort), level WARNING; not pytest's capturing handlers
+    logging.getLogger().handlers[:] = []
+    logging.getLogger().setLevel(logging.WARNING)
     os.environ.update(env or {})
     sys.argv = [cli.__file__]  # as `python -m lstm_pipeline.cli` has it
     sys.stdin = io.StringIO(input or "")
