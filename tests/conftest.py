@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TINY, run_cli, stale_entry_points
+from helpers import TINY, run_cli, run_cli_in_process, stale_entry_points
 from lstm_pipeline.data.sources import bundled_corpus
 
 
@@ -21,6 +21,14 @@ def tiny_run(tmp_path_factory, tiny_corpus) -> Path:
     run_dir = work / "run"
     run_cli("train", "data=text", f"data.path={tiny_corpus}", *TINY, f"hydra.run.dir={run_dir}", cwd=work)
     return run_dir
+
+
+@pytest.fixture
+def cli_in_process(capfd):
+    """``cli_in_process(*args, cwd=, check=, env=, input=)``: ``run_cli``'s answer (returncode, stdout,
+    stderr) from ``lstm_pipeline.cli.main`` run in this process (helpers.run_cli_in_process): for tests
+    of what a command does and says, without a new interpreter's seconds of imports."""
+    return lambda *args, **kw: run_cli_in_process(capfd, *args, **kw)
 
 
 # -- the device the in-process tests build their tensors and models on ---------------------------------

@@ -6,14 +6,14 @@ import json
 import numpy as np
 import torch
 
-from helpers import TINY, run_cli
+from helpers import TINY
 
 
-def test_train_evaluate_generate_export_an_adaptive_softmax_model(tmp_path):
+def test_train_evaluate_generate_export_an_adaptive_softmax_model(tmp_path, cli_in_process):
     run = tmp_path / "run"
-    run_cli("train", "tokenizer=word", "tokenizer.vocab_size=400", "model.output=adaptive",
-            "model.adaptive_cutoffs=[20,100]", *TINY, f"hydra.run.dir={run}", "trainer.max_steps=6",
-            "trainer.val_check_interval=3", cwd=tmp_path)
+    cli_in_process("train", "tokenizer=word", "tokenizer.vocab_size=400", "model.output=adaptive",
+                   "model.adaptive_cutoffs=[20,100]", *TINY, f"hydra.run.dir={run}", "trainer.max_steps=6",
+                   "trainer.val_check_interval=3", cwd=tmp_path)
     config = json.loads((run / "model" / "config.json").read_text())
     assert config["model"]["output"] == "adaptive" and config["model"]["adaptive_cutoffs"] == [20, 100]
     assert config["model"]["adaptive_div_value"] == 4.0 and config["model"]["adaptive_head_bias"] is False
@@ -30,16 +30,16 @@ def test_train_evaluate_generate_export_an_adaptive_softmax_model(tmp_path):
     assert (np.diff(counts[np.argsort(rank)]) <= 0).all()  # rank order is frequency order
 
     for extra in ([], ["cache.enabled=true"], ["dynamic_eval.enabled=true"]):  # the log-probabilities as logits
-        run_cli("evaluate", f"run={run}", "splits=[validation]", "batch_size=4", "bptt=32", *extra, cwd=tmp_path)
+        cli_in_process("evaluate", f"run={run}", "splits=[validation]", "batch_size=4", "bptt=32", *extra, cwd=tmp_path)
         text = (run / "eval.json").read_text()
         assert "validation" in json.loads(text) and "NaN" not in text and "Infinity" not in text
-    out = run_cli("generate", f"run={run}", "decoding=beam", "prompt='the king'", "max_new_tokens=5", cwd=tmp_path)
+    out = cli_in_process("generate", f"run={run}", "decoding=beam", "prompt='the king'", "max_new_tokens=5", cwd=tmp_path)
     assert out.stdout.strip()
     ids = torch.tensor([tokenizer.encode("the king is dead and the queen")])
     with torch.no_grad():
         ref, _ = model(ids)
     for fmt in ("torchscript", "onnx"):
-        run_cli("export", f"run={run}", f"format={fmt}", cwd=tmp_path)
+        cli_in_process("export", f"run={run}", f"format={fmt}", cwd=tmp_path)
         meta = json.loads((run / "export" / f"model.step.{'pt' if fmt == 'torchscript' else 'onnx'}.json").read_text())
         assert meta["vocab_size"] == model.vocab_size
     ts = torch.jit.load(str(run / "export" / "model.step.pt"))

@@ -1,7 +1,12 @@
 """The bad-input sweep (issue 13): each mistake a user can make on the command line or in a model
 directory gives ONE line naming the setting or file and what to do, exit status 1, no traceback,
 and (for train) no run directory left behind. One row per input: (command, overrides, damage to a
-copy of a trained run, the expected message fragment)."""
+copy of a trained run, the expected message fragment).
+
+The sweep runs each input through ``lstm_pipeline.cli.main`` in this process (the ``cli_in_process``
+fixture: the same status, output and clean-up checks, without a new interpreter's imports per row);
+``test_bad_input_through_a_process`` runs a few rows as real ``python -m lstm_pipeline.cli`` processes,
+so the exit status and stderr of the process itself stay tested."""
 import json
 import shutil
 import struct
@@ -197,12 +202,9 @@ def _bad_data(tmp_path, tiny_corpus):
             "EMPTYCOL": tmp_path / "emptycol.jsonl"}
 
 
-@pytest.mark.parametrize("command,overrides,damage,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_one_clear_line(command, overrides, damage, expected, tiny_run, tiny_corpus, tmp_path):
-    import torch
-
-    if "gpu" in expected.lower() and torch.cuda.is_available():
-        pytest.skip("this machine has a GPU")
+def _bad_input(command, overrides, damage, expected, tiny_run, tiny_corpus, tmp_path):
+    """The command line of one CASES row (placeholders filled, the model copied and damaged), the
+    expected fragment and the run directory that must not be left behind."""
     places = _bad_data(tmp_path, tiny_corpus)
     for name, path in places.items():
         overrides = [o.replace(name, str(path)) for o in overrides]
@@ -217,7 +219,10 @@ def test_bad_input_is_one_clear_line(command, overrides, damage, expected, tiny_
             damage(run_dir / "model")
         own_run = any(o.startswith("run=") for o in overrides)
         args = ([] if own_run else [f"run={run_dir}"]) + overrides + (["max_new_tokens=3"] if command == "generate" else [])
-    proc = run_cli(command, *args, cwd=tmp_path, check=False)
+    return [command, *args], expected, run_dir
+
+
+def _assert_one_clear_line(proc, command, expected, run_dir):
     assert proc.returncode == 1, (proc.stdout[-2000:], proc.stderr[-3000:])
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith(f"lstm-pipeline {command}: error:")]
@@ -227,8 +232,37 @@ def test_bad_input_is_one_clear_line(command, overrides, damage, expected, tiny_
         assert not run_dir.exists(), sorted(p.name for p in run_dir.iterdir())
 
 
+def _skip_on_gpu(expected):
+    import torch
+
+    if "gpu" in expected.lower() and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+
+
+@pytest.mark.parametrize("command,overrides,damage,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_clear_line(command, overrides, damage, expected, tiny_run, tiny_corpus, tmp_path,
+                                     cli_in_process):
+    _skip_on_gpu(expected)
+    args, expected, run_dir = _bad_input(command, overrides, damage, expected, tiny_run, tiny_corpus, tmp_path)
+    proc = cli_in_process(*args, cwd=tmp_path, check=False)
+    _assert_one_clear_line(proc, command, expected, run_dir)
+
+
+#: rows run as real processes: a train setting checked inside the Hydra app (its run directory
+#: removed), an override refused before Hydra runs, a damaged model directory read by generate
+THROUGH_A_PROCESS = ["max_steps_abc", "override_unreadable", "safetensors_truncated"]
+
+
+@pytest.mark.parametrize("case", THROUGH_A_PROCESS)
+def test_bad_input_through_a_process(case, tiny_run, tiny_corpus, tmp_path):
+    command, overrides, damage, expected = next(c[1:] for c in CASES if c[0] == case)
+    args, expected, run_dir = _bad_input(command, overrides, damage, expected, tiny_run, tiny_corpus, tmp_path)
+    proc = run_cli(*args, cwd=tmp_path, check=False)
+    _assert_one_clear_line(proc, command, expected, run_dir)
+
+
 @pytest.mark.parametrize("command", ["train", "evaluate"])
-def test_the_utf8_errors_advice_works_as_printed(command, tiny_run, tiny_corpus, tmp_path):
+def test_the_utf8_errors_advice_works_as_printed(command, tiny_run, tiny_corpus, tmp_path, cli_in_process):
     """The UTF-8 error advises data.encoding_errors=replace: that setting, typed as printed, works with
     data=text (was: Hydra's "Key 'encoding_errors' is not in struct")."""
     import re
@@ -239,9 +273,9 @@ def test_the_utf8_errors_advice_works_as_printed(command, tiny_run, tiny_corpus,
         args = [*TRAIN, "data=text", f"data.path={bad}", f"hydra.run.dir={tmp_path / 'run'}"]
     else:
         args = [f"run={tiny_run}", "data=text", f"data.path={bad}", "splits=[test]", f"report={tmp_path / 'r.json'}"]
-    proc = run_cli(command, *args, cwd=tmp_path, check=False)
+    proc = cli_in_process(command, *args, cwd=tmp_path, check=False)
     assert proc.returncode == 1 and "is not valid UTF-8" in proc.stderr, proc.stderr[-2000:]
     advice = re.search(r"set (data\.encoding_errors=\w+)", proc.stderr).group(1)
     assert advice == "data.encoding_errors=replace"
-    proc = run_cli(command, *args, advice, cwd=tmp_path, check=False)
+    proc = cli_in_process(command, *args, advice, cwd=tmp_path, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -30,25 +30,25 @@ def test_any_trainer_argument_without_plus_and_lightning_lines_without_noise(tin
     assert "Epoch 0/-2" not in out and "Epoch 0 " in out  # the bar's title for a step-bounded run
 
 
-def test_checkpoint_policy_off_and_every_n_steps(tiny_corpus, tmp_path):
+def test_checkpoint_policy_off_and_every_n_steps(tiny_corpus, tmp_path, cli_in_process):
     off = tmp_path / "off"
-    run_cli("train", *SMALL, f"data.path={tiny_corpus}", "trainer.max_steps=4", "+trainer.enable_checkpointing=false",
-            "trainer.enable_progress_bar=false", f"hydra.run.dir={off}", cwd=tmp_path)
+    cli_in_process("train", *SMALL, f"data.path={tiny_corpus}", "trainer.max_steps=4", "+trainer.enable_checkpointing=false",
+                   "trainer.enable_progress_bar=false", f"hydra.run.dir={off}", cwd=tmp_path)
     assert not (off / "checkpoints").exists() and (off / "model" / "model.safetensors").is_file()
 
     snap = tmp_path / "snap"
-    run_cli("train", *SMALL, f"data.path={tiny_corpus}", "trainer.max_steps=6", "trainer.val_check_interval=3",
-            "checkpoint.every_n_train_steps=2", "checkpoint.save_top_k=-1", "checkpoint.monitor=null",
-            "checkpoint.filename=step-{step}", "trainer.enable_progress_bar=false", f"hydra.run.dir={snap}", cwd=tmp_path)
+    cli_in_process("train", *SMALL, f"data.path={tiny_corpus}", "trainer.max_steps=6", "trainer.val_check_interval=3",
+                   "checkpoint.every_n_train_steps=2", "checkpoint.save_top_k=-1", "checkpoint.monitor=null",
+                   "checkpoint.filename=step-{step}", "trainer.enable_progress_bar=false", f"hydra.run.dir={snap}", cwd=tmp_path)
     names = {p.name for p in (snap / "checkpoints").iterdir()}
     assert {"step-step=2.ckpt", "step-step=4.ckpt", "step-step=6.ckpt", "last.ckpt"} <= names, names
 
 
-def test_early_stopping_says_why(tiny_corpus, tmp_path):
+def test_early_stopping_says_why(tiny_corpus, tmp_path, cli_in_process):
     run = tmp_path / "run"
-    run_cli("train", *SMALL, f"data.path={tiny_corpus}", "trainer.max_steps=200", "trainer.val_check_interval=2",
-            "callbacks=early_stopping", "callbacks.early_stopping.patience=0", "callbacks.early_stopping.min_delta=1.0",
-            "trainer.enable_progress_bar=false", f"hydra.run.dir={run}", cwd=tmp_path)
+    cli_in_process("train", *SMALL, f"data.path={tiny_corpus}", "trainer.max_steps=200", "trainer.val_check_interval=2",
+                   "callbacks=early_stopping", "callbacks.early_stopping.patience=0", "callbacks.early_stopping.min_delta=1.0",
+                   "trainer.enable_progress_bar=false", f"hydra.run.dir={run}", cwd=tmp_path)
     log = (run / "train.log").read_text()
     assert "Signaling Trainer to stop" in log, log
     assert "lr-Adam" in (run / "logs" / "metrics.csv").read_text()  # the default callbacks are kept
@@ -75,29 +75,29 @@ def test_sweeper_gets_the_optimized_metric_as_a_float(tiny_corpus, tmp_path):
     assert all(isinstance(eval(r), float) for r in returns), returns
 
 
-def test_shell_completion(tmp_path):
+def test_shell_completion(tmp_path, cli_in_process):
     env = {"COMP_LINE": "lstm-pipeline tr"}
-    assert run_cli("-sc", "query=bash", env=env, cwd=tmp_path).stdout.split() == ["train"]
+    assert cli_in_process("-sc", "query=bash", env=env, cwd=tmp_path).stdout.split() == ["train"]
     env = {"COMP_LINE": "lstm-pipeline train model.hidd"}
-    assert "model.hidden_size=" in run_cli("-sc", "query=bash", env=env, cwd=tmp_path).stdout.split()
+    assert "model.hidden_size=" in cli_in_process("-sc", "query=bash", env=env, cwd=tmp_path).stdout.split()
     env = {"COMP_LINE": "lstm-pipeline generate decoding=nu"}
-    assert "decoding=nucleus" in run_cli("-sc", "query=bash", env=env, cwd=tmp_path).stdout.split()
-    assert "complete -o nospace" in run_cli("train", "-sc", "install=bash", cwd=tmp_path).stdout
+    assert "decoding=nucleus" in cli_in_process("-sc", "query=bash", env=env, cwd=tmp_path).stdout.split()
+    assert "complete -o nospace" in cli_in_process("train", "-sc", "install=bash", cwd=tmp_path).stdout
 
 
-def test_chdir_keeps_relative_data_paths(tiny_corpus, tmp_path):
+def test_chdir_keeps_relative_data_paths(tiny_corpus, tmp_path, cli_in_process):
     (tmp_path / "corpus.txt").write_text(tiny_corpus.read_text())
-    run_cli("train", *SMALL, "data.path=corpus.txt", "trainer.max_steps=2", "trainer.enable_progress_bar=false",
-            "hydra.job.chdir=true", "hydra.run.dir=out/run", cwd=tmp_path)
+    cli_in_process("train", *SMALL, "data.path=corpus.txt", "trainer.max_steps=2", "trainer.enable_progress_bar=false",
+                   "hydra.job.chdir=true", "hydra.run.dir=out/run", cwd=tmp_path)
     assert (tmp_path / "out" / "run" / "model" / "model.safetensors").is_file()
 
 
-def test_help_of_each_command_names_it_and_lists_only_its_own_choices(tmp_path):
+def test_help_of_each_command_names_it_and_lists_only_its_own_choices(tmp_path, cli_in_process):
     for command in ("generate", "evaluate", "export", "plot", "push"):
-        out = run_cli(command, "--help", cwd=tmp_path).stdout
+        out = cli_in_process(command, "--help", cwd=tmp_path).stdout
         assert out.startswith(f"lstm-pipeline {command} ") and "powered by Hydra" not in out, out[:300]
         assert "trainer: cpu" not in out and "model/cell:" not in out  # train's groups
-    out = run_cli("train", "--help", cwd=tmp_path).stdout
+    out = cli_in_process("train", "--help", cwd=tmp_path).stdout
     assert out.startswith("lstm-pipeline train ") and "trainer: cpu, ddp, gpu" in out
 
 
@@ -126,18 +126,18 @@ def test_resumed_run_prints_no_banner_advert_or_resumability_warning(tiny_run, t
     assert "`Trainer.fit` stopped: `max_steps=14` reached." in (run / "train.log").read_text()
 
 
-def test_the_bar_counts_to_max_steps_after_a_resume(tiny_corpus, tmp_path):
+def test_the_bar_counts_to_max_steps_after_a_resume(tiny_corpus, tmp_path, cli_in_process):
     """The train bar shows the batch's place in the epoch over the epoch's batches to run: after a
     resume from step 6 to 10 it read '10/4' (Lightning's total is the steps left), now '10/10'."""
     import re
 
     run = tmp_path / "run"
     common = [*SMALL, f"data.path={tiny_corpus}", "trainer.val_check_interval=3"]
-    run_cli("train", *common, "trainer.max_steps=6", "trainer.enable_progress_bar=false", f"hydra.run.dir={run}",
-            cwd=tmp_path)
+    cli_in_process("train", *common, "trainer.max_steps=6", "trainer.enable_progress_bar=false", f"hydra.run.dir={run}",
+                   cwd=tmp_path)
     for steps in (10, 13):  # resumed at a validation step (6), then off one (10)
-        out = run_cli("train", f"ckpt_path={run}", f"trainer.max_steps={steps}", "trainer.enable_progress_bar=true",
-                      cwd=tmp_path).stdout
+        out = cli_in_process("train", f"ckpt_path={run}", f"trainer.max_steps={steps}", "trainer.enable_progress_bar=true",
+                             cwd=tmp_path).stdout
         counts = re.findall(r"Epoch 0\b.*?(\d+)/(\d+)", out)
         assert counts, out[-2000:]
         assert counts[-1] == (str(steps), str(steps)), counts[-3:]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from helpers import TINY, run_cli
+from helpers import TINY
 
 pytestmark = pytest.mark.slow
 
@@ -21,11 +21,11 @@ def jsonl_dataset(tmp_path_factory, tiny_corpus):
     return d
 
 
-def test_documents_mode_with_files_source_and_byte_bpe(tmp_path, jsonl_dataset):
+def test_documents_mode_with_files_source_and_byte_bpe(tmp_path, jsonl_dataset, cli_in_process):
     run = tmp_path / "run"
-    out = run_cli("train", "data=files", "data.path={train: train.jsonl, valid: valid.jsonl, test: test.jsonl}",
-                  f"data.data_dir={jsonl_dataset}", "data.text_column=body", "data.eos_token='<eos>'", "tokenizer=byte_bpe", "tokenizer.vocab_size=300",
-                  "batching.mode=documents", *TINY, f"hydra.run.dir={run}", cwd=tmp_path)
+    out = cli_in_process("train", "data=files", "data.path={train: train.jsonl, valid: valid.jsonl, test: test.jsonl}",
+                         f"data.data_dir={jsonl_dataset}", "data.text_column=body", "data.eos_token='<eos>'", "tokenizer=byte_bpe", "tokenizer.vocab_size=300",
+                         "batching.mode=documents", *TINY, f"hydra.run.dir={run}", cwd=tmp_path)
     assert "val_loss" in out.stdout
     tok = json.loads((run / "tokenizer.json").read_text())
     assert tok["model"]["type"] == "BPE" and any(t["content"] == "<eos>" for t in tok["added_tokens"])
@@ -34,21 +34,21 @@ def test_documents_mode_with_files_source_and_byte_bpe(tmp_path, jsonl_dataset):
     eos = next(t["id"] for t in tok["added_tokens"] if t["content"] == "<eos>")
     # trained with an end-of-text token: it is recorded, generation stops there, and a text starts after it
     assert cfg["eos_token"] == "<eos>" and cfg["bos_token_id"] == eos and gen["eos_token_id"] == eos
-    out = run_cli("generate", f"run={run}", "prompt=", "max_new_tokens=40", "seed=1", cwd=tmp_path).stdout
+    out = cli_in_process("generate", f"run={run}", "prompt=", "max_new_tokens=40", "seed=1", cwd=tmp_path).stdout
     assert "<eos>" not in out
 
 
-def test_streaming_hub_source_on_a_local_dataset_directory(tmp_path, jsonl_dataset):
+def test_streaming_hub_source_on_a_local_dataset_directory(tmp_path, jsonl_dataset, cli_in_process):
     run = tmp_path / "run"
-    run_cli("train", "data=hub", f"data.path={jsonl_dataset}", "data.text_column=body", "data.streaming=true",
-            "tokenizer=word", "tokenizer.min_frequency=2", *TINY, f"hydra.run.dir={run}", cwd=tmp_path)
+    cli_in_process("train", "data=hub", f"data.path={jsonl_dataset}", "data.text_column=body", "data.streaming=true",
+                   "tokenizer=word", "tokenizer.min_frequency=2", *TINY, f"hydra.run.dir={run}", cwd=tmp_path)
     header, *rows = next(run.rglob("metrics.csv")).read_text().splitlines()
     col = header.split(",").index("val_loss")
     assert sum(1 for r in rows if r.split(",")[col]) == 2  # validated at steps 6 and 12
     assert (run / "model" / "model.safetensors").is_file()
     # evaluate scores whole splits: it says how to name data it can prepare, and then does
-    bad = run_cli("evaluate", f"run={run}", check=False)
+    bad = cli_in_process("evaluate", f"run={run}", check=False)
     assert bad.returncode == 1 and "data.streaming=false" in bad.stderr and "Traceback" not in bad.stderr
-    out = run_cli("evaluate", f"run={run}", "data=hub", f"data.path={jsonl_dataset}", "data.text_column=body",
-                  "data.streaming=false", "splits=[validation]", "batch_size=2", "bptt=8").stdout
+    out = cli_in_process("evaluate", f"run={run}", "data=hub", f"data.path={jsonl_dataset}", "data.text_column=body",
+                         "data.streaming=false", "splits=[validation]", "batch_size=2", "bptt=8").stdout
     assert "validation: loss" in out

@@ -6,7 +6,6 @@ from omegaconf import OmegaConf
 
 from lstm_pipeline.config import register_schemas
 
-from helpers import run_cli
 
 
 def _compose(*overrides):
@@ -36,6 +35,6 @@ def test_other_choices_replace_the_recipe_whole():
     assert sgd["optim"]["lr"] == 20.0 and "weight_decay" not in sgd["optim"]
 
 
-def test_null_on_the_command_line_means_none(tmp_path):
-    out = run_cli("train", "experiment=null", "scheduler=null", "--cfg", "job", cwd=tmp_path).stdout
+def test_null_on_the_command_line_means_none(tmp_path, cli_in_process):
+    out = cli_in_process("train", "experiment=null", "scheduler=null", "--cfg", "job", cwd=tmp_path).stdout
     assert "max_steps: 600" in out and "scheduler: {}" in out and "budget: null" in out

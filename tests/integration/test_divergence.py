@@ -26,10 +26,10 @@ def _strict_json(path):
     return json.loads(path.read_text(), parse_constant=bad)
 
 
-def test_infinite_learning_rate_stops_with_one_line_and_exports_nothing(tmp_path, tiny_corpus):
+def test_infinite_learning_rate_stops_with_one_line_and_exports_nothing(tmp_path, tiny_corpus, cli_in_process):
     run = tmp_path / "run"
-    proc = run_cli("train", "data=text", f"data.path={tiny_corpus}", *SHORT, "optim=sgd", "optim.lr=inf",
-                   f"hydra.run.dir={run}", cwd=tmp_path, check=False)
+    proc = cli_in_process("train", "data=text", f"data.path={tiny_corpus}", *SHORT, "optim=sgd", "optim.lr=inf",
+                          f"hydra.run.dir={run}", cwd=tmp_path, check=False)
     assert proc.returncode == 1
     err = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert len(err) == 1 and "Traceback" not in proc.stderr, proc.stderr

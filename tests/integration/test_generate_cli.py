@@ -7,7 +7,6 @@ import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
-from helpers import run_cli
 from lstm_pipeline.config import register_schemas
 from lstm_pipeline.generation.beam import BeamSearch
 from lstm_pipeline.generation.run import generate_cmd
@@ -24,11 +23,11 @@ def cfg_for(*overrides):
         return compose("generate", overrides=list(overrides))
 
 
-def test_prompts_file_writes_json_lines_equal_to_the_api(tiny_run, tmp_path):
+def test_prompts_file_writes_json_lines_equal_to_the_api(tiny_run, tmp_path, cli_in_process):
     pfile, out = tmp_path / "prompts.txt", tmp_path / "out.jsonl"
     pfile.write_text("\n".join(PROMPTS) + "\n")
-    run_cli("generate", f"run={tiny_run}", f"prompts_file={pfile}", f"output_file={out}", "decoding=greedy",
-            "max_new_tokens=12", "batch_size=3")
+    cli_in_process("generate", f"run={tiny_run}", f"prompts_file={pfile}", f"output_file={out}", "decoding=greedy",
+                   "max_new_tokens=12", "batch_size=3")
     records = [json.loads(line) for line in out.read_text().splitlines()]
     model, tok, config = load_pretrained(tiny_run)
     ids = [tok.encode(p) for p in PROMPTS]

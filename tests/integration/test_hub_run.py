@@ -38,12 +38,12 @@ def test_transformers_generate_on_a_trained_run_equals_our_greedy(tiny_run):
     assert text[0]["generated_text"] == "ROMEO:" + hf_tok.decode(theirs, skip_special_tokens=True)
 
 
-def test_evaluate_with_every_option_writes_the_report(tiny_run, tmp_path):
+def test_evaluate_with_every_option_writes_the_report(tiny_run, tmp_path, cli_in_process):
     report = tmp_path / "report.json"
-    out = run_cli("evaluate", f"run={tiny_run}", "splits=[validation]", "batch_size=2", "bptt=32",
-                  "dump_logprobs=true", "dynamic_eval.enabled=true", "cache.enabled=true",
-                  "generation.enabled=true", "generation.num_samples=3", "generation.max_new_tokens=30",
-                  f"report={report}").stdout
+    out = cli_in_process("evaluate", f"run={tiny_run}", "splits=[validation]", "batch_size=2", "bptt=32",
+                         "dump_logprobs=true", "dynamic_eval.enabled=true", "cache.enabled=true",
+                         "generation.enabled=true", "generation.num_samples=3", "generation.max_new_tokens=30",
+                         f"report={report}").stdout
     assert "dynamic eval:" in out and "neural cache:" in out and "self-BLEU-4" in out
     r = json.loads(report.read_text())
     v = r["validation"]
@@ -56,8 +56,8 @@ def test_evaluate_with_every_option_writes_the_report(tiny_run, tmp_path):
     assert g["num_samples"] == 3 and g["tokens"] == 90 and 0 <= g["self_bleu_4"] <= 1 and g["own_ppl"] > 1
 
 
-def test_plot_overlays_runs(tiny_run, tmp_path):
-    out = run_cli("plot", f"run=[{tiny_run},{tiny_run}]", "labels=[a,b]", f"out={tmp_path}").stdout
+def test_plot_overlays_runs(tiny_run, tmp_path, cli_in_process):
+    out = cli_in_process("plot", f"run=[{tiny_run},{tiny_run}]", "labels=[a,b]", f"out={tmp_path}").stdout
     for metric in ("loss", "bpc", "lr", "tokens_per_sec"):
         png = tmp_path / f"{metric}.png"
         assert f"wrote {png}" in out and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -61,10 +61,11 @@ def test_two_cli_runs_started_together_do_not_share_a_directory(tmp_path, tiny_c
         assert (run / "model" / "config.json").is_file() and (run / ".hydra" / "overrides.yaml").is_file()
 
 
-def test_training_into_a_used_directory_without_ckpt_path_is_an_error(used_run, tiny_run, tmp_path, tiny_corpus):
+def test_training_into_a_used_directory_without_ckpt_path_is_an_error(used_run, tiny_run, tmp_path, tiny_corpus,
+                                                                      cli_in_process):
     before = _snapshot(used_run)
-    proc = run_cli("train", "data=text", f"data.path={tiny_corpus}", f"hydra.run.dir={used_run}", cwd=tmp_path,
-                   check=False)
+    proc = cli_in_process("train", "data=text", f"data.path={tiny_corpus}", f"hydra.run.dir={used_run}", cwd=tmp_path,
+                          check=False)
     assert proc.returncode == 1 and "already holds a run" in proc.stderr and f"ckpt_path={used_run}" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert _snapshot(used_run) == before
@@ -90,15 +91,15 @@ def test_a_second_writer_gets_an_error_naming_the_holder(used_run, tmp_path):
     RunLock(used_run).acquire().release()  # released: free again
 
 
-def test_a_failed_resume_leaves_the_directory_as_it_was(used_run, tmp_path):
+def test_a_failed_resume_leaves_the_directory_as_it_was(used_run, tmp_path, cli_in_process):
     before = _snapshot(used_run)
-    proc = run_cli("train", f"ckpt_path={used_run}", "model.hidden_size=64", cwd=tmp_path, check=False)
+    proc = cli_in_process("train", f"ckpt_path={used_run}", "model.hidden_size=64", cwd=tmp_path, check=False)
     assert proc.returncode == 1
     err = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert len(err) == 1 and "does not match this command's model settings" in err[0], proc.stderr
     assert _snapshot(used_run) == before  # overrides.yaml, train.log, checkpoints: untouched
     # so a later plain resume still works, and records its overrides once training has started
-    run_cli("train", f"ckpt_path={used_run}", "trainer.max_steps=14", cwd=tmp_path)
+    cli_in_process("train", f"ckpt_path={used_run}", "trainer.max_steps=14", cwd=tmp_path)
     recorded = [o.lstrip("+") for o in OmegaConf.to_container(OmegaConf.load(used_run / ".hydra" / "overrides.yaml"))]
     assert "trainer.max_steps=14" in recorded and "model.hidden_size=32" in recorded  # (trainer.X= is given as ++)
     assert not any(o.startswith("model.hidden_size=64") for o in recorded)

@@ -8,7 +8,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from helpers import run_cli
 from lstm_pipeline.training.safety import (UnsafeCheckpointError, UnsafeConfigError, check_recorded_overrides,
                                            check_targets, load_checkpoint, target_allowed)
 
@@ -37,10 +36,10 @@ def test_crafted_checkpoint_is_refused_and_never_run(tmp_path):
     assert not marker.exists()
 
 
-def test_train_with_a_crafted_checkpoint_is_one_clear_line(tmp_path, tiny_corpus):
+def test_train_with_a_crafted_checkpoint_is_one_clear_line(tmp_path, tiny_corpus, cli_in_process):
     path, marker = _crafted_ckpt(tmp_path)
-    proc = run_cli("train", "data=text", f"data.path={tiny_corpus}", f"ckpt_path={path}",
-                   f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, check=False)
+    proc = cli_in_process("train", "data=text", f"data.path={tiny_corpus}", f"ckpt_path={path}",
+                          f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, check=False)
     assert proc.returncode == 1
     assert "error: refused to load" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not marker.exists()
@@ -110,7 +109,7 @@ def test_composed_config_with_a_foreign_target_is_refused_before_anything_runs(t
     ("hydra.job_logging.handlers.file.filename=/tmp/elsewhere.log", "reconfigures Hydra"),
     ("logger.save_dir=/tmp/elsewhere", "a place outside the run directory to write to"),
 ])
-def test_resume_refuses_crafted_recorded_overrides(tiny_run, tmp_path, line, names):
+def test_resume_refuses_crafted_recorded_overrides(tiny_run, tmp_path, line, names, cli_in_process):
     run = tmp_path / "shared"
     shutil.copytree(tiny_run, run)
     recorded = run / ".hydra" / "overrides.yaml"
@@ -121,7 +120,7 @@ def test_resume_refuses_crafted_recorded_overrides(tiny_run, tmp_path, line, nam
     OmegaConf.save(OmegaConf.create(overrides + [line, f"+callbacks.x.src={recorded}", f"+callbacks.x.dst={dst}"]),
                    recorded)
     before[recorded.name] = recorded.read_bytes()
-    proc = run_cli("train", f"ckpt_path={run}", "trainer.max_steps=14", cwd=tmp_path, check=False)
+    proc = cli_in_process("train", f"ckpt_path={run}", "trainer.max_steps=14", cwd=tmp_path, check=False)
     assert proc.returncode == 1, proc.stderr
     assert "error:" in proc.stderr and names in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not dst.exists()
@@ -145,7 +144,7 @@ def test_recorded_overrides_check_accepts_a_plain_run():
 
 
 # -- evaluate and a model's recorded data --------------------------------------------------------------
-def test_evaluate_does_not_follow_a_crafted_data_block(tiny_run, tmp_path):
+def test_evaluate_does_not_follow_a_crafted_data_block(tiny_run, tmp_path, cli_in_process):
     run = tmp_path / "downloaded"
     shutil.copytree(tiny_run, run)
     cfg_path = run / "model" / "config.json"
@@ -153,23 +152,23 @@ def test_evaluate_does_not_follow_a_crafted_data_block(tiny_run, tmp_path):
     cache = tmp_path / "written-here"
     config["data"] = {"name": "hub", "path": "text", "data_files": "/etc/hostname", "cache_dir": str(cache)}
     cfg_path.write_text(json.dumps(config))
-    proc = run_cli("evaluate", f"run={run}", cwd=tmp_path, check=False)
+    proc = cli_in_process("evaluate", f"run={run}", cwd=tmp_path, check=False)
     assert proc.returncode == 1
     assert "is not used" in proc.stderr and "data=text data.path=" in proc.stderr, proc.stderr
     assert not cache.exists()
     # a bare model directory (as downloaded from the Hub): its recorded data is never followed
     bare = tmp_path / "bare"
     shutil.copytree(tiny_run / "model", bare)
-    proc = run_cli("evaluate", f"run={bare}", cwd=tmp_path, check=False)
+    proc = cli_in_process("evaluate", f"run={bare}", cwd=tmp_path, check=False)
     assert proc.returncode == 1 and "not the model/ folder of a training run" in proc.stderr, proc.stderr
 
 
-def test_evaluate_uses_the_runs_own_data_and_named_data(tiny_run, tmp_path, tiny_corpus):
+def test_evaluate_uses_the_runs_own_data_and_named_data(tiny_run, tmp_path, tiny_corpus, cli_in_process):
     report = tmp_path / "r.json"
-    run_cli("evaluate", f"run={tiny_run}", f"report={report}", "splits=[validation]", cwd=tmp_path)
+    cli_in_process("evaluate", f"run={tiny_run}", f"report={report}", "splits=[validation]", cwd=tmp_path)
     assert json.loads(report.read_text())["validation"]["loss"] > 0
     bare = tmp_path / "bare"
     shutil.copytree(tiny_run / "model", bare)
-    run_cli("evaluate", f"run={bare}", "data=text", f"data.path={tiny_corpus}", f"report={report}",
-            "splits=[validation]", cwd=tmp_path)
+    cli_in_process("evaluate", f"run={bare}", "data=text", f"data.path={tiny_corpus}", f"report={report}",
+                   "splits=[validation]", cwd=tmp_path)
     assert json.loads(report.read_text())["validation"]["loss"] > 0
