@@ -182,7 +182,7 @@ def run_engine(model, tokenizer, tokens: int) -> tuple[float, float]:
     def emit(group, events):
         left[0] -= sum(e.finish_reason is not None for e in events)
         if left[0] == 0:
-            eng._stop = True
+            eng.stop()  # the loop below returns after this step
 
     eng = Engine(model, tokenizer, max_batch=64)
     dec = Nucleus(top_p=0.9)

@@ -142,7 +142,7 @@ def test_errors_are_openai_shaped(client, kwargs, status, needle):
 def test_the_engine_process_spins_briefly_for_openmp(server):
     """The engine process (the web process's spawned child) starts with libgomp's short spin
     (worker.OPENMP_SPIN), so that its waiting OpenMP worker leaves the CPU to the web process and
-    the clients; the web process itself keeps the user's environment."""
+    the clients."""
     from pathlib import Path
 
     from lstm_pipeline.serve.worker import OPENMP_SPIN
@@ -151,9 +151,26 @@ def test_the_engine_process_spins_briefly_for_openmp(server):
     kids = [k for k in kids if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]  # not the resource tracker
     assert len(kids) == 1, kids
     env = dict(kv.split("=", 1) for kv in Path(f"/proc/{kids[0]}/environ").read_text().split("\0") if "=" in kv)
-    assert {k: env.get(k) for k in OPENMP_SPIN} == OPENMP_SPIN == {"GOMP_SPINCOUNT": "2000"}
-    web = Path(f"/proc/{server.proc.pid}/environ").read_text()
-    assert "GOMP_SPINCOUNT" not in web
+    assert {k: env.get(k) for k in OPENMP_SPIN} == OPENMP_SPIN
+
+
+@pytest.mark.parametrize("user", [{}, {"GOMP_SPINCOUNT": "50"}, {"OMP_WAIT_POLICY": "passive"}])
+def test_the_short_spin_is_only_for_the_child_and_yields_to_the_users_choice(user, monkeypatch):
+    """Inside ``openmp_spin_env`` a started process sees the short spin unless the user set
+    GOMP_SPINCOUNT or OMP_WAIT_POLICY; the web process's environment is as before afterwards."""
+    import os
+
+    from lstm_pipeline.serve.worker import OPENMP_SPIN, openmp_spin_env
+
+    for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in user.items():
+        monkeypatch.setenv(k, v)
+    before = dict(os.environ)
+    with openmp_spin_env():
+        inside = dict(os.environ)
+    assert dict(os.environ) == before
+    assert inside == ({**before, **OPENMP_SPIN} if not user else before)
 
 
 def test_api_key_required(server):
@@ -280,6 +297,9 @@ def test_bad_server_settings_are_one_line(tiny_run):
     assert proc.returncode == 1 and "max_batch must be a positive int" in proc.stderr
     proc = run_cli("serve", f"run={tiny_run}", "stream_interval_ms=-5", "port=1", check=False)
     assert proc.returncode == 1 and "stream_interval_ms must be" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("serve", f"run={tiny_run}", "port=1", check=False, env={"LSTM_PIPELINE_SERVE_ENGINE_THREAD": "side"})
+    assert proc.returncode == 1 and "LSTM_PIPELINE_SERVE_ENGINE_THREAD must be 'main'" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_stream_interval_joins_tokens_per_event(tiny_run):
@@ -307,11 +327,14 @@ def test_stream_interval_joins_tokens_per_event(tiny_run):
         assert [o for c in mine for o in c.logprobs.text_offset] == want.logprobs.text_offset
 
 
-def test_engine_in_a_thread_gives_the_same_text(tiny_run):
-    """engine_process=false (the batching loop in a thread of the web process): same text."""
+@pytest.mark.parametrize("overrides, env", [
+    (["engine_process=false"], {}),                           # the loop in a thread of the web process
+    ([], {"LSTM_PIPELINE_SERVE_ENGINE_THREAD": "own"}),       # in a thread of its own in the engine process
+], ids=["web_process_thread", "engine_process_own_thread"])
+def test_engine_in_a_thread_gives_the_same_text(tiny_run, overrides, env):
+    """The batching loop elsewhere than the engine process's main thread: the same text."""
     expected = generate(tiny_run, "max_new_tokens=30", "seed=4", "decoding=nucleus")
-    with ServeProcess(f"run={tiny_run}", "model_name=tiny", "engine_process=false",
-                      env={"OMP_NUM_THREADS": "1"}) as s:
+    with ServeProcess(f"run={tiny_run}", "model_name=tiny", *overrides, env={"OMP_NUM_THREADS": "1", **env}) as s:
         got = httpx.post(s.url + "/v1/completions", timeout=60, json={
             "prompt": PROMPT, "max_tokens": 30, "seed": 4, "decoding": "nucleus"}).json()
     assert got["choices"][0]["text"] == expected

@@ -14,11 +14,13 @@ web process: a slow reader only lets the pipe buffer fill.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
+import os
 import threading
 import time
 import traceback
-from typing import Callable
+from typing import Callable, Iterator
 
 from .engine import Engine, Group, RowEvent
 
@@ -29,6 +31,22 @@ from .engine import Engine, Group, RowEvent
 #: CPU the web process and the clients need; a short spin still catches the regions of one step,
 #: which follow each other closely (docs/serve.md, "Performance").
 OPENMP_SPIN = {"GOMP_SPINCOUNT": "2000"}
+
+
+@contextlib.contextmanager
+def openmp_spin_env() -> Iterator[None]:
+    """``os.environ`` with :data:`OPENMP_SPIN` added for the ``with`` block (a process started inside
+    it inherits them), unless the user chose the wait themselves (``GOMP_SPINCOUNT`` or
+    ``OMP_WAIT_POLICY`` set); the environment is as before afterwards."""
+    chosen = any(os.environ.get(k) for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"))
+    if not chosen:
+        os.environ.update(OPENMP_SPIN)
+    try:
+        yield
+    finally:
+        if not chosen:
+            for k in OPENMP_SPIN:
+                os.environ.pop(k, None)
 
 
 class _Stats:
@@ -87,8 +105,6 @@ class _ChildEngine(Engine):
 
 def child_main(spec: dict, cmd, out) -> None:
     """The child process: load the model, run the engine, obey commands until told to stop."""
-    import os
-
     try:
         import torch
 
@@ -106,10 +122,10 @@ def child_main(spec: dict, cmd, out) -> None:
     # the loop runs in the main thread, the only thread of this process that enters torch's OpenMP
     # parallel regions: libgomp then sees no more threads than CPUs and lets its workers wait
     # between regions by spinning (as generate's do), not by sleeping, which made every region pay a
-    # wake-up (measured: the engine at 0.76x generate from a second thread, 0.95x from the main one).
-    # How long they spin before sleeping is GOMP_SPINCOUNT, short by default here (see
-    # OPENMP_SPIN below): the web process and the clients want the same CPUs.
-    if os.environ.get("LSTM_PIPELINE_SERVE_ENGINE_THREAD", "main") == "own":
+    # wake-up (measured: the engine at 0.76x generate from a second thread, 0.93-0.96x from the main
+    # one). How long they spin before sleeping is GOMP_SPINCOUNT, short by default here
+    # (OPENMP_SPIN): the web process and the clients want the same CPUs.
+    if spec["engine_thread"] == "own":
         engine.start()
         _obey(engine, cmd, device)
         engine.stop()
@@ -173,8 +189,6 @@ class EngineProcess:
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> "EngineProcess":
-        import os
-
         where = os.environ.get("LSTM_PIPELINE_SERVE_ENGINE_THREAD", "main")
         if where not in ("own", "main"):
             raise ValueError(f"LSTM_PIPELINE_SERVE_ENGINE_THREAD must be 'main' (the engine loop in the main thread of "
@@ -182,18 +196,10 @@ class EngineProcess:
         ctx = mp.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
         cmd_r, self._cmd = ctx.Pipe(duplex=False)
         self._out, out_w = ctx.Pipe(duplex=False)
-        self.proc = ctx.Process(target=child_main, args=(self.spec, cmd_r, out_w), daemon=True,
-                                name="lstm-pipeline-serve-engine")
-        # the child reads its OpenMP settings when torch loads: a short spin unless the user chose one
-        chosen = any(os.environ.get(k) for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"))
-        if not chosen:
-            os.environ.update(OPENMP_SPIN)
-        try:
+        self.proc = ctx.Process(target=child_main, args=({**self.spec, "engine_thread": where}, cmd_r, out_w),
+                                daemon=True, name="lstm-pipeline-serve-engine")
+        with openmp_spin_env():  # the child reads its OpenMP settings when torch loads
             self.proc.start()
-        finally:
-            if not chosen:
-                for k in OPENMP_SPIN:
-                    os.environ.pop(k, None)
         cmd_r.close()
         out_w.close()
         if not self._out.poll(self.start_timeout):
