@@ -99,7 +99,7 @@ def nucleus_size(model, top_p=0.9) -> float:
 
 def int8_model(flat: bool) -> RecurrentLM:
     """The same model through the path ``from_pretrained(quantize="int8")`` takes (hub.quantize_model)."""
-    from lstm_pipeline.hub import quantize_model
+    from lstm_pipeline.kernels.int8 import quantize_model
 
     return quantize_model(build_model(flat), "int8")
 

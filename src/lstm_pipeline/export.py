@@ -5,7 +5,7 @@
 so that a runtime with no Python training stack steps token by token and keeps the state itself.
 Formats: TorchScript (``torch.jit.trace``; load with ``torch.jit.load``) and ONNX (run it in
 ``onnxruntime``). ``quantize=True`` makes the matrix products dynamic int8 for CPU inference
-(:func:`lstm_pipeline.cells.base.quantize_int8_` on the model for TorchScript, ONNX Runtime's
+(:func:`lstm_pipeline.kernels.int8.quantize_int8_` on the model for TorchScript, ONNX Runtime's
 ``quantize_dynamic`` for ONNX).
 
 The step module is the model's own ``RecurrentLM.step``, traced: every layout (fused or custom cells,
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .cells.base import quantize_int8_
+from .kernels.int8 import quantize_int8_
 from .models.lm import RecurrentLM
 
 FORMATS = ("torchscript", "onnx")
@@ -42,15 +42,6 @@ class StepModule(nn.Module):
     def forward(self, token: Tensor, *state: Tensor):
         logits, new_state = self.model.step(token, tuple(state))
         return (logits, *new_state)  # (B, V), state tensors
-
-
-def quantize_dynamic_int8(model: RecurrentLM) -> RecurrentLM:
-    """A copy of ``model`` whose one-token steps run their products in dynamic int8 (weights per
-    output row, activations per call), quantised now (one warm-up step)."""
-    q = quantize_int8_(copy.deepcopy(model).cpu().eval())
-    with torch.no_grad():
-        q.step(torch.zeros(1, dtype=torch.long), q.init_state(1))  # builds the int8 weights before tracing
-    return q
 
 
 def state_names(n: int) -> tuple[list[str], list[str]]:

@@ -326,25 +326,6 @@ def from_pretrained(path_or_repo_id: str | Path, revision: str | None = None, ca
     return PretrainedLM(quantize_model(model, quantize), tokenizer, config, model_dir)
 
 
-QUANTIZE = (None, "none", "int8")
-
-
-def quantize_model(model: RecurrentLM, quantize: str | None) -> RecurrentLM:
-    """``quantize``: None/"none" (float, unchanged) or "int8" (in place: the products every ``step`` runs
-    through ``step_linear``, the cells' gates, a tying projection and the output layer, become dynamic
-    int8, weights per output row; the same rewrite export's ``quantize=true`` uses). The prompt
-    (``prefill``) stays float. CPU only."""
-    if quantize not in QUANTIZE:
-        raise ValueError(f"quantize must be one of none, int8; got {quantize!r}")
-    if quantize != "int8":
-        return model
-    if next(model.parameters()).device.type != "cpu":
-        raise ValueError("quantize=int8 runs on the CPU only (dynamic quantisation): use device=cpu.")
-    from .cells.base import quantize_int8_
-
-    return quantize_int8_(model)
-
-
 def push_operations(model_dir: str | Path) -> list:
     """The ``CommitOperationAdd`` list a push sends: every model file, by its name in the repo."""
     from huggingface_hub import CommitOperationAdd

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from lstm_pipeline.models.linear import linear, onednn_applies
+from lstm_pipeline.kernels.linear import linear, onednn_applies
 
 
 @pytest.mark.parametrize("shape", [(3, 5, 16), (7, 16)])
@@ -49,7 +49,7 @@ def test_autocast_and_other_dtypes_use_f_linear():
 @pytest.mark.parametrize("ignored", [False, True])
 @pytest.mark.parametrize("autocast", [False, True])
 def test_linear_cross_entropy_equals_f_cross_entropy(with_bias, ignored, autocast):
-    from lstm_pipeline.models.linear import linear_cross_entropy
+    from lstm_pipeline.kernels.linear import linear_cross_entropy
 
     torch.manual_seed(0)
     n, h_size, vocab = 37, 16, 50

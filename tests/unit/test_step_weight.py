@@ -65,7 +65,7 @@ def test_prefill_gives_the_last_positions_logits_and_state(cell):
 
 
 def test_onednn_layout_is_shared_by_batches_of_one_power_of_two():
-    from lstm_pipeline import onednn
+    from lstm_pipeline.kernels import onednn
     from lstm_pipeline.cells.base import step_linear
 
     if not onednn.available():

@@ -93,8 +93,9 @@ class TextGenerator:
     def load(cls, run: str | Path, device: str = "cpu", quantize: str | None = None, **hub_kwargs) -> "TextGenerator":
         """From a run directory, a model directory or a Hub repo id (found in the local cache or
         downloaded; see :func:`lstm_pipeline.hub.resolve_pretrained`). ``quantize="int8"``: dynamic int8
-        steps on the CPU (:func:`lstm_pipeline.hub.quantize_model`)."""
-        from ..hub import QUANTIZE, load_pretrained, quantize_model, resolve_pretrained
+        steps on the CPU (:func:`lstm_pipeline.kernels.int8.quantize_model`)."""
+        from ..kernels.int8 import QUANTIZE, quantize_model
+        from ..hub import load_pretrained, resolve_pretrained
 
         if quantize not in QUANTIZE:
             raise ValueError(f"quantize must be one of none, int8; got {quantize!r}")

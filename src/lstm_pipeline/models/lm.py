@@ -31,7 +31,7 @@ from torch.func import functional_call
 
 from ..cells.base import RecurrentCell, State, step_linear
 from .init import INIT_SCHEMES, init_weights
-from .linear import linear, linear_cross_entropy
+from ..kernels.linear import linear, linear_cross_entropy
 from ..registry import CELLS
 from .dropout import Dropout, LockedDropout, drop_hidden_weights, embedding_dropout, hidden_weight_names
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .. import onednn
+from . import onednn
 
 
 class _OneDNNLinear(torch.autograd.Function):
