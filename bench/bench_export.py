@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lstm_pipeline.export import export_step
+from lstm_pipeline.artifacts.export import export_step
 from lstm_pipeline.models.lm import RecurrentLM
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -338,7 +338,7 @@ def ours(preset, overrides, train, score, vocab, args, seed):
     import lightning as L
 
     from lstm_pipeline.api import compose_train
-    from lstm_pipeline.config import to_dict
+    from lstm_pipeline.config.schema import to_dict
     from lstm_pipeline.data.datamodule import StreamDataModule
     from lstm_pipeline.data.pipeline import Corpus
     from lstm_pipeline.training.module import LanguageModelTask

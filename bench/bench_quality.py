@@ -148,7 +148,7 @@ def pipeline_worker(budget: float, overrides: list[str]) -> dict:
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
         ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
-        from lstm_pipeline.hub import load_pretrained
+        from lstm_pipeline.artifacts.model_dir import load_pretrained
 
         model, _, config = load_pretrained(run_dir / "model")
         log = (run_dir / "train.log").read_text()

@@ -54,7 +54,7 @@ from lstm_pipeline.generation.strategies import Nucleus  # noqa: E402
 def model_dir(root: Path) -> Path:
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders
 
-    from lstm_pipeline.hub import save_pretrained
+    from lstm_pipeline.artifacts.model_dir import save_pretrained
     from lstm_pipeline.tokenization.base import TextTokenizer
 
     vocab = {"<unk>": 0, **{f"w{i}": i for i in range(1, VOCAB)}}
@@ -175,7 +175,7 @@ def run_engine(model, tokenizer, tokens: int) -> tuple[float, float]:
     """The batching engine alone (no HTTP), its loop in this process's main thread as the server's
     engine process runs it: 64 single-row requests submitted at once, each with its own seeded
     generator: (wall seconds, CPU seconds)."""
-    from lstm_pipeline.serve.engine import Engine, Group
+    from lstm_pipeline.serve.batcher import Engine, Group
 
     left = [64]
 
@@ -302,7 +302,7 @@ def main() -> None:
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         mdir = model_dir(Path(tmp))
-        from lstm_pipeline.hub import load_pretrained
+        from lstm_pipeline.artifacts.model_dir import load_pretrained
 
         model, tokenizer, _ = load_pretrained(mdir)
         port = free_port()

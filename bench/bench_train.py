@@ -206,7 +206,7 @@ def pipeline_worker(level: str, steps: int, warmup: int, precision: str = "32-tr
                         callbacks=[Timer()], use_distributed_sampler=False)
     trainer.fit(task, datamodule=dm)
     if budget_s:
-        from lstm_pipeline.evaluation import evaluate_ids
+        from lstm_pipeline.evaluation.scoring import evaluate_ids
 
         report = evaluate_ids(task.model.eval(), test_ids, batch_size=10, bptt=70)
         return {**_summary(times, cfg, vocab), "train_s": sum(t for t, _ in times), "train_tokens": sum(n for _, n in times),

@@ -3,8 +3,12 @@ loads an exported model (a local directory or a Hugging Face Hub repo)."""
 
 
 def __getattr__(name):  # lazy: importing the package stays cheap
-    if name in ("from_pretrained", "push_to_hub"):
-        from . import hub
+    if name == "from_pretrained":
+        from .generation.pretrained import from_pretrained
 
-        return getattr(hub, name)
+        return from_pretrained
+    if name == "push_to_hub":
+        from .artifacts.hub import push_to_hub
+
+        return push_to_hub
     raise AttributeError(f"module 'lstm_pipeline' has no attribute {name!r}")

@@ -40,9 +40,15 @@ def compose_train(overrides: Sequence[str] = (), run_dir: str | Path | None = No
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf, open_dict
 
-    from .cli import (_check_component_choices, _check_overrides_parse, _data_overrides, _quote_free_text,
-                      _resume_overrides, _trainer_overrides)
-    from .config import register_schemas
+    from .cli import (
+        _check_component_choices,
+        _check_overrides_parse,
+        _data_overrides,
+        _quote_free_text,
+        _resume_overrides,
+        _trainer_overrides,
+    )
+    from .config.schema import register_schemas
 
     args = _data_overrides("train", _quote_free_text(list(overrides)))
     _check_overrides_parse(args)

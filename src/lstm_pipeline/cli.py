@@ -18,19 +18,17 @@ from .network import is_network_error, network_error_message, network_errors
 # errors caused by the user's input or config; anything else is a bug and keeps its traceback
 USER_ERRORS = (LookupError, ValueError, FileNotFoundError)
 
-#: command -> (the function that runs it, imported when the command runs; its Hydra config is
-#: conf/<command>.yaml), help line
+#: command -> help line. ``lstm_pipeline.commands.<command>.run`` runs it (imported when the command
+#: runs); its Hydra config is ``conf/<command>.yaml`` (``plugins`` takes plain arguments, no Hydra)
 COMMANDS = {
-    "train": ("lstm_pipeline.training.train:train", "train a model; writes a run directory"),
-    "generate": ("lstm_pipeline.generation.run:generate_cmd", "generate text from a run directory"),
-    "evaluate": ("lstm_pipeline.evaluation:evaluate", "loss, perplexity and bpc of a run's model on its splits"),
-    "export": ("lstm_pipeline.export:export_cmd",
-               "export a run's model as a TorchScript/ONNX step module (state in, state out)"),
-    "plot": ("lstm_pipeline.plot:plot_cmd", "PNG training curves of one or more runs (run=[a,b] overlays)"),
-    "push": ("lstm_pipeline.hub:push_cmd", "upload a run's model directory to the Hugging Face Hub"),
-    "serve": ("lstm_pipeline.serve.app:serve_cmd",
-              "an OpenAI-compatible completions API with continuous batching, and a page to try the model"),
-    "plugins": (None, "list registered components per group; --check imports each; new <name> scaffolds one"),
+    "train": "train a model; writes a run directory",
+    "generate": "generate text from a run directory",
+    "evaluate": "loss, perplexity and bpc of a run's model on its splits",
+    "export": "export a run's model as a TorchScript/ONNX step module (state in, state out)",
+    "plot": "PNG training curves of one or more runs (run=[a,b] overlays)",
+    "push": "upload a run's model directory to the Hugging Face Hub",
+    "serve": "an OpenAI-compatible completions API with continuous batching, and a page to try the model",
+    "plugins": "list registered components per group; --check imports each; new <name> scaffolds one",
 }
 
 USAGE = """usage: lstm-pipeline <command> [overrides ...]
@@ -161,7 +159,7 @@ def _optimized_metric(cfg, result):
 def _hydra_app(config_name: str, fn):
     import hydra
 
-    from .config import register_schemas
+    from .config.schema import register_schemas
 
     register_schemas(config_name)
 
@@ -206,7 +204,7 @@ def _resume_overrides(args: list[str]) -> list[str]:
     from omegaconf import OmegaConf
 
     from .training.safety import check_recorded_overrides
-    from .validation import check_ckpt_path
+    from .config.checks import check_ckpt_path
 
     check_ckpt_path(ckpt)
     from .training.train import resolve_checkpoint, run_dir_of_checkpoint
@@ -379,7 +377,14 @@ def _check_component_choices(args: list[str]) -> None:
     """``model/cell=<x>`` (and data=, tokenizer=, decoding=) where no config file ``<x>.yaml`` is
     installed: fail with the registry's message (unknown cell, available: ...) instead of Hydra's
     missing-file error, or say how to select a component that is registered but ships no file."""
-    from .registry import CELLS, DATA_SOURCES, DECODERS, TOKENIZERS, UnknownComponentError, config_options
+    from .registry import (
+        CELLS,
+        DATA_SOURCES,
+        DECODERS,
+        TOKENIZERS,
+        UnknownComponentError,
+        config_options,
+    )
 
     for arg in args:
         key, sep, value = arg.partition("=")
@@ -401,22 +406,17 @@ def _check_component_choices(args: list[str]) -> None:
             raise UnknownComponentError(f"{exc} Config files in {key}: {', '.join(options)}.") from None
 
 
-PLUGINS_USAGE = """usage: lstm-pipeline plugins [--check]
-       lstm-pipeline plugins new <name> --group <group>[:<component>] [--group ...] [--dir D]
-
-Lists the components registered in each entry-point group and the distribution that provides
-each. Listing imports nothing; --check imports every component and reports, per entry, its plugin
-API version or the error it fails with, and names registered by two distributions (exit status 1
-if any). `plugins new` writes a plugin package holding one component per --group (see
-`lstm-pipeline plugins new --help` and docs/plugins.md)."""
-
-
 def _check_recorded_components(command: str, args: list[str]) -> None:
     """A command that uses a run (``run=<dir>``, ``ckpt_path=<dir or .ckpt>``): the components the
     run recorded (``components.json``) that the command loads must still be installed (train and
     evaluate: all; generate, export, push: the cell); else one error naming the distribution to
     install. The records also make any later unknown-component error say so."""
-    from .registry import UnknownComponentError, expect_components, missing_components, read_provenance
+    from .registry import (
+        UnknownComponentError,
+        expect_components,
+        missing_components,
+        read_provenance,
+    )
 
     for arg in args:
         key, sep, value = arg.partition("=")
@@ -432,54 +432,6 @@ def _check_recorded_components(command: str, args: list[str]) -> None:
         missing = missing_components(records, source=f"The run {value}")
         if missing:
             raise UnknownComponentError(" ".join(missing))
-
-
-def _plugins(args: list[str]) -> int:
-    from .registry import ALL, API_VERSION, RegistryError, check_entry
-
-    if args and args[0] == "new":
-        from .scaffold import main as scaffold_main  # issue-7 scaffold
-
-        return scaffold_main(args[1:])
-    if args and args[0] in ("-h", "--help"):
-        print(PLUGINS_USAGE)
-        return 0
-    unknown = [a for a in args if a != "--check"]
-    if unknown:
-        print(f"lstm-pipeline plugins: unknown argument '{unknown[0]}'.\n{PLUGINS_USAGE}", file=sys.stderr)
-        return 2
-    check = "--check" in args
-    status = 0
-    if check:
-        print(f"plugin API provided: {API_VERSION}")
-    for reg in ALL:
-        print(f"{reg.group}" + (f"   (select with {reg.select})" if reg.select else ""))
-        try:
-            entries = reg.entries()
-        except RegistryError as exc:
-            print(f"  ERROR: {exc}")
-            status = 1
-            continue
-        dups = reg.duplicates()
-        for name, e in entries.items():
-            line = f"  {name:<22} {e.distribution:<28} {e.value}"
-            if name in dups:  # selecting it is an error; the group's other names work
-                line += f"\n    DUPLICATE: {reg.duplicate_error(name, dups[name])}"
-                status = 1
-            elif check:
-                st = check_entry(reg, e)
-                if st.ok:
-                    line += f"   ok (API {st.api})" if st.api else (
-                        f"   ok (API {API_VERSION}: built in)" if e.distribution == "lstm-pipeline" else
-                        f"   ok, but declares no plugin API (taken as {API_VERSION}): set "
-                        f"LSTM_PIPELINE_API = \"{API_VERSION}\" in its package")
-                else:
-                    line += f"\n    FAILED: {st.error}"
-                    status = 1
-            print(line)
-        if not entries:
-            print("  (none)")
-    return status
 
 
 def _tolerant_stdio() -> None:
@@ -518,7 +470,7 @@ def main(argv: list[str] | None = None) -> int | None:
 def _main(argv: list[str] | None = None) -> int | None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE.format(commands="\n".join(f"  {k:<10} {v[1]}" for k, v in COMMANDS.items())))
+        print(USAGE.format(commands="\n".join(f"  {k:<10} {v}" for k, v in COMMANDS.items())))
         return 0
     command, rest = argv[0], argv[1:]
     if command in ("-sc", "--shell-completion") and any(a.startswith("query=") for a in rest):
@@ -531,7 +483,9 @@ def _main(argv: list[str] | None = None) -> int | None:
         return 2
     if command == "plugins":
         try:
-            return _plugins(rest)
+            from .commands.plugins import run as plugins_run
+
+            return plugins_run(rest)
         except BrokenPipeError:  # `lstm-pipeline plugins | head`: stop quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
@@ -557,14 +511,8 @@ def _main(argv: list[str] | None = None) -> int | None:
         except USER_ERRORS as exc:
             print(f"lstm-pipeline train: error: {exc}", file=sys.stderr)
             return 1
-    module, name = COMMANDS[command][0].split(":")
-
     def fn(cfg):  # the command's module is imported only once Hydra runs it (not for --help)
-        if command == "train":  # process-wide tuning belongs to the command, not to train() in a notebook
-            from .training.malloc import tune_malloc
-
-            tune_malloc()
-        return getattr(importlib.import_module(module), name)(cfg)
+        return importlib.import_module(f"lstm_pipeline.commands.{command}").run(cfg)
 
     # argv[0] stays the real program, so that Lightning's DDP launcher can re-execute it; the command
     # reaches the re-executed workers through the environment

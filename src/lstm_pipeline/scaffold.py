@@ -397,7 +397,7 @@ TESTS = {
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
-from lstm_pipeline.config import register_schemas
+from lstm_pipeline.config.schema import register_schemas
 from lstm_pipeline.data.sources import bundled_corpus
 from lstm_pipeline.registry import CALLBACKS
 from lstm_pipeline.training.train import train

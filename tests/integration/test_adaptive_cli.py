@@ -21,7 +21,7 @@ def test_train_evaluate_generate_export_an_adaptive_softmax_model(tmp_path, cli_
     assert "| output layer | adaptive softmax: cutoffs [20, 100], div_value 4.0" in (run / "model" / "README.md").read_text()
 
     from lstm_pipeline.data.pipeline import prepare_corpus
-    from lstm_pipeline.hub import load_pretrained
+    from lstm_pipeline.artifacts.model_dir import load_pretrained
 
     model, tokenizer, _ = load_pretrained(run / "model")
     corpus = prepare_corpus(config["data"], config["tokenizer"], tokenizer_path=run / "tokenizer.json")

@@ -42,7 +42,7 @@ def test_plot_multirun_dir_plots_every_job_and_out_file(tiny_corpus, tmp_path):
     run_cli("train", "-m", "data=text", f"data.path={tiny_corpus}", "model.embedding_dim=8", "batching.batch_size=2",
             "batching.bptt=8", "trainer.max_steps=2", "trainer.enable_progress_bar=false", "sample.max_new_tokens=0",
             "model.hidden_size=8,16", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
-    from lstm_pipeline.plot import expand_runs
+    from lstm_pipeline.training.curves import expand_runs
 
     runs, labels = expand_runs([sweep])
     assert [r.name for r in runs] == ["0", "1"] and "model.hidden_size=8" in labels[0], labels

@@ -4,7 +4,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from lstm_pipeline.config import register_schemas
+from lstm_pipeline.config.schema import register_schemas
 
 
 

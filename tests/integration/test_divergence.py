@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from helpers import TINY, run_cli
-from lstm_pipeline.integrity import ModelIntegrityError, check_finite, json_safe
+from lstm_pipeline.artifacts.integrity import ModelIntegrityError, check_finite, json_safe
 from lstm_pipeline.registry import ConfigError
 from lstm_pipeline.training.module import TrainingDiverged
 from lstm_pipeline.training.train import train
@@ -66,7 +66,7 @@ def test_a_nan_model_is_not_exported_and_not_loaded(tiny_run, tmp_path):
 
 
 def test_a_tokenizer_that_is_not_the_models_is_refused(tiny_run, tmp_path):
-    from lstm_pipeline.hub import load_pretrained
+    from lstm_pipeline.artifacts.model_dir import load_pretrained
     from lstm_pipeline.tokenization.base import TextTokenizer
 
     run = tmp_path / "run"

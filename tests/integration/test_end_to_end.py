@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lstm_pipeline.hub import load_pretrained
+from lstm_pipeline.artifacts.model_dir import load_pretrained
 
 from helpers import TINY
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lstm_pipeline.hub import load_pretrained
+from lstm_pipeline.artifacts.model_dir import load_pretrained
 
 from helpers import run_cli
 
@@ -82,7 +82,7 @@ torch.save(outs, {str(tmp_path / 'outputs.pt')!r})
 
 def test_int8_exports_run_and_stay_close(tiny_run, exported, tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    from lstm_pipeline.export import export_step
+    from lstm_pipeline.artifacts.export import export_step
 
     tokens, state, ref = reference_trajectory(tiny_run, batch=1)
     model, _, _ = load_pretrained(tiny_run)
@@ -116,7 +116,7 @@ def test_bad_format_is_a_clear_error(tiny_run, capsys):
 def test_custom_cell_exports_run_at_other_batch_sizes(cell, tmp_path):
     """A custom cell's step goes through step_linear; traced for export it must record plain
     products (no batch-1 blocked layout, no oneDNN op), so the file runs at any batch size."""
-    from lstm_pipeline.export import export_step
+    from lstm_pipeline.artifacts.export import export_step
     from lstm_pipeline.models.lm import RecurrentLM
 
     torch.manual_seed(0)

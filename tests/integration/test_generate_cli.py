@@ -7,11 +7,11 @@ import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
-from lstm_pipeline.config import register_schemas
+from lstm_pipeline.config.schema import register_schemas
 from lstm_pipeline.generation.beam import BeamSearch
-from lstm_pipeline.generation.run import generate_cmd
+from lstm_pipeline.commands.generate import run as generate_cmd
 from lstm_pipeline.generation.strategies import Greedy
-from lstm_pipeline.hub import load_pretrained
+from lstm_pipeline.artifacts.model_dir import load_pretrained
 
 PROMPTS = ["First", "ROMEO:", "", "the"]
 

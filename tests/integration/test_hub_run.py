@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from lstm_pipeline.hub import load_pretrained
+from lstm_pipeline.artifacts.model_dir import load_pretrained
 from lstm_pipeline.registry import DECODERS
 
 from helpers import run_cli

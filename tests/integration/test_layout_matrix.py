@@ -17,7 +17,8 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from lstm_pipeline.hub import from_pretrained, load_pretrained, save_pretrained
+from lstm_pipeline.generation.pretrained import from_pretrained
+from lstm_pipeline.artifacts.model_dir import load_pretrained, save_pretrained
 from lstm_pipeline.models.lm import RecurrentLM
 from lstm_pipeline.registry import DECODERS
 from lstm_pipeline.tokenization.base import TextTokenizer
@@ -30,7 +31,7 @@ INT8_NATS = 0.05
 
 def _preset(name: str) -> dict:
     """The model block of a shipped preset, shrunk (widths 24/16; layers, tying, dropouts as shipped)."""
-    from lstm_pipeline.config import register_schemas
+    from lstm_pipeline.config.schema import register_schemas
 
     register_schemas()
     GlobalHydra.instance().clear()
@@ -125,7 +126,7 @@ def prefill(model, model_dir, tokens, ref):
 
 
 def _run_exported(fmt, model, model_dir, tokens, quantize=False):
-    from lstm_pipeline.export import export_step
+    from lstm_pipeline.artifacts.export import export_step
 
     path = export_step(model, model_dir.parent / "export" / f"step{'.int8' if quantize else ''}.{fmt}", fmt,
                        quantize=quantize)
@@ -205,7 +206,7 @@ def transformers_greedy_and_beam(model, model_dir, tokens, ref):
 
 
 def evaluate(model, model_dir, tokens, ref):
-    from lstm_pipeline.evaluation import evaluate_ids
+    from lstm_pipeline.evaluation.scoring import evaluate_ids
 
     loaded, _, _ = load_pretrained(model_dir)
     ids = np.asarray(tokens[0].tolist())

@@ -276,7 +276,7 @@ def test_64_concurrent_streaming_clients(server):
 def test_too_many_streams_is_429(tiny_run):
     """The concurrent-stream limit, in process with the real model and an engine that is not running
     (so admitted requests stay in line)."""
-    from lstm_pipeline.hub import load_pretrained
+    from lstm_pipeline.artifacts.model_dir import load_pretrained
     from lstm_pipeline.serve.app import APIError, CompletionRequest, Server
 
     model, tok, config = load_pretrained(tiny_run)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from lstm_pipeline.generation.strategies import Greedy, Nucleus, Sample, StepDecoding
-from lstm_pipeline.hub import load_pretrained
-from lstm_pipeline.serve.engine import Engine, Group
+from lstm_pipeline.artifacts.model_dir import load_pretrained
+from lstm_pipeline.serve.batcher import Engine, Group
 
 
 @pytest.fixture(scope="module")

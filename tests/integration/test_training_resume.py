@@ -8,7 +8,7 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
-from lstm_pipeline.config import register_schemas
+from lstm_pipeline.config.schema import register_schemas
 from lstm_pipeline.training.train import train
 
 from helpers import TINY

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from lstm_pipeline.evaluation import evaluate_ids
+from lstm_pipeline.evaluation.scoring import evaluate_ids
 from lstm_pipeline.models.lm import RecurrentLM, default_cutoffs
 from lstm_pipeline.registry import DECODERS
 

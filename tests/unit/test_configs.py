@@ -6,7 +6,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from lstm_pipeline.config import _missing_keys, register_schemas, validate_train_config
+from lstm_pipeline.config.schema import _missing_keys, register_schemas, validate_train_config
 
 CONF = Path(__file__).resolve().parents[2] / "src" / "lstm_pipeline" / "conf"
 TOP = {"train.yaml", "generate.yaml", "evaluate.yaml", "export.yaml", "plot.yaml", "push.yaml", "serve.yaml"}

@@ -7,10 +7,10 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
-from lstm_pipeline.config import register_schemas
-from lstm_pipeline.generation.run import generate_cmd
+from lstm_pipeline.config.schema import register_schemas
+from lstm_pipeline.commands.generate import run as generate_cmd
 from lstm_pipeline.generation.streamer import TextStreamer
-from lstm_pipeline.hub import save_pretrained
+from lstm_pipeline.artifacts.model_dir import save_pretrained
 from lstm_pipeline.models.lm import RecurrentLM
 from lstm_pipeline.registry import TOKENIZERS
 from lstm_pipeline.tokenization.base import TextTokenizer
@@ -83,7 +83,7 @@ def test_prompts_file_text_continues_the_prompt(word_model_dir, tmp_path):
 
 
 def test_pretrained_generate_returns_what_follows_the_prompt(word_model_dir):
-    from lstm_pipeline.hub import from_pretrained
+    from lstm_pipeline.generation.pretrained import from_pretrained
 
     lm = from_pretrained(word_model_dir)
     text = lm.generate("the cat", max_new_tokens=3, decoding={"name": "greedy"})

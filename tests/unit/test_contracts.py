@@ -39,7 +39,7 @@ class TestTokenizerContract(TokenizerContract):
     @pytest.fixture(autouse=True, params=TOKENIZERS.names())
     def component(self, request, tmp_path_factory):
         self.node = node_for(TOKENIZERS, request.param)
-        from lstm_pipeline.config import component_defaults
+        from lstm_pipeline.config.schema import component_defaults
 
         if "vocab_size" in {**component_defaults("tokenizer", request.param), **self.node}:
             # the default sizes (8000...) exceed what the contract's small text allows

@@ -9,8 +9,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from lstm_pipeline.config import (EvaluateJob, ExportJob, GenerateJob, PlotJob, PushJob, TrainJob,
-                                  component_defaults, register_schemas)
+from lstm_pipeline.config.schema import EvaluateJob, ExportJob, GenerateJob, PlotJob, PushJob, TrainJob, component_defaults, register_schemas
 from lstm_pipeline.models.lm import RecurrentLM, complete_cell_config
 from lstm_pipeline.registry import CELLS, DECODERS, TOKENIZERS
 
@@ -92,7 +91,7 @@ def test_component_files_restate_no_default(group):
 
 def test_generation_config_reads_the_decoder_defaults(tmp_path):
     """hub.py used to guess top_p 0.9 for nucleus, 1.0 for sample, temperature 1.0: now it asks the decoder."""
-    from lstm_pipeline.hub import generation_config
+    from lstm_pipeline.artifacts.model_dir import generation_config
 
     assert generation_config({"name": "nucleus"}, 0)["top_p"] == DECODERS.build({"name": "nucleus"}).settings["top_p"]
     assert generation_config({"name": "top_k"}, 0)["top_k"] == DECODERS.build({"name": "top_k"}).settings["top_k"]

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from lstm_pipeline.eval.cache import cache_evaluate
-from lstm_pipeline.eval.dynamic import dynamic_evaluate
-from lstm_pipeline.eval.generation_metrics import (bleu, distinct_n, generation_report, repetition_rate,
-                                                   self_bleu)
-from lstm_pipeline.evaluation import evaluate_ids
+from lstm_pipeline.evaluation.cache import cache_evaluate
+from lstm_pipeline.evaluation.dynamic import dynamic_evaluate
+from lstm_pipeline.evaluation.generation_metrics import bleu, distinct_n, generation_report, repetition_rate, self_bleu
+from lstm_pipeline.evaluation.scoring import evaluate_ids
 from lstm_pipeline.models.lm import RecurrentLM
 
 V = 20
@@ -148,7 +147,7 @@ def test_generation_report_own_perplexity_matches_a_forward_pass():
 
 def test_generation_quality_gives_no_own_perplexity_for_beam_scores():
     """Beam scores are length-penalised sums: no perplexity is made from them."""
-    from lstm_pipeline.evaluation import generation_quality
+    from lstm_pipeline.evaluation.scoring import generation_quality
     from lstm_pipeline.tokenization.base import TextTokenizer
     from lstm_pipeline.tokenization.char import CharTokenizer
 

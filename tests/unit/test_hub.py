@@ -10,7 +10,9 @@ import pytest
 import torch
 
 import lstm_pipeline
-from lstm_pipeline.hub import ModelDirError, push_operations, push_to_hub, save_pretrained
+from lstm_pipeline.artifacts.model_dir import ModelDirError, save_pretrained
+from lstm_pipeline.artifacts.hub import push_operations, push_to_hub
+from lstm_pipeline.generation.pretrained import card_sample
 from lstm_pipeline.models.lm import RecurrentLM
 from lstm_pipeline.tokenization.base import TextTokenizer
 from lstm_pipeline.tokenization.char import CharTokenizer
@@ -26,7 +28,7 @@ def make_model_dir(path: Path, cfg=CFG, seed=0) -> tuple[RecurrentLM, Path]:
     out = save_pretrained(model, cfg, tok, path, extra={
         "bos_token_id": tok.token_to_id("\n"), "metrics": {"val_bpc": 3.25},
         "data": {"name": "text", "path": "x.txt"}, "tokenizer": {"name": "char"},
-        "sample": {"prompt": "to be", "max_new_tokens": 30, "temperature": 0.7}})
+        "sample": {"prompt": "to be", "max_new_tokens": 30, "temperature": 0.7}}, sample=card_sample)
     return model, out
 
 
@@ -158,7 +160,7 @@ def test_command_configs_compose_and_reject_typos(name, overrides, expect):
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    from lstm_pipeline.config import register_schemas
+    from lstm_pipeline.config.schema import register_schemas
 
     register_schemas()
     GlobalHydra.instance().clear()

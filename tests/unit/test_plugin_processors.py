@@ -10,7 +10,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from helpers import make_dist
-from lstm_pipeline.config import register_schemas
+from lstm_pipeline.config.schema import register_schemas
 from lstm_pipeline.generation.processors import TopK, build_processors
 from lstm_pipeline.models.lm import RecurrentLM
 from lstm_pipeline.registry import DECODERS

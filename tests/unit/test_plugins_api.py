@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
 from lstm_pipeline.cli import main
-from lstm_pipeline.config import register_schemas
+from lstm_pipeline.config.schema import register_schemas
 from helpers import make_dist
 from lstm_pipeline.registry import (CELLS, PluginAPIError, Registry, api_compatible, config_options, declared_api,
                                     shipped_config)

@@ -17,7 +17,7 @@ from hydra.core.global_hydra import GlobalHydra
 from helpers import make_dist
 from lstm_pipeline import registry
 from lstm_pipeline.cli import main
-from lstm_pipeline.config import register_schemas, validate_train_config
+from lstm_pipeline.config.schema import register_schemas, validate_train_config
 from lstm_pipeline.registry import CELLS, DuplicateComponentError, PluginAPIError, UnknownComponentError, declared_api
 
 SRC = Path(registry.__file__).resolve().parents[1]

@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
-from lstm_pipeline.generation.engine import TextGenerator
-from lstm_pipeline.hub import from_pretrained, save_pretrained
+from lstm_pipeline.generation.generator import TextGenerator
+from lstm_pipeline.generation.pretrained import from_pretrained
+from lstm_pipeline.artifacts.model_dir import save_pretrained
 from lstm_pipeline.models.lm import RecurrentLM
 from lstm_pipeline.registry import TOKENIZERS
 from lstm_pipeline.tokenization.base import TextTokenizer

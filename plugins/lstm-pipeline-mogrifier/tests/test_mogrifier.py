@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from lstm_pipeline.config import register_schemas, validate_train_config
+from lstm_pipeline.config.schema import register_schemas, validate_train_config
 from lstm_pipeline.registry import CELLS
 from lstm_pipeline.testing import CellContract
 from lstm_pipeline_mogrifier.cell import MogrifierLSTM

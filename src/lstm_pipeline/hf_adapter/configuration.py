@@ -9,7 +9,7 @@ try:
 except ImportError:  # transformers < 5
     from transformers import PretrainedConfig as PreTrainedConfig
 
-from ..hub import HF_MODEL_TYPE
+from ..artifacts.model_dir import HF_MODEL_TYPE
 
 
 class LstmPipelineConfig(PreTrainedConfig):

@@ -21,8 +21,7 @@ import torch
 
 from ..generation.processors import OFF
 from ..generation.strategies import COMMON, SAMPLING, StepDecoding
-from .engine import Engine, Group, RowEvent, request_rows
-
+from .batcher import Engine, Group, request_rows
 
 
 class MissingDependencyError(LookupError):
@@ -32,7 +31,12 @@ class MissingDependencyError(LookupError):
 try:
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+    from fastapi.responses import (
+        HTMLResponse,
+        JSONResponse,
+        PlainTextResponse,
+        StreamingResponse,
+    )
     from pydantic import BaseModel, ConfigDict
     from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as exc:  # pragma: no cover - depends on the install
@@ -195,7 +199,7 @@ class Server:
         if not isinstance(stream_interval_ms, (int, float)) or not 0 <= stream_interval_ms <= 10_000:
             raise ValueError(f"stream_interval_ms must be a number of milliseconds in [0, 10000], got {stream_interval_ms!r}")
         self.stream_interval = stream_interval_ms / 1000
-        from ..generation.engine import resolve_eos_token_id
+        from ..generation.generator import resolve_eos_token_id
 
         # null: the model's own end-of-text token (as generate); "none": no token ends a row
         eos_id = resolve_eos_token_id(tokenizer, config, eos_token)
@@ -557,48 +561,3 @@ def model_name_of(run: str) -> str:
         p = p.resolve()
         return p.parent.name if p.name == "model" else p.name
     return str(run)
-
-
-def serve_cmd(cfg):
-    """The function behind ``lstm-pipeline serve``: load the model once, then serve until Ctrl-C."""
-    import uvicorn
-
-    from ..config import to_dict
-
-    from ..generation.engine import model_default_decoding
-    from ..hub import resolve_pretrained
-    from ..tokenization.base import TextTokenizer
-
-    run = str(cfg.run)
-    model_dir = resolve_pretrained(run)  # a Hub id is downloaded (or found in the cache) once, here
-    config = json.loads((model_dir / "config.json").read_text())
-    if config.get("format") != "lstm-pipeline":
-        raise ValueError(f"{model_dir / 'config.json'} is not an lstm-pipeline model config.")
-    tokenizer = TextTokenizer.load(model_dir / "tokenizer.json")
-    model = None
-    if not cfg.engine_process:  # the engine in a thread of this process (slower under load: one GIL)
-        from ..hub import load_pretrained
-
-        model = load_pretrained(model_dir, map_location=cfg.device)[0]
-    server = Server(model, tokenizer, config, model_name=cfg.model_name or model_name_of(run),
-                    # as generate: the model's own decoding unless decoding=<strategy> (settings without a name adjust it)
-                    decoding=model_default_decoding(model_dir, to_dict(cfg.decoding)), api_key=cfg.api_key,
-                    max_batch=cfg.max_batch,
-                    max_prompt_tokens=cfg.max_prompt_tokens, max_tokens=cfg.max_tokens,
-                    default_max_tokens=cfg.default_max_tokens, max_n=cfg.max_n, max_streams=cfg.max_streams,
-                    eos_token=cfg.eos_token, on_unknown=cfg.on_unknown,
-                    model_dir=str(model_dir) if cfg.engine_process else None, device=cfg.device,
-                    stream_interval_ms=cfg.stream_interval_ms)
-    if cfg.engine_process:
-        server.engine.start()  # loads the model in the engine process; a bad model directory fails here
-    host = str(cfg.host)
-    if host not in ("127.0.0.1", "localhost", "::1") and not server.api_key:
-        print(f"lstm-pipeline serve: warning: listening on {host} with no api_key: anyone who can reach this "
-              f"machine can use the model. Set LSTM_PIPELINE_API_KEY (or api_key=).", flush=True)
-    print(f"lstm-pipeline serve: model '{server.model_name}' at http://{host}:{cfg.port}/ "
-          f"(API: /v1/completions, max_batch={cfg.max_batch})", flush=True)
-    try:
-        uvicorn.run(server.app(), host=host, port=int(cfg.port), log_level=str(cfg.log_level),
-                    timeout_graceful_shutdown=3)
-    finally:
-        server.engine.stop()

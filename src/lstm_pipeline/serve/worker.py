@@ -4,7 +4,7 @@ Python threads share one interpreter lock: the web server's event loop (all Pyth
 requests, writing server-sent events to 64 sockets) and the batching loop (torch calls, each
 needing the lock back when it returns) slow each other down several times over (measured: the
 engine alone 3,800 tokens/s; next to a busy Python thread 470). So ``lstm-pipeline serve`` runs
-the :class:`~lstm_pipeline.serve.engine.Engine` in a child process that loads the model itself;
+the :class:`~lstm_pipeline.serve.batcher.Engine` in a child process that loads the model itself;
 the web process keeps only the tokenizer.
 
 Protocol, over two one-way pipes: the web process sends ``("submit", id, prompts, settings,
@@ -22,8 +22,7 @@ import time
 import traceback
 from typing import Callable, Iterator
 
-from .engine import Engine, Group, RowEvent
-
+from .batcher import Engine, Group, RowEvent
 
 #: the engine process's OpenMP wait (libgomp), unless GOMP_SPINCOUNT or OMP_WAIT_POLICY is set: a
 #: worker spins this many times for the next parallel region before it sleeps. libgomp's default
@@ -108,7 +107,7 @@ def child_main(spec: dict, cmd, out) -> None:
     try:
         import torch
 
-        from ..hub import load_pretrained
+        from ..artifacts.model_dir import load_pretrained
 
         torch.set_grad_enabled(False)
         model, tokenizer, config = load_pretrained(spec["model_dir"], map_location=spec["device"])

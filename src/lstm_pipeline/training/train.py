@@ -9,22 +9,29 @@ import sys
 from pathlib import Path
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-from ..config import to_dict, validate_train_config
+from ..artifacts.integrity import check_finite, json_safe
+from ..artifacts.model_dir import MODEL_DIRNAME, save_pretrained
+from ..config.schema import to_dict, validate_train_config
 from ..data.datamodule import StreamDataModule
 from ..data.pipeline import prepare_corpus
-from ..generation.engine import TextGenerator
-from ..hub import MODEL_DIRNAME, save_pretrained
-from ..integrity import check_finite, json_safe
+from ..generation.generator import TextGenerator
+from ..generation.pretrained import card_sample
 from ..registry import CALLBACKS, run_components
 from .checkpoint_io import AtomicCheckpointIO
 from .module import LanguageModelTask, check_component_settings
 from .run_callbacks import run_callbacks
-from .rundir import RecordRun, RunDirError, RunLock, StartGuard, clean_stale_temp_files, hydra_records_itself
+from .rundir import (
+    RecordRun,
+    RunDirError,
+    RunLock,
+    StartGuard,
+    clean_stale_temp_files,
+    hydra_records_itself,
+)
 from .safety import check_targets, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -70,8 +77,8 @@ def run_dir_of_checkpoint(ckpt: Path) -> Path:
 
 
 def bos_token_id(tokenizer, eos_token: str | None = None) -> int:
-    """The token whose state starts a text (see :func:`lstm_pipeline.hub.special_tokens`)."""
-    from ..hub import special_tokens
+    """The token whose state starts a text (see :func:`lstm_pipeline.artifacts.model_dir.special_tokens`)."""
+    from ..artifacts.model_dir import special_tokens
 
     return special_tokens(tokenizer, eos_token)["bos_token_id"]
 
@@ -371,7 +378,7 @@ def _train(cfg: DictConfig, run_dir: Path, ckpt: Path | None, holder: dict, reco
     out = save_pretrained(model, model_cfg, tokenizer, run_dir / MODEL_DIRNAME, extra={
         "eos_token": corpus.eos_token, "metrics": metrics, "components": run_components(to_dict(cfg)),
         "data": to_dict(cfg.data), "tokenizer": to_dict(cfg.tokenizer), "sample": to_dict(cfg.sample),
-        **({"adaptive_order": adaptive_order} if adaptive_order else {})})
+        **({"adaptive_order": adaptive_order} if adaptive_order else {})}, sample=card_sample)
     log.info("exported model to %s", out)
     print(f"\nRun directory: {run_dir}\nExported model: {out}")
     if "val_bpc" in result:

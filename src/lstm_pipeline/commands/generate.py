@@ -1,4 +1,4 @@
-"""``generate_cmd(cfg)``: the plain function behind ``lstm-pipeline generate``.
+"""``lstm-pipeline generate``: ``run(cfg)``.
 
 Three modes: one prompt (``prompt=``, streamed to the terminal), a file of prompts
 (``prompts_file=``, one a line, written as JSON lines) and a prompt loop (``interactive=true``).
@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import to_dict
+from ..config.schema import to_dict
+from ..generation.generator import TextGenerator
 from ..registry import DECODERS
-from .engine import TextGenerator
 
 
 def _check(cfg: DictConfig) -> None:
@@ -128,7 +128,8 @@ class Generator:
         return texts
 
 
-def generate_cmd(cfg: DictConfig):
+def run(cfg: DictConfig):
+    """Generate from ``cfg.run``'s model: one prompt, a prompts file, or the interactive loop; returns the texts."""
     gen = Generator(cfg)
     if cfg.prompts_file is not None:
         return gen.prompts_file()

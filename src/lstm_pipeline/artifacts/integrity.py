@@ -2,7 +2,7 @@
 
 * :func:`check_finite`: a model whose weights hold NaN or infinity (a diverged run) is never
   exported, and never used when loaded.
-* :func:`check_loaded_model`: what :func:`lstm_pipeline.hub.load_pretrained` runs on every model it
+* :func:`check_loaded_model`: what :func:`lstm_pipeline.artifacts.model_dir.load_pretrained` runs on every model it
   loads: finite weights, and a tokenizer of the size the model was built for (a ``tokenizer.json``
   swapped for another one would map ids to the wrong tokens without any error).
 * :func:`json_safe`: NaN and infinity are not JSON (``json.dumps`` writes a bare ``NaN`` that

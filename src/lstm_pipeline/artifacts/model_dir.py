@@ -2,12 +2,12 @@
 
 ``config.json`` (our keys plus ``model_type``/``architectures`` for ``transformers``),
 ``model.safetensors``, ``tokenizer.json`` + ``tokenizer_config.json``, ``generation_config.json``
-(the default decoding) and a generated ``README.md`` model card.
+(the default decoding) and a generated ``README.md`` model card (:mod:`.card`).
 
 Writing is atomic (a temporary sibling directory renamed into place); loading reads JSON and
-safetensors only, so opening a shared model never runs code. ``from_pretrained`` also accepts a
-Hub repo id (through ``huggingface_hub.snapshot_download``: revisions, the local cache and
-``HF_HUB_OFFLINE`` work as everywhere else on the Hub); ``push_to_hub`` uploads a model directory.
+safetensors only, so opening a shared model never runs code. Hub repo ids are resolved in
+:mod:`.hub`; the loaded model with its tokenizer is
+:class:`lstm_pipeline.generation.pretrained.PretrainedLM`.
 """
 from __future__ import annotations
 
@@ -21,13 +21,15 @@ from typing import Any, Mapping
 import torch
 from safetensors.torch import load_model, save_model
 
+from ..models.lm import RecurrentLM
+from ..tokenization.base import TextTokenizer
+from .card import CardSample, write_model_card
 from .integrity import check_loaded_model
-from .models.lm import RecurrentLM
-from .network import network_error_details, network_errors
-from .tokenization.base import TextTokenizer
 
 FORMAT_VERSION = 1
 MODEL_DIRNAME = "model"
+#: the decoding a model without a generation_config.json is sampled with (the training sample's)
+DEFAULT_DECODING = {"name": "sample", "temperature": 0.8}
 #: ``model_type`` under which the transformers adapter registers itself (see ``hf_adapter``)
 HF_MODEL_TYPE = "lstm_pipeline"
 HF_ARCHITECTURE = "LstmPipelineForCausalLM"
@@ -90,8 +92,7 @@ def generation_config(decoding: Mapping[str, Any] | None, bos_token_id: int | No
                       eos_token_id: int | None = None, max_new_tokens: int = 200, pad_token_id: int | None = None) -> dict:
     """``generation_config.json``: our decoding (``decoding``) and the same in transformers' keys, read
     from the decoder the registry builds (its settings, defaults included: nothing guessed here)."""
-    from .generation.engine import DEFAULT_DECODING
-    from .registry import DECODERS
+    from ..registry import DECODERS
 
     decoding = dict(decoding or DEFAULT_DECODING)
     settings = DECODERS.build(decoding).settings
@@ -133,9 +134,11 @@ _OWN_CONFIG_KEYS = ("format", "format_version", "architecture", "vocab_size", "m
 
 def save_pretrained(model: RecurrentLM, model_cfg: Mapping[str, Any], tokenizer: TextTokenizer,
                     out_dir: str | Path, extra: Mapping[str, Any] | None = None,
-                    model_card: bool = True) -> Path:
+                    model_card: bool = True, sample: CardSample | None = None) -> Path:
     """Write the model directory atomically. ``extra`` adds keys to ``config.json`` (``metrics``,
-    ``data``, ``tokenizer``, ``bos_token_id``, ``decoding``, ``sample`` are used by the model card)."""
+    ``data``, ``tokenizer``, ``bos_token_id``, ``decoding``, ``sample`` are used by the model card).
+    ``sample(model, tokenizer, config, decoding) -> (prompt, text)`` writes the card's sample
+    (:func:`lstm_pipeline.generation.pretrained.card_sample`); without it the card has none."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # a sibling made with the user's umask (tempfile.mkdtemp would make it 0700: unreadable to the group)
@@ -150,8 +153,6 @@ def save_pretrained(model: RecurrentLM, model_cfg: Mapping[str, Any], tokenizer:
         decoding = extra.pop("decoding", None)
         if not decoding and (extra.get("sample") or {}).get("temperature"):
             decoding = {"name": "sample", "temperature": float(extra["sample"]["temperature"])}
-        from .generation.engine import DEFAULT_DECODING
-
         decoding = decoding or DEFAULT_DECODING
         config = {  # the keys save_pretrained itself sets are _OWN_CONFIG_KEYS
             "format": "lstm-pipeline",
@@ -175,9 +176,7 @@ def save_pretrained(model: RecurrentLM, model_cfg: Mapping[str, Any], tokenizer:
             generation_config(decoding, special["bos_token_id"], special["eos_token_id"], max_new_tokens=max_new,
                               pad_token_id=special["pad_token_id"]), indent=2))
         if model_card:
-            from .model_card import write_model_card
-
-            write_model_card(tmp, model, tokenizer, config)
+            write_model_card(tmp, model, tokenizer, config, sample)
         # swap into place: the old directory (if any) is removed only after the new one is complete
         if out_dir.exists() and _exchange(tmp, out_dir):
             shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old model
@@ -229,7 +228,7 @@ def resolve_model_dir(path: str | Path, setting: str = "run") -> Path:
 
 def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu"
                     ) -> tuple[RecurrentLM, TextTokenizer, dict]:
-    from .validation import check_model_dir
+    from ..config.checks import check_model_dir
 
     model_dir = resolve_model_dir(path)
     config, tk = check_model_dir(model_dir, map_location)  # damaged files: one clear line; each file read once
@@ -241,148 +240,3 @@ def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu"
     tokenizer = TextTokenizer(tk) if tk is not None else TextTokenizer.load(model_dir / "tokenizer.json")
     check_loaded_model(model, tokenizer, model_dir)  # finite weights, the model's own tokenizer
     return model, tokenizer, config
-
-
-# -- the Hub ------------------------------------------------------------------------------
-def _looks_local(name: str) -> bool:
-    return os.path.exists(os.path.expanduser(name)) or name.startswith((".", "/", "~")) or name.count("/") > 1
-
-
-def resolve_pretrained(path_or_repo_id: str | Path, revision: str | None = None, cache_dir: str | None = None,
-                       local_files_only: bool | None = None, token: str | bool | None = None) -> Path:
-    """A local run/model directory as is; anything else is a Hub repo id, fetched (or found in the
-    local cache) with ``huggingface_hub.snapshot_download``."""
-    name = str(path_or_repo_id)
-    if _looks_local(name):
-        return resolve_model_dir(name)
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        snapshot = snapshot_download(name, revision=revision, cache_dir=cache_dir, token=token,
-                                     local_files_only=bool(local_files_only), allow_patterns=list(MODEL_FILES))
-    except LocalEntryNotFoundError as exc:
-        raise ModelDirError(
-            f"'{name}' is not a local directory and revision {revision or 'main'} of the Hub repo '{name}' is not in "
-            f"the local cache ({cache_dir or os.environ.get('HF_HUB_CACHE', 'the default HF cache')}), and the Hub "
-            f"could not be reached (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}). Check the name, "
-            f"download it once while online, or pass a local path.") from exc
-    return resolve_model_dir(snapshot)
-
-
-class PretrainedLM:
-    """What :func:`from_pretrained` returns: the model, its tokenizer and config, and the directory
-    it was read from. Call it like the model; ``generate(text)``, ``save_pretrained(dir)`` and
-    ``push_to_hub(repo_id)`` work on the whole."""
-
-    def __init__(self, model: RecurrentLM, tokenizer: TextTokenizer, config: dict, model_dir: Path):
-        self.model, self.tokenizer, self.config, self.model_dir = model, tokenizer, config, Path(model_dir)
-
-    def __call__(self, tokens: torch.Tensor, state=None):
-        return self.model(tokens, state)
-
-    def __repr__(self) -> str:
-        return f"PretrainedLM({self.model_dir}, vocab_size={self.model.vocab_size}, model={self.config['model']})"
-
-    def generation_config(self) -> dict:
-        path = self.model_dir / "generation_config.json"
-        return json.loads(path.read_text()) if path.is_file() else generation_config(
-            None, self.config.get("bos_token_id"), self.config.get("eos_token_id"),
-            pad_token_id=self.config.get("pad_token_id"))
-
-    def text_generator(self):
-        """This model as a :class:`lstm_pipeline.generation.engine.TextGenerator` (the one generation
-        entry point, which :meth:`generate` uses)."""
-        from .generation.engine import TextGenerator
-
-        return TextGenerator(self.model, self.tokenizer, self.config, self.model_dir)
-
-    def generate(self, prompt: str = "", max_new_tokens: int = 100, decoding: Mapping[str, Any] | None = None,
-                 seed: int | None = None, on_unknown: str = "error", eos_token: str | None = None) -> str:
-        """Text after ``prompt`` (``prompt + result`` is the whole) with the given decoding (default: the
-        model's generation_config.json; settings without a ``name`` change that default). Generation
-        stops at the model's end-of-text token (if it was trained with one; ``eos_token="none"`` opts
-        out), which is not part of the text."""
-        return self.text_generator().generate(prompt, decoding=decoding, max_new_tokens=max_new_tokens, seed=seed,
-                                              on_unknown=on_unknown, eos_token=eos_token)[0].text
-
-    def save_pretrained(self, out_dir: str | Path) -> Path:
-        keep = {k: v for k, v in self.config.items() if k not in _OWN_CONFIG_KEYS}
-        keep["decoding"] = self.generation_config().get("decoding")
-        return save_pretrained(self.model, self.config["model"], self.tokenizer, out_dir, extra=keep)
-
-    def push_to_hub(self, repo_id: str, **kwargs):
-        return push_to_hub(self.model_dir, repo_id, **kwargs)
-
-
-def from_pretrained(path_or_repo_id: str | Path, revision: str | None = None, cache_dir: str | None = None,
-                    local_files_only: bool | None = None, token: str | bool | None = None,
-                    map_location: str | torch.device = "cpu", quantize: str | None = None) -> PretrainedLM:
-    """Load a model from a run directory, a model directory, or a Hub repo id (``org/name``).
-    ``quantize="int8"``: its one-token steps run their matrix products in dynamic int8 on the CPU
-    (:func:`quantize_model`); for generation, not training."""
-    model_dir = resolve_pretrained(path_or_repo_id, revision, cache_dir, local_files_only, token)
-    model, tokenizer, config = load_pretrained(model_dir, map_location)
-    return PretrainedLM(quantize_model(model, quantize), tokenizer, config, model_dir)
-
-
-def push_operations(model_dir: str | Path) -> list:
-    """The ``CommitOperationAdd`` list a push sends: every model file, by its name in the repo."""
-    from huggingface_hub import CommitOperationAdd
-
-    model_dir = resolve_model_dir(model_dir)
-    missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json") if not (model_dir / f).is_file()]
-    if missing:
-        raise ModelDirError(f"{model_dir} lacks {', '.join(missing)}; re-export it with save_pretrained.")
-    return [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(model_dir / f))
-            for f in MODEL_FILES if (model_dir / f).is_file()]
-
-
-def push_to_hub(model_dir: str | Path, repo_id: str, revision: str | None = None, private: bool | None = None,
-                token: str | bool | None = None, commit_message: str | None = None, create_pr: bool = False,
-                dry_run: bool = False):
-    """Upload a model directory (or a run's model/) to the Hub repo ``repo_id`` in one commit.
-    ``dry_run=True`` returns the operations without touching the network."""
-    if not repo_id or repo_id.count("/") > 1 or repo_id.strip() != repo_id:
-        raise ValueError(f"repo_id must look like 'name' or 'org/name', got {repo_id!r}")
-    operations = push_operations(model_dir)
-    if dry_run:
-        return operations
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    return api.create_commit(repo_id, operations=operations, revision=revision, create_pr=create_pr,
-                             commit_message=commit_message or "Upload lstm-pipeline model")
-
-
-def push_cmd(cfg) -> list:
-    """``lstm-pipeline push run=... repo_id=... [dry_run=true]``."""
-    try:
-        result = push_to_hub(cfg.run, cfg.repo_id, revision=cfg.revision, private=cfg.private,
-                             commit_message=cfg.commit_message, create_pr=cfg.create_pr, dry_run=cfg.dry_run)
-    except Exception as exc:
-        # any connection failure: OfflineModeIsEnabled, and the HTTP client's own errors (httpx's
-        # ConnectError for a refused connection or a failed DNS lookup, timeouts), which are no
-        # ConnectionError; anything else (a 401, a bad repo_id) stays what it is
-        status = getattr(getattr(exc, "response", None), "status_code", None)
-        if status in (401, 403):  # reached the Hub, which refused: a token or a permission is missing
-            raise ValueError(
-                f"The Hugging Face Hub refused to write to {cfg.repo_id!r} (HTTP {status}). Log in with "
-                f"'hf auth login' or set HF_TOKEN to a token with write access to it (for an organisation's "
-                f"repo, one that is a member with write rights); dry_run=true lists what would be sent.") from exc
-        if not network_errors(exc):
-            raise
-        raise ValueError(f"Could not reach the Hugging Face Hub ({network_error_details(exc)}). Check the network, "
-                         f"unset HF_HUB_OFFLINE, log in with 'hf auth login' (or set HF_TOKEN); "
-                         f"dry_run=true lists what would be sent.") from exc
-    ops = push_operations(cfg.run)
-    verb = "Would upload" if cfg.dry_run else "Uploaded"
-    from huggingface_hub import constants
-
-    print(f"{verb} {len(ops)} files to {constants.ENDPOINT.rstrip('/')}/{cfg.repo_id}:")  # HF_ENDPOINT if set
-    for op in ops:
-        print(f"  {op.path_in_repo:<24} {Path(op.path_or_fileobj).stat().st_size:>12,} bytes")
-    if not cfg.dry_run:
-        print(getattr(result, "commit_url", result))
-    return ops

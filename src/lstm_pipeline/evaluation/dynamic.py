@@ -19,8 +19,8 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from . import loss_metrics
 from ..data.batching import StreamBatches
+from .metrics import loss_metrics
 
 
 def dynamic_evaluate(model, ids, batch_size: int = 1, bptt: int = 32, lr: float = 2e-5, decay: float = 0.02,

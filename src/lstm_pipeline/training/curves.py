@@ -174,15 +174,3 @@ def plot_runs(runs: Sequence[str | Path], out_dir: str | Path, metrics: Sequence
         raise ValueError(f"None of the metrics {list(metrics)} is in the logs of {', '.join(map(str, runs))}; "
                          f"columns there: {', '.join(sorted({c for s in data for c in s}))}.")
     return written
-
-
-def plot_cmd(cfg) -> list[Path]:
-    from omegaconf import ListConfig
-
-    runs = list(cfg.run) if isinstance(cfg.run, (list, ListConfig)) else [cfg.run]
-    out = Path(cfg.out) if cfg.out else Path(runs[0]) / "plots"  # out=<file>.png: one file, a panel per metric
-    labels = list(cfg.labels) if cfg.labels else None
-    written = plot_runs(runs, out, list(cfg.metrics), labels)
-    for p in written:
-        print(f"wrote {p}")
-    return written

@@ -205,16 +205,16 @@ def component_defaults(group: str, name: str) -> dict[str, Any]:
     import inspect
 
     if group == "model":
-        from .models.lm import RecurrentLM
+        from ..models.lm import RecurrentLM
 
         params = inspect.signature(RecurrentLM).parameters
         return {k: _plain(p.default) for k, p in params.items() if k not in ("vocab_size", "cell")}
-    from .registry import CELLS, DATA_SOURCES, DECODERS, TOKENIZERS
+    from ..registry import CELLS, DATA_SOURCES, DECODERS, TOKENIZERS
 
     if group == "decoding":
         return {"name": name, **_plain(DECODERS.build({"name": name}).settings)}
     if group == "model/cell":
-        from .models.lm import complete_cell_config
+        from ..models.lm import complete_cell_config
 
         return _plain(complete_cell_config({"name": name}))
     reg = {"tokenizer": TOKENIZERS, "data": DATA_SOURCES}[group]
@@ -232,7 +232,7 @@ def register_component_schemas(command: str | None = None) -> None:
     config files."""
     from importlib.metadata import distribution
 
-    from .registry import CELLS, DATA_SOURCES, DECODERS, TOKENIZERS
+    from ..registry import CELLS, DATA_SOURCES, DECODERS, TOKENIZERS
 
     cs = ConfigStore.instance()
     groups = COMPONENT_GROUPS.get(command, ()) if command else {g for gs in COMPONENT_GROUPS.values() for g in gs}
@@ -280,8 +280,8 @@ def validate_train_config(cfg: DictConfig) -> None:
     """Check every component node against the signature it feeds; raise naming the bad key."""
     import lightning as L
 
-    from .models.lm import RecurrentLM
-    from .registry import CALLBACKS, CELLS, DATA_SOURCES, TOKENIZERS, validate_kwargs
+    from ..models.lm import RecurrentLM
+    from ..registry import CALLBACKS, CELLS, DATA_SOURCES, TOKENIZERS, validate_kwargs
 
     missing = _missing_keys(cfg)
     if missing:  # a preset's '???': say which key, not a path with '???' in it later on
@@ -306,5 +306,5 @@ def validate_train_config(cfg: DictConfig) -> None:
     for key, node in (to_dict(cfg.callbacks) or {}).items():
         if node is not None and "_target_" not in node:
             check(CALLBACKS, node, f"callbacks.{key}")
-    from .validation import validate_train  # value types, _target_ nodes, devices, ranges
+    from .checks import validate_train  # value types, _target_ nodes, devices, ranges
     validate_train(cfg)

@@ -14,16 +14,14 @@ the same code that generation runs, and nothing here knows how a cell is built.
 """
 from __future__ import annotations
 
-import copy
-import json
 import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from .kernels.int8 import quantize_int8_
-from .models.lm import RecurrentLM
+from ..kernels.int8 import quantize_dynamic_int8
+from ..models.lm import RecurrentLM
 
 FORMATS = ("torchscript", "onnx")
 SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
@@ -107,29 +105,3 @@ def export_step(model: RecurrentLM, out_path: str | Path, fmt: str = "onnx", qua
                     root.setLevel(level)
                 target.unlink()
     return out_path
-
-
-def export_cmd(cfg) -> Path:
-    """``lstm-pipeline export run=... format=onnx|torchscript [quantize=true] [out=...]``."""
-    from .hub import load_pretrained, resolve_model_dir
-
-    fmt = str(cfg.format)
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    model_dir = resolve_model_dir(cfg.run)
-    model, tokenizer, config = load_pretrained(model_dir)
-    name = "model.step" + (".int8" if cfg.quantize else "") + SUFFIX[fmt]
-    out = Path(cfg.out) if cfg.out else (model_dir.parent if model_dir.name == "model" else model_dir) / "export" / name
-    export_step(model, out, fmt, bool(cfg.quantize))
-    shapes = [list(s.shape) for s in model.init_state(1)]
-    ins, outs = state_names(len(shapes))
-    meta = {"format": fmt, "quantized": bool(cfg.quantize), "file": out.name, "vocab_size": model.vocab_size,
-            "inputs": {"token": "int64 (B,)", **{n: f"float32 {shape} with B at dim 1" for n, shape in zip(ins, shapes)}},
-            "outputs": {"logits": "float32 (B, V)", **{n: f"float32, like {i}" for n, i in zip(outs, ins)}},
-            "initial_state": "zeros", "bos_token_id": config.get("bos_token_id"),
-            "tokenizer": __import__("os").path.relpath(model_dir / "tokenizer.json", out.parent)}  # relative to this file
-    (out.parent / (out.name + ".json")).write_text(json.dumps(meta, indent=2))
-    print(f"Exported {fmt}{' (int8)' if cfg.quantize else ''} step module: {out}\n"
-          f"  inputs:  token (B,) int64, {', '.join(f'{n} {s}' for n, s in zip(ins, shapes))} (zeros to start)\n"
-          f"  outputs: logits (B, {model.vocab_size}), {', '.join(outs)}")
-    return out

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from . import loss_metrics
 from ..data.batching import StreamBatches
+from .metrics import loss_metrics
 
 
 @torch.no_grad()

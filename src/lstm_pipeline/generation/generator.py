@@ -1,7 +1,7 @@
 """The one generation entry point: prompts (text) in, completions (text) out.
 
 Every caller goes through :class:`TextGenerator`: ``lstm-pipeline generate`` (one prompt, a prompts
-file, the interactive loop), :meth:`lstm_pipeline.hub.PretrainedLM.generate`, the sample printed at the
+file, the interactive loop), :meth:`lstm_pipeline.generation.pretrained.PretrainedLM.generate`, the sample printed at the
 end of training, the model card's sample and ``evaluate``'s generation metrics. It owns the sequence
 that used to be written once per caller:
 
@@ -24,12 +24,13 @@ from typing import Any, Mapping, Sequence, TextIO
 
 import torch
 
+from ..artifacts.hub import resolve_pretrained
+from ..artifacts.model_dir import DEFAULT_DECODING, load_pretrained
+from ..kernels.int8 import QUANTIZE, quantize_model
 from ..tokenization.base import TextTokenizer
 from .strategies import DecodingStrategy, GenerationResult
 from .streamer import TextStreamer
 
-#: the decoding a model without a generation_config.json is sampled with (the training sample's)
-DEFAULT_DECODING = {"name": "sample", "temperature": 0.8}
 #: values of ``eos_token`` that turn stopping at the model's end-of-text token off
 NO_EOS = ("none", "None", False)
 
@@ -92,11 +93,8 @@ class TextGenerator:
     @classmethod
     def load(cls, run: str | Path, device: str = "cpu", quantize: str | None = None, **hub_kwargs) -> "TextGenerator":
         """From a run directory, a model directory or a Hub repo id (found in the local cache or
-        downloaded; see :func:`lstm_pipeline.hub.resolve_pretrained`). ``quantize="int8"``: dynamic int8
+        downloaded; see :func:`lstm_pipeline.artifacts.hub.resolve_pretrained`). ``quantize="int8"``: dynamic int8
         steps on the CPU (:func:`lstm_pipeline.kernels.int8.quantize_model`)."""
-        from ..kernels.int8 import QUANTIZE, quantize_model
-        from ..hub import load_pretrained, resolve_pretrained
-
         if quantize not in QUANTIZE:
             raise ValueError(f"quantize must be one of none, int8; got {quantize!r}")
         model_dir = resolve_pretrained(run, **hub_kwargs)

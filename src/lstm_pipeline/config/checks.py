@@ -31,7 +31,7 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from .registry import ConfigError, check_settings
+from ..registry import ConfigError, check_settings
 
 #: keys Hydra's ``instantiate`` reads itself; never parameters of the target
 _HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
@@ -221,7 +221,7 @@ def check_budget(cfg: DictConfig) -> None:
     budget = cfg.get("budget")
     if budget is None:
         return
-    from .training.budget import parse_budget
+    from ..training.budget import parse_budget
 
     try:
         parse_budget(budget)
@@ -279,8 +279,8 @@ def _plain(node: Any) -> Any:
 def validate_train(cfg: DictConfig) -> None:
     """Everything :func:`config.validate_train_config` does not check by key names; raises
     :class:`ConfigError` naming the setting."""
-    from .models.lm import RecurrentLM
-    from .registry import CELLS
+    from ..models.lm import RecurrentLM
+    from ..registry import CELLS
 
     check_ranges(cfg)
     check_trainer(_plain(cfg.trainer))
@@ -385,8 +385,8 @@ def check_model_dir(model_dir: str | Path, map_location: Any = "cpu") -> tuple[d
     import torch
     from safetensors import SafetensorError, safe_open
 
-    from .models.lm import RecurrentLM
-    from .registry import CELLS
+    from ..models.lm import RecurrentLM
+    from ..registry import CELLS
 
     model_dir = Path(model_dir)
     check_device(map_location)

@@ -4,29 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-
-def _sample(model, tokenizer, config: Mapping[str, Any], decoding: Mapping[str, Any]) -> tuple[str, str]:
-    from .generation.engine import TextGenerator
-
-    sample_cfg = config.get("sample") or {}
-    prompt = str(sample_cfg.get("prompt", ""))
-    done = TextGenerator(model, tokenizer, config).generate(
-        prompt, decoding=decoding, max_new_tokens=min(int(sample_cfg.get("max_new_tokens", 200) or 200), 300),
-        seed=0, on_unknown="replace")[0]  # an unknown word stays in the text as <unk>, in context
-    return prompt, done.text
+#: ``(model, tokenizer, config, decoding) -> (prompt, text)``: the card's sample
+CardSample = Callable[..., tuple[str, str]]
 
 
 def render_model_card(model, tokenizer, config: Mapping[str, Any], decoding: Mapping[str, Any],
-                      repo_id: str | None = None) -> str:
+                      repo_id: str | None = None, sample: CardSample | None = None) -> str:
     m = dict(config.get("model") or {})
     cell = dict(m.get("cell") or {})
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     data = config.get("data") or {}
     tok = config.get("tokenizer") or {}
     metrics = config.get("metrics") or {}
-    prompt, text = _sample(model, tokenizer, config, decoding)
+    prompt, text = sample(model, tokenizer, config, decoding) if sample else (None, None)
     name = repo_id or "path/to/model"
     lines = [
         "---",
@@ -76,20 +68,23 @@ def render_model_card(model, tokenizer, config: Mapping[str, Any], decoding: Map
                   for k, v in sorted(metrics.items())]
     else:
         lines.append("None recorded.")
+    if prompt is not None:
+        lines += [
+            "",
+            f"## Sample ({json.dumps(dict(decoding), sort_keys=True)}, seed 0)",
+            "",
+            "```text",
+            (prompt + text).replace("```", "'''"),
+            "```",
+        ]
     lines += [
-        "",
-        f"## Sample ({json.dumps(dict(decoding), sort_keys=True)}, seed 0)",
-        "",
-        "```text",
-        (prompt + text).replace("```", "'''"),
-        "```",
         "",
         "## How to load",
         "",
         "```python",
         "import lstm_pipeline",
         f"lm = lstm_pipeline.from_pretrained(\"{name}\")",
-        f"print(lm.generate({prompt!r}, max_new_tokens=200))",
+        f"print(lm.generate({prompt or ''!r}, max_new_tokens=200))",
         "```",
         "",
         "From the command line (a local directory):",
@@ -111,8 +106,9 @@ def render_model_card(model, tokenizer, config: Mapping[str, Any], decoding: Map
     return "\n".join(lines)
 
 
-def write_model_card(model_dir: Path, model, tokenizer, config: Mapping[str, Any]) -> Path:
+def write_model_card(model_dir: Path, model, tokenizer, config: Mapping[str, Any],
+                     sample: CardSample | None = None) -> Path:
     gen = json.loads((Path(model_dir) / "generation_config.json").read_text())
     path = Path(model_dir) / "README.md"
-    path.write_text(render_model_card(model, tokenizer, config, gen["decoding"]))
+    path.write_text(render_model_card(model, tokenizer, config, gen["decoding"], sample=sample))
     return path

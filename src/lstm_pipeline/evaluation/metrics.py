@@ -1,5 +1,5 @@
-"""Evaluation methods beyond the plain carried-state pass of ``lstm_pipeline.evaluation``:
-dynamic evaluation, the neural cache pointer and generation-quality metrics."""
+"""Loss figures of a scored text: nats per token, perplexity, bits per token."""
+from __future__ import annotations
 
 import math
 

@@ -45,7 +45,15 @@ from torch import Tensor
 
 from ..generation.processors import LogitsProcessor, setup_processor
 from ..generation.stopping import StoppingCriteria
-from ..generation.strategies import COMMON, Greedy, Sample, StepDecoding, prefill, prompt_history, sample_from_logits
+from ..generation.strategies import (
+    COMMON,
+    Greedy,
+    Sample,
+    StepDecoding,
+    prefill,
+    prompt_history,
+    sample_from_logits,
+)
 from .sampling import split_processors
 
 #: finish reasons, as OpenAI names them

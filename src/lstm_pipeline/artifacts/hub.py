@@ -1,0 +1,65 @@
+"""The Hugging Face Hub: a repo id resolved to a local model directory (``snapshot_download``:
+revisions, the local cache and ``HF_HUB_OFFLINE`` work as everywhere on the Hub), and a model
+directory uploaded in one commit."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .model_dir import MODEL_FILES, ModelDirError, resolve_model_dir
+
+
+def _looks_local(name: str) -> bool:
+    return os.path.exists(os.path.expanduser(name)) or name.startswith((".", "/", "~")) or name.count("/") > 1
+
+
+def resolve_pretrained(path_or_repo_id: str | Path, revision: str | None = None, cache_dir: str | None = None,
+                       local_files_only: bool | None = None, token: str | bool | None = None) -> Path:
+    """A local run/model directory as is; anything else is a Hub repo id, fetched (or found in the
+    local cache) with ``huggingface_hub.snapshot_download``."""
+    name = str(path_or_repo_id)
+    if _looks_local(name):
+        return resolve_model_dir(name)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        snapshot = snapshot_download(name, revision=revision, cache_dir=cache_dir, token=token,
+                                     local_files_only=bool(local_files_only), allow_patterns=list(MODEL_FILES))
+    except LocalEntryNotFoundError as exc:
+        raise ModelDirError(
+            f"'{name}' is not a local directory and revision {revision or 'main'} of the Hub repo '{name}' is not in "
+            f"the local cache ({cache_dir or os.environ.get('HF_HUB_CACHE', 'the default HF cache')}), and the Hub "
+            f"could not be reached (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}). Check the name, "
+            f"download it once while online, or pass a local path.") from exc
+    return resolve_model_dir(snapshot)
+
+
+def push_operations(model_dir: str | Path) -> list:
+    """The ``CommitOperationAdd`` list a push sends: every model file, by its name in the repo."""
+    from huggingface_hub import CommitOperationAdd
+
+    model_dir = resolve_model_dir(model_dir)
+    missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json") if not (model_dir / f).is_file()]
+    if missing:
+        raise ModelDirError(f"{model_dir} lacks {', '.join(missing)}; re-export it with save_pretrained.")
+    return [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(model_dir / f))
+            for f in MODEL_FILES if (model_dir / f).is_file()]
+
+
+def push_to_hub(model_dir: str | Path, repo_id: str, revision: str | None = None, private: bool | None = None,
+                token: str | bool | None = None, commit_message: str | None = None, create_pr: bool = False,
+                dry_run: bool = False):
+    """Upload a model directory (or a run's model/) to the Hub repo ``repo_id`` in one commit.
+    ``dry_run=True`` returns the operations without touching the network."""
+    if not repo_id or repo_id.count("/") > 1 or repo_id.strip() != repo_id:
+        raise ValueError(f"repo_id must look like 'name' or 'org/name', got {repo_id!r}")
+    operations = push_operations(model_dir)
+    if dry_run:
+        return operations
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    return api.create_commit(repo_id, operations=operations, revision=revision, create_pr=create_pr,
+                             commit_message=commit_message or "Upload lstm-pipeline model")

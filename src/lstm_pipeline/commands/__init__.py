@@ -1,0 +1,1 @@
+"""One module per ``lstm-pipeline`` command; each has ``run(cfg)`` (``plugins``: ``run(args)``)."""
