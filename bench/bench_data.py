@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from shared_data import shared_data
+
 HERE = Path(__file__).resolve()
 VOCAB = 8000
 
@@ -169,7 +171,7 @@ def main() -> None:
         print(json.dumps((phase_bare if a.phase == "bare" else phase_ours)(a.data_dir)))
         return
     if not (a.data_dir / "valid.txt").is_file():
-        a.data_dir = Path("/work/shared/data/wikitext-2")
+        a.data_dir = shared_data("wikitext-2")
     if a.only != "loader":
         bench_encoding(a.data_dir, a.repeats)
     if a.only != "encoding":

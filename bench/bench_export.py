@@ -26,19 +26,17 @@ import torch
 import torch.nn.functional as F
 
 from lstm_pipeline.artifacts.export import export_step
+from shared_data import shared_data
 from lstm_pipeline.models.lm import RecurrentLM
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def wikitext2_dir() -> Path:
-    """$WIKITEXT2_DIR, else shared/data/wikitext-2 beside or above the checkout."""
-    candidates = [os.environ.get("WIKITEXT2_DIR")] + [str(p / "shared" / "data" / "wikitext-2")
-                                                       for p in (ROOT, *ROOT.parents)]
-    for c in candidates:
-        if c and (Path(c) / "test.txt").is_file():
-            return Path(c)
-    raise SystemExit("WikiText-2 not found: set WIKITEXT2_DIR to a folder with valid.txt and test.txt")
+    """$WIKITEXT2_DIR, else wikitext-2 in the shared data folder ($LSTM_PIPELINE_SHARED_DATA or ../shared/data)."""
+    if os.environ.get("WIKITEXT2_DIR"):
+        return Path(os.environ["WIKITEXT2_DIR"])
+    return shared_data("wikitext-2", "test.txt").parent
 CFG = {"cell": {"name": "lstm"}, "embedding_dim": 512, "hidden_size": 512, "num_layers": 2, "dropout": 0.1}
 
 

@@ -56,7 +56,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-DATA = Path(os.environ.get("LSTM_PIPELINE_BENCH_DATA", "/work/shared/data"))
+from shared_data import shared_data_dir
+
+DATA = shared_data_dir()  # $LSTM_PIPELINE_SHARED_DATA or ../shared/data
 WORD = ("wlm_medium", "awd_lstm_ptb", "awd_lstm_wt2")
 CHAR = ("char_rnn", "seed_keras")
 

@@ -45,7 +45,9 @@ import sys
 import time
 from pathlib import Path
 
-DATA = Path("/work/shared/data/wikitext-2/valid.txt")
+from shared_data import shared_data_dir
+
+DATA = shared_data_dir() / "wikitext-2" / "valid.txt"  # $LSTM_PIPELINE_SHARED_DATA or ../shared/data
 TEST = DATA.with_name("test.txt")
 LEVELS = {
     # name: (hidden, layers, embedding, tied, batch, bptt, lr, clip, dropout)

@@ -5,6 +5,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: the shared data sets (WikiText-2, Tiny Shakespeare): $LSTM_PIPELINE_SHARED_DATA, else ../shared/data
+#: beside the checkout (bench/shared_data.py follows the same rule); tests that need them skip saying so
+SHARED_DATA_ENV = "LSTM_PIPELINE_SHARED_DATA"
+SHARED_DATA = Path(os.environ.get(SHARED_DATA_ENV) or ROOT.parent / "shared" / "data")
 
 # a tiny model and a few steps: enough to exercise every stage in seconds
 TINY = [

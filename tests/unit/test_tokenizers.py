@@ -4,6 +4,8 @@ import os
 
 import pytest
 
+from helpers import SHARED_DATA, SHARED_DATA_ENV
+
 from lstm_pipeline.data.sources import bundled_corpus
 from lstm_pipeline.registry import TOKENIZERS
 from lstm_pipeline.tokenization.base import TextTokenizer
@@ -118,10 +120,10 @@ def test_word_vocab_size_is_exact_when_special_tokens_occur_as_words():
     assert tk.vocab_size == 5 and _ids_are_compact(tk) and tk.encode("<unk> c") == [tk.token_to_id("<unk>")] * 2
 
 
-WIKITEXT2_VALID = "/work/shared/data/wikitext-2/valid.txt"
+WIKITEXT2_VALID = SHARED_DATA / "wikitext-2" / "valid.txt"
 
 
-@pytest.mark.skipif(not os.path.isfile(WIKITEXT2_VALID), reason="WikiText-2 is not in /work/shared/data")
+@pytest.mark.skipif(not WIKITEXT2_VALID.is_file(), reason=f"WikiText-2 is not at {WIKITEXT2_VALID} (set {SHARED_DATA_ENV})")
 def test_word_vocab_size_on_wikitext_which_writes_unk_as_a_word():
     with open(WIKITEXT2_VALID, encoding="utf-8") as f:
         lines = [line for _, line in zip(range(2000), f)]
