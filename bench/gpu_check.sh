@@ -65,9 +65,9 @@ step() {
 }
 
 step tests_cuda 150 "passed|failed|error" env LSTM_PIPELINE_TEST_DEVICE=cuda \
-  "$PY" -m pytest -q -p no:cacheprovider tests/unit/test_model.py tests/unit/test_cells_contract.py \
-  tests/unit/test_step_weight.py tests/unit/test_regularisation.py tests/unit/test_decoding.py \
-  tests/unit/test_decoding_beam.py tests/unit/test_continuation.py tests/integration/test_export.py
+  "$PY" -m pytest -q -p no:cacheprovider tests/models/test_model.py tests/cells/test_cells_contract.py \
+  tests/kernels/test_step_weight.py tests/models/test_regularisation.py tests/generation/test_decoding.py \
+  tests/generation/test_decoding_beam.py tests/generation/test_continuation.py tests/artifacts/test_export.py
 step bench_train 90 "^(word|char) +pipeline" \
   "$PY" bench/bench_train.py --device cuda --levels word char --steps 10 --warmup 3 --rounds 1 --bf16
 step bench_gen 50 "nucleus top_p=0.9|ratio" "$PY" bench/bench_generate.py --device cuda --quick --repeats 2

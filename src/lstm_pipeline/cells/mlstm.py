@@ -218,7 +218,7 @@ class MLSTM(RecurrentCell):
         w, b = getattr(self, f"weight_ih_l{k}"), getattr(self, f"bias_ih_l{k}")
         # int8 steps (quantize_int8_) leave this product float: h~ is a ratio of q.k-weighted sums that the
         # head norm rescales, so int8's error in q and k shows at full size (0.07-0.12 nats in the tiny
-        # models of tests/integration/test_layout_matrix.py against 0.002 for the LSTM cells)
+        # models of tests/models/test_layout_matrix.py against 0.002 for the LSTM cells)
         proj = F.linear(x, w, b) if self.__dict__.get(_INT8) else step_linear(self, f"ih{k}", x, w, b)
         q, kk, v, o, i, f = self._split(proj)
         h, c, n, m = mlstm_step(q.reshape(B, nh, d), kk.reshape(B, nh, d), v.reshape(B, nh, d), i, f, c, n, m)

@@ -6,7 +6,7 @@ through the cell contract, ``model.reorder_state(state, index)``. There is no Py
 hypotheses (diverse beam search loops over its few groups only).
 
 The bookkeeping follows Hugging Face ``generate(num_beams=...)`` so that the same model gives the
-same sequences and scores (tests/unit/test_decoding_beam.py checks this against transformers):
+same sequences and scores (tests/generation/test_decoding_beam.py checks this against transformers):
 
 * each step keeps the ``2 * num_beams`` best continuations of every prompt; the best ``num_beams``
   that do not end (end-of-sequence token, or the token budget reached) continue;

@@ -20,7 +20,7 @@ def tiny_lm(seed=0, cell="lstm", sharp=6.0, eos_bias=0.0):
 
 def hf_beam(model, prompts, **kw):
     pytest.importorskip("transformers")
-    from hf_adapter import RecurrentAdapter
+    from hf_reference_adapter import RecurrentAdapter
 
     ids = torch.tensor(prompts)
     out = RecurrentAdapter(model).eval().generate(

@@ -28,11 +28,11 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SKIPS = [
     (r"data=(hub|disk|wikitext2|wikitext103|ptb|enwik8)\b|experiment=awd_lstm", "needs a dataset download or a dataset on disk"),
     (r"data=files", "needs the reader's own data files"),
-    (r"trainer=ddp", "several processes: tests/integration/test_ddp.py runs DDP"),
-    (r"mogrifier|mirostat|ebooks|with_samples", "a plugin from plugins/ (tests/integration/test_plugins_install.py installs them)"),
-    (r"top_a|my_filter", "a plugin's logits processor (tests/unit/test_plugin_processors.py switches one on)"),
+    (r"trainer=ddp", "several processes: tests/training/test_ddp.py runs DDP"),
+    (r"mogrifier|mirostat|ebooks|with_samples", "a plugin from plugins/ (tests/plugins/test_plugins_install.py installs them)"),
+    (r"top_a|my_filter", "a plugin's logits processor (tests/plugins/test_plugin_processors.py switches one on)"),
     (r"\bsru\b|sqlite|lstm-pipeline-sru", "the SRU example plugin docs/plugins.md walks through (not installed here)"),
-    (r"^lstm-pipeline push\b", "needs the Hugging Face Hub (tests/unit/test_hub_network.py fakes it)"),
+    (r"^lstm-pipeline push\b", "needs the Hugging Face Hub (tests/artifacts/test_hub_network.py fakes it)"),
     *([] if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") else
       [(r"hydra/sweeper=optuna", "needs hydra-optuna-sweeper (pip install hydra-optuna-sweeper; in the dev extra)")]),
     (r"logger=(wandb|mlflow|tensorboard)\b(?!.*error)", "an optional logger package"),

@@ -2,7 +2,7 @@
 gets equal the full softmax built by hand from the same head and cluster weights; the training loss,
 its gradients and the correct-count equal those of that full softmax; the clusters follow the
 training data's frequency order; every decoder runs on it. (Export, int8, the transformers adapter,
-from_pretrained and evaluate: the ``adaptive`` layout of tests/integration/test_layout_matrix.py.)"""
+from_pretrained and evaluate: the ``adaptive`` layout of tests/models/test_layout_matrix.py.)"""
 import numpy as np
 import pytest
 import torch

@@ -1,5 +1,5 @@
 """`lstm-pipeline plugins new`: what the scaffold writes, for every group (installing and testing
-a generated package for real is in tests/integration/test_plugins_scaffold_install.py)."""
+a generated package for real is in tests/plugins/test_plugins_scaffold_install.py)."""
 import ast
 import tomllib
 
