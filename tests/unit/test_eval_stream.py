@@ -76,9 +76,9 @@ def test_lightning_validation_scores_exactly_what_evaluate_scores():
         for batch in StreamBatches(IDS, 3, 16, split="validation"):
             task.validation_step(batch, 0)
     got = ScoreTotals.metrics(task._eval["validation"]["totals"].totals, chars_per_token=2.0)
-    want = evaluate_ids(task.model, IDS, batch_size=3, bptt=16)
+    want = evaluate_ids(task.model, IDS, batch_size=3, bptt=16, chars_per_token=2.0)
     assert got["loss"] == want["loss"] and got["acc"] == want["acc"] and got["tokens"] == want["tokens"] == 300
-    assert got["bpc"] == want["bits_per_token"] / 2.0
+    assert got["bpc"] == want["bpc"] == want["bits_per_token"] / 2.0
 
 
 def test_cache_and_dynamic_evaluation_read_the_same_pass():

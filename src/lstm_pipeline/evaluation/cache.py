@@ -19,9 +19,9 @@ from .stream import carried_windows
 
 @torch.no_grad()
 def cache_evaluate(model, ids, batch_size: int = 16, bptt: int = 256, size: int = 500, theta: float = 0.3,
-                   lam: float = 0.1, device: str = "cpu") -> dict:
+                   lam: float = 0.1, device: str = "cpu", chars_per_token: float | None = None) -> dict:
     """The carried-state pass (:func:`.stream.carried_windows`) over ``ids`` (N,) scored with the cache
-    mixture: :func:`.metrics.loss_metrics`. The memory holds each row's last ``size`` positions, across
+    mixture: :func:`.metrics.loss_metrics` (with ``bpc`` given ``chars_per_token``). The memory holds each row's last ``size`` positions, across
     windows. Raises ``ValueError`` for ``size < 1`` or ``lam`` outside [0, 1]."""
     if size < 1 or not 0 <= lam <= 1:
         raise ValueError(f"cache needs size >= 1 and 0 <= lam <= 1 (got size={size}, lam={lam})")
@@ -54,4 +54,4 @@ def cache_evaluate(model, ids, batch_size: int = 16, bptt: int = 256, size: int 
         nll -= mix.clamp_min(1e-30).log().sum().item()
         count += y.numel()
         mem_h, mem_y = keys[:, -size:], targets[:, -size:]
-    return loss_metrics(nll, count)
+    return loss_metrics(nll, count, chars_per_token)

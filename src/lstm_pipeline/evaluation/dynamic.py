@@ -24,10 +24,10 @@ from .stream import carried_windows
 
 
 def dynamic_evaluate(model, ids, batch_size: int = 1, bptt: int = 32, lr: float = 2e-5, decay: float = 0.02,
-                     epsilon: float = 1e-3, device: str = "cpu") -> dict:
+                     epsilon: float = 1e-3, device: str = "cpu", chars_per_token: float | None = None) -> dict:
     """Dynamic evaluation of a copy of ``model`` over ``ids`` (N,) in the carried-state pass
     (:func:`.stream.carried_windows`, windows of ``bptt``): :func:`.metrics.loss_metrics` of the
-    scores taken before each step. ``model`` is left unchanged. Raises ``ValueError`` for a negative
+    scores taken before each step (with ``bpc`` given ``chars_per_token``). ``model`` is left unchanged. Raises ``ValueError`` for a negative
     ``lr``/``decay``, ``epsilon <= 0`` or ``bptt < 1``."""
     if lr < 0 or decay < 0 or epsilon <= 0 or bptt < 1:
         raise ValueError(f"dynamic_eval needs lr >= 0, decay >= 0, epsilon > 0, bptt >= 1 "
@@ -52,4 +52,4 @@ def dynamic_evaluate(model, ids, batch_size: int = 1, bptt: int = 32, lr: float 
                     continue
                 m.mul_((seen - 1) / seen).add_(p.grad.square(), alpha=1.0 / seen)
                 p.add_(-lr * p.grad / (m.sqrt() + epsilon) + decay * (p0 - p))
-    return loss_metrics(nll, count)
+    return loss_metrics(nll, count, chars_per_token)

@@ -23,9 +23,9 @@ from .stream import carried_windows
 
 @torch.no_grad()
 def evaluate_ids(model, ids, batch_size: int = 16, bptt: int = 256, device: str = "cpu",
-                 return_logprobs: bool = False) -> dict:
+                 return_logprobs: bool = False, chars_per_token: float | None = None) -> dict:
     """The carried-state pass (:func:`.stream.carried_windows`) over ``ids`` (N,): :func:`.metrics.loss_metrics`
-    of its targets plus ``acc`` (argmax accuracy). With ``return_logprobs``, ``logprobs`` (N',) and
+    of its targets (``bpc`` too, given ``chars_per_token``) plus ``acc`` (argmax accuracy). With ``return_logprobs``, ``logprobs`` (N',) and
     ``positions`` (N',) give the log-probability (nats) of each scored token ``ids[position]``, in text order."""
     model = model.to(device).eval()
     totals = ScoreTotals(device)
@@ -35,7 +35,7 @@ def evaluate_ids(model, ids, batch_size: int = 16, bptt: int = 256, device: str 
         if return_logprobs:
             rows.append(logp.cpu())
             positions.append(w.positions)
-    out = ScoreTotals.metrics(totals.totals)
+    out = ScoreTotals.metrics(totals.totals, chars_per_token)
     if return_logprobs:  # row-major: stream b after stream b - 1, each in order
         out["logprobs"] = torch.cat(rows, 1).reshape(-1).numpy()
         out["positions"] = np.concatenate(positions, 1).reshape(-1)
