@@ -54,24 +54,22 @@ def run(cfg: DictConfig) -> dict:
             raise DataError(f"No split '{split}'; the data has: {', '.join(corpus.ids)}.")
         ids = corpus.ids[split]
         cpt = corpus.chars_per_token(split)
-        m = evaluate_ids(model, ids, cfg.batch_size, cfg.bptt, cfg.device, return_logprobs=cfg.dump_logprobs)
+        m = evaluate_ids(model, ids, cfg.batch_size, cfg.bptt, cfg.device, return_logprobs=cfg.dump_logprobs,
+                         chars_per_token=cpt)
         if cfg.dump_logprobs:
             path = run_dir / "eval" / f"{split}.logprobs.tsv"
             write_logprobs(path, ids, m.pop("positions"), m.pop("logprobs"), tokenizer)
             m["logprobs_file"] = str(path)
-        m["bpc"] = m["bits_per_token"] / cpt
         print(f"{split:>10}: loss {m['loss']:.4f}  ppl {m['ppl']:.3f}  bpc {m['bpc']:.4f}  "
               f"acc {m['acc']:.4f}  ({m['tokens']} tokens)")
         if dyn["enabled"]:
             d = dynamic_evaluate(model, ids, cfg.batch_size, dyn["bptt"], dyn["lr"], dyn["decay"], dyn["epsilon"],
-                                 cfg.device)
-            d["bpc"] = d["bits_per_token"] / cpt
+                                 cfg.device, chars_per_token=cpt)
             m["dynamic_eval"] = {**d, "settings": {k: v for k, v in dyn.items() if k != "enabled"}}
             print(f"{'':>10}  dynamic eval: loss {d['loss']:.4f}  ppl {d['ppl']:.3f}  bpc {d['bpc']:.4f}")
         if cache["enabled"]:
             c = cache_evaluate(model, ids, cfg.batch_size, cfg.bptt, cache["size"], cache["theta"], cache["lam"],
-                               cfg.device)
-            c["bpc"] = c["bits_per_token"] / cpt
+                               cfg.device, chars_per_token=cpt)
             m["cache"] = {**c, "settings": {k: v for k, v in cache.items() if k != "enabled"}}
             print(f"{'':>10}  neural cache: loss {c['loss']:.4f}  ppl {c['ppl']:.3f}  bpc {c['bpc']:.4f}")
         report[split] = m

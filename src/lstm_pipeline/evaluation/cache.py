@@ -13,22 +13,28 @@ from __future__ import annotations
 
 import torch
 
-from ..data.batching import StreamBatches
-from .metrics import loss_metrics
+from .metrics import loss_metrics, token_logprobs
+from .stream import carried_windows
 
 
 @torch.no_grad()
 def cache_evaluate(model, ids, batch_size: int = 16, bptt: int = 256, size: int = 500, theta: float = 0.3,
-                   lam: float = 0.1, device: str = "cpu") -> dict:
+                   lam: float = 0.1, device: str = "cpu", chars_per_token: float | None = None) -> dict:
+    """The carried-state pass (:func:`.stream.carried_windows`) over ``ids`` (N,) scored with the cache
+    mixture: :func:`.metrics.loss_metrics` (with ``bpc`` given ``chars_per_token``). The memory holds each row's last ``size`` positions, across
+    windows. Raises ``ValueError`` for ``size < 1`` or ``lam`` outside [0, 1]."""
     if size < 1 or not 0 <= lam <= 1:
         raise ValueError(f"cache needs size >= 1 and 0 <= lam <= 1 (got size={size}, lam={lam})")
     model = model.to(device).eval()
+
+    def top_layer(x, state):  # (B, T) -> the top layer's output (B, T, H), whatever the layering; state
+        _, h, state = model._features(x, state)
+        return h, state
+
     mem_h = mem_y = None  # (B, S', H), (B, S') with S' <= size
-    state, nll, count = None, 0.0, 0
-    for x, y in StreamBatches(ids, batch_size, bptt, split="eval"):
-        x, y = x.to(device), y.to(device)
-        _, h, state = model._features(x, state)  # (B, T, H): the top layer's output, whatever the layering
-        logp = model._logits(h).float().log_softmax(-1)  # (B, T, V)
+    nll, count = 0.0, 0
+    for w in carried_windows(top_layer, ids, batch_size, bptt, device):
+        h, y = w.out, w.y
         T = h.size(1)
         keys = h if mem_h is None else torch.cat([mem_h, h], 1)  # (B, S'+T, H)
         targets = y if mem_y is None else torch.cat([mem_y, y], 1)  # (B, S'+T)
@@ -42,10 +48,10 @@ def cache_evaluate(model, ids, batch_size: int = 16, bptt: int = 256, size: int 
         has_mem = allowed.any(-1)  # (T,)
         weights = torch.nan_to_num(scores.softmax(-1), nan=0.0)  # rows with no memory -> 0
         # only the target's probability is needed: no (B, T, V) pointer distribution
-        p_model = logp.gather(-1, y[..., None]).squeeze(-1).exp()  # (B, T)
+        p_model = token_logprobs(model._logits(h), y).exp()  # (B, T)
         p_cache = (weights * (targets[:, None, :] == y[..., None])).sum(-1)  # (B, T)
         mix = torch.where(has_mem[None, :], (1 - lam) * p_model + lam * p_cache, p_model)
         nll -= mix.clamp_min(1e-30).log().sum().item()
         count += y.numel()
         mem_h, mem_y = keys[:, -size:], targets[:, -size:]
-    return loss_metrics(nll, count)
+    return loss_metrics(nll, count, chars_per_token)

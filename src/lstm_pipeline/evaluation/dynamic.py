@@ -19,12 +19,16 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from ..data.batching import StreamBatches
 from .metrics import loss_metrics
+from .stream import carried_windows
 
 
 def dynamic_evaluate(model, ids, batch_size: int = 1, bptt: int = 32, lr: float = 2e-5, decay: float = 0.02,
-                     epsilon: float = 1e-3, device: str = "cpu") -> dict:
+                     epsilon: float = 1e-3, device: str = "cpu", chars_per_token: float | None = None) -> dict:
+    """Dynamic evaluation of a copy of ``model`` over ``ids`` (N,) in the carried-state pass
+    (:func:`.stream.carried_windows`, windows of ``bptt``): :func:`.metrics.loss_metrics` of the
+    scores taken before each step (with ``bpc`` given ``chars_per_token``). ``model`` is left unchanged. Raises ``ValueError`` for a negative
+    ``lr``/``decay``, ``epsilon <= 0`` or ``bptt < 1``."""
     if lr < 0 or decay < 0 or epsilon <= 0 or bptt < 1:
         raise ValueError(f"dynamic_eval needs lr >= 0, decay >= 0, epsilon > 0, bptt >= 1 "
                          f"(got lr={lr}, decay={decay}, epsilon={epsilon}, bptt={bptt})")
@@ -32,12 +36,10 @@ def dynamic_evaluate(model, ids, batch_size: int = 1, bptt: int = 32, lr: float 
     params = [p for p in model.parameters() if p.requires_grad]
     original = [p.detach().clone() for p in params]
     ms = [torch.zeros_like(p) for p in params]
-    state, nll, count, seen = None, 0.0, 0, 0
-    for x, y in StreamBatches(ids, batch_size, bptt, split="eval"):
-        x, y = x.to(device), y.to(device)
-        if state is not None:
-            state = tuple(s.detach() for s in state)
-        logits, state = model(x, state)  # (B, T, V)
+    nll, count, seen = 0.0, 0, 0
+    # each window is scored before the step on it; the next one starts from its state, detached
+    for w in carried_windows(model, ids, batch_size, bptt, device):
+        logits, y = w.out, w.y  # (B, T, V), (B, T)
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
         nll += loss.item() * y.numel()
         count += y.numel()
@@ -50,4 +52,4 @@ def dynamic_evaluate(model, ids, batch_size: int = 1, bptt: int = 32, lr: float 
                     continue
                 m.mul_((seen - 1) / seen).add_(p.grad.square(), alpha=1.0 / seen)
                 p.add_(-lr * p.grad / (m.sqrt() + epsilon) + decay * (p0 - p))
-    return loss_metrics(nll, count)
+    return loss_metrics(nll, count, chars_per_token)

@@ -16,35 +16,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.batching import StreamBatches
 from ..data.sources import DataError
-from .metrics import loss_metrics
+from .metrics import ScoreTotals
+from .stream import carried_windows
 
 
 @torch.no_grad()
 def evaluate_ids(model, ids, batch_size: int = 16, bptt: int = 256, device: str = "cpu",
-                 return_logprobs: bool = False) -> dict:
-    """Carried-state evaluation. With ``return_logprobs``, ``logprobs`` (N,) and ``positions`` (N,)
-    give the log-probability (nats) of each scored token ``ids[position]``, in text order."""
-    batches = StreamBatches(ids, batch_size, bptt, split="eval")
+                 return_logprobs: bool = False, chars_per_token: float | None = None) -> dict:
+    """The carried-state pass (:func:`.stream.carried_windows`) over ``ids`` (N,): :func:`.metrics.loss_metrics`
+    of its targets (``bpc`` too, given ``chars_per_token``) plus ``acc`` (argmax accuracy). With ``return_logprobs``, ``logprobs`` (N',) and
+    ``positions`` (N',) give the log-probability (nats) of each scored token ``ids[position]``, in text order."""
     model = model.to(device).eval()
-    state, nll, correct, count = None, 0.0, 0, 0
-    rows = []
-    for x, y in batches:
-        x, y = x.to(device), y.to(device)
-        logits, state = model(x, state)  # (B, T, V)
-        logp = torch.log_softmax(logits.float(), -1).gather(-1, y[..., None]).squeeze(-1)  # (B, T)
-        nll -= logp.double().sum().item()
-        correct += int((logits.argmax(-1) == y).sum())
-        count += y.numel()
+    totals = ScoreTotals(device)
+    rows, positions = [], []
+    for w in carried_windows(model, ids, batch_size, bptt, device):
+        logp = totals.add(w.out, w.y)  # (B, T)
         if return_logprobs:
             rows.append(logp.cpu())
-    out = {**loss_metrics(nll, count), "acc": correct / count}
-    if return_logprobs:
-        # stream b holds ids[b*L : b*L+L+1]; its t-th target is ids[b*L + t + 1]
+            positions.append(w.positions)
+    out = ScoreTotals.metrics(totals.totals, chars_per_token)
+    if return_logprobs:  # row-major: stream b after stream b - 1, each in order
         out["logprobs"] = torch.cat(rows, 1).reshape(-1).numpy()
-        L = batches.stream_len
-        out["positions"] = (np.arange(batch_size)[:, None] * L + np.arange(L)[None, :] + 1).reshape(-1)
+        out["positions"] = np.concatenate(positions, 1).reshape(-1)
     return out
 
 

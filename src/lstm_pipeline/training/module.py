@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from ..data.resets import forward_with_resets
+from ..evaluation.metrics import ScoreTotals
+from ..evaluation.stream import carry
 from ..models.lm import RecurrentLM
 from .ntasgd import NTASGD
 
@@ -125,32 +127,24 @@ class LanguageModelTask(L.LightningModule):
         self._t_last = now
 
     # -- evaluation: the state is carried across the whole split -------------------------------
+    # the datamodule's validation/test windows are the stream windows of ``evaluate`` (StreamBatches on
+    # this rank's rows): each is one step of the carried pass (evaluation.stream.carry), scored into
+    # the totals ``evaluate`` scores into (evaluation.metrics.ScoreTotals), summed over the processes
     def _eval_start(self, split: str) -> None:
-        self._eval[split] = {"state": None, "nll": torch.zeros((), dtype=torch.float64, device=self.device),
-                             "correct": torch.zeros((), dtype=torch.float64, device=self.device),
-                             "count": torch.zeros((), dtype=torch.float64, device=self.device)}
+        self._eval[split] = {"state": None, "totals": ScoreTotals(self.device)}
 
     def _eval_step(self, split: str, batch) -> None:
-        x, y = batch
+        x, y = batch  # (B, T), (B, T)
         acc = self._eval[split]
-        logits, acc["state"] = self.model(x, acc["state"])
-        logits = logits.float()
-        acc["nll"] += F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum").double()
-        acc["correct"] += (logits.argmax(-1) == y).sum().double()
-        acc["count"] += y.numel()
+        logits, acc["state"] = carry(self.model, x, acc["state"])  # (B, T, V)
+        acc["totals"].add(logits, y)
 
     def _eval_end(self, split: str, prefix: str) -> dict[str, float]:
-        acc = self._eval.pop(split)
-        totals = torch.stack([acc["nll"], acc["correct"], acc["count"]])
+        totals = self._eval.pop(split)["totals"].totals  # (3,) float64
         if self.trainer.world_size > 1:
             totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
-        nll, correct, count = totals.tolist()
-        loss = nll / max(count, 1)
-        metrics = {f"{prefix}_loss": loss, f"{prefix}_ppl": math.exp(min(loss, 50.0)),
-                   f"{prefix}_bits_per_token": loss / LN2, f"{prefix}_acc": correct / max(count, 1)}
-        cpt = self.chars_per_token.get(split)
-        if cpt:
-            metrics[f"{prefix}_bpc"] = loss / LN2 / cpt
+        scored = ScoreTotals.metrics(totals, self.chars_per_token.get(split))
+        metrics = {f"{prefix}_{k}": scored[k] for k in ("loss", "ppl", "bits_per_token", "acc", "bpc") if k in scored}
         for k, v in metrics.items():
             self.log(k, v, prog_bar=k in (f"{prefix}_loss", f"{prefix}_bpc"), sync_dist=False, rank_zero_only=False)
         return metrics
