@@ -9,6 +9,9 @@ from ..training.train import train
 
 def run(cfg: DictConfig) -> dict:
     """Train as configured; returns the run's metrics. Process-wide tuning (glibc malloc) belongs to
-    the command, not to ``train()`` called from a notebook."""
+    the command, not to ``train()`` called from a notebook. ``train()`` runs the stages in order:
+    ``open_run`` (run directory and lock), ``prepare_data``, ``build_task``, ``fit``, then on rank 0
+    ``export_model`` (``<run>/model``; stale ``export/``/``eval*.json`` moved to ``stale/``) and
+    ``print_sample``."""
     tune_malloc()
     return train(cfg)

@@ -7,13 +7,16 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
+from ..config.schema import BatchingSchema
 from .batching import DocumentBatches, RandomWindows, StreamBatches, vbptt_lengths
 from .pipeline import Corpus
 from .sources import DataError
 from .streaming import StreamingBatches
-from .vbptt import VariableBPTTScaler
 
 MODES = ("stream", "random_windows", "documents")
+
+#: the batching defaults: the config schema's (``batching.*``), the one place they are written
+_B = BatchingSchema
 
 
 class _ResumeOnceLoader(DataLoader):
@@ -29,10 +32,17 @@ class _ResumeOnceLoader(DataLoader):
 
 
 class StreamDataModule(L.LightningDataModule):
-    def __init__(self, corpus: Corpus, batch_size: int = 32, bptt: int = 100, eval_batch_size: int = 16,
-                 mode: str = "stream", variable_bptt: bool = False, bptt_p_full: float = 0.95,
-                 bptt_std: float = 5.0, bptt_min: int = 5, seed: int = 0, num_workers: int = 0,
-                 align_documents: bool = False):
+    """The batches of ``corpus``; its settings are ``batching.*`` (:class:`~lstm_pipeline.config.schema.
+    BatchingSchema`, whose defaults these are; ``seed`` defaults to 0 here, ``${seed}`` in a run).
+    Training callbacks that a batching needs (variable_bptt's learning-rate scaling) come from the same
+    config on the training side (:func:`lstm_pipeline.training.run_callbacks.batching_callbacks`).
+    Raises :class:`DataError` for an unknown ``mode`` or variable_bptt outside stream mode."""
+
+    def __init__(self, corpus: Corpus, batch_size: int = _B.batch_size, bptt: int = _B.bptt,
+                 eval_batch_size: int = _B.eval_batch_size, mode: str = _B.mode,
+                 variable_bptt: bool = _B.variable_bptt, bptt_p_full: float = _B.bptt_p_full,
+                 bptt_std: float = _B.bptt_std, bptt_min: int = _B.bptt_min, seed: int = 0,
+                 num_workers: int = _B.num_workers, align_documents: bool = _B.align_documents):
         super().__init__()
         if mode not in MODES:
             raise DataError(f"batching.mode={mode!r}: use one of {', '.join(MODES)}.")
@@ -43,10 +53,6 @@ class StreamDataModule(L.LightningDataModule):
         self.mode, self.variable_bptt, self.seed, self.num_workers = mode, variable_bptt, seed, num_workers
         self.bptt_p_full, self.bptt_std, self.bptt_min = bptt_p_full, bptt_std, bptt_min
         self.align_documents = align_documents
-
-    def callbacks(self) -> list:
-        """Callbacks the training needs for this batching (train.py adds them to the Trainer)."""
-        return [VariableBPTTScaler(self.bptt)] if self.variable_bptt else []
 
     def _rank(self):
         t = self.trainer

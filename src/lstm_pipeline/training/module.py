@@ -19,7 +19,6 @@ from ..data.resets import forward_with_resets
 from ..evaluation.metrics import ScoreTotals
 from ..evaluation.stream import carry
 from ..models.lm import RecurrentLM
-from .ntasgd import NTASGD
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +47,7 @@ class LanguageModelTask(L.LightningModule):
         self._t_last = None
         self._pending_rng = None      # RNG state of a checkpoint being resumed, applied at the next batch
         self._finite = None           # (step, bool tensor): was the last training loss finite (checked lazily)
+        self.val_metrics: dict[str, float] = {}  # the last validation's metrics (val_loss, ...), set at its end
 
     # -- training -----------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -149,10 +149,6 @@ class LanguageModelTask(L.LightningModule):
             self.log(k, v, prog_bar=k in (f"{prefix}_loss", f"{prefix}_bpc"), sync_dist=False, rank_zero_only=False)
         return metrics
 
-    def _ntasgd(self) -> NTASGD | None:
-        opts = self.trainer.optimizers if self._trainer is not None else []
-        return opts[0] if opts and isinstance(opts[0], NTASGD) else None
-
     def on_train_end(self) -> None:
         self._check_finite_loss()
 
@@ -160,9 +156,6 @@ class LanguageModelTask(L.LightningModule):
         if not self.trainer.sanity_checking:
             self._check_finite_loss()
         self._eval_start("validation")
-        opt = self._ntasgd()
-        if opt is not None and opt.averaging:
-            opt.swap_averaged()  # validate (and select the best checkpoint) with the averaged weights
 
     def validation_step(self, batch, batch_idx):
         self._eval_step("validation", batch)
@@ -171,14 +164,7 @@ class LanguageModelTask(L.LightningModule):
         metrics = self._eval_end("validation", "val")
         if not self.trainer.sanity_checking:
             self._check_val_loss(metrics["val_loss"])
-        opt = self._ntasgd()
-        if opt is not None:
-            if opt.averaging:
-                opt.swap_averaged()
-            if not self.trainer.sanity_checking and opt.observe(metrics["val_loss"]) and self.trainer.is_global_zero:
-                # through logging: the terminal and the run's train.log
-                log.info("NT-ASGD: validation loss %.4f did not improve for %d checks: averaging from step %d",
-                         metrics["val_loss"], opt.param_groups[0]["nonmono"], self.global_step)
+        self.val_metrics = metrics  # the last validation's, unrounded (NT-ASGD's trigger reads val_loss)
         self._t_last = None  # validation time is not training throughput
 
     def _check_val_loss(self, val_loss: float) -> None:
@@ -277,11 +263,8 @@ class LanguageModelTask(L.LightningModule):
             "train_state_world_size": world,
             "rng": _rng_state(),
         }
-        opt = self._ntasgd()
-        if opt is not None and opt.averaging:
-            names = {p: n for n, p in self.named_parameters()}
-            extra["averaged_weights"] = {names[p]: ax.cpu().clone() for p, ax in opt.averaged().items()}
-        checkpoint["lstm_pipeline"] = extra
+        # merged: callbacks (NT-ASGD's averaged weights, ntasgd.NTASGDAveraging) write there first
+        checkpoint.setdefault("lstm_pipeline", {}).update(extra)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         extra = checkpoint.get("lstm_pipeline", {})

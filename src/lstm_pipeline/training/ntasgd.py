@@ -8,8 +8,13 @@ thing travels inside ``optimizer.state_dict()`` and survives a checkpoint.
 """
 from __future__ import annotations
 
+import logging
+
+import lightning as L
 import torch
 from torch.optim import Optimizer
+
+log = logging.getLogger(__name__)
 
 
 class NTASGD(Optimizer):
@@ -83,3 +88,69 @@ class NTASGD(Optimizer):
                 tmp = p.detach().clone()
                 p.copy_(ax)
                 ax.copy_(tmp)
+
+
+#: where a checkpoint keeps the averaged weights ({parameter name: tensor}), under ``checkpoint["lstm_pipeline"]``
+AVERAGED_KEY = "averaged_weights"
+
+
+def averaged_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """The averaged weights a checkpoint holds ({parameter name: tensor}; empty before the switch or for
+    another optimizer): the weights the checkpoint was validated with, which export uses."""
+    return dict((checkpoint.get("lstm_pipeline") or {}).get(AVERAGED_KEY) or {})
+
+
+class NTASGDAveraging(L.Callback):
+    """The run's side of :class:`NTASGD` (a no-op for any other optimizer).
+
+    * validation (and so the best checkpoint's selection) uses the averaged weights: they are swapped in
+      at the start of the validation epoch and back once it ended; each validation's loss then goes to
+      :meth:`NTASGD.observe`, which may switch averaging on (one log line says so);
+    * a checkpoint holds the averages as ``checkpoint["lstm_pipeline"]["averaged_weights"]``, what export
+      reads (:func:`averaged_weights`); a resume restores them with the optimizer's state (``ax``), so
+      nothing needs loading here;
+    * at the end of fit the model holds the averaged weights (the last ones when averaging never started).
+
+    The validation loss is read from the task's ``val_metrics`` (the float64 value the task computed),
+    falling back to the logged ``val_loss``."""
+
+    lstm_pipeline_api = "1"
+
+    @staticmethod
+    def optimizer(trainer: L.Trainer) -> NTASGD | None:
+        """The run's NT-ASGD optimizer, None for another one."""
+        opts = trainer.optimizers
+        return opts[0] if opts and isinstance(opts[0], NTASGD) else None
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        opt = self.optimizer(trainer)
+        if opt is not None and opt.averaging:
+            opt.swap_averaged()  # validate (and select the best checkpoint) with the averaged weights
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        opt = self.optimizer(trainer)
+        if opt is None:
+            return
+        if opt.averaging:
+            opt.swap_averaged()
+        if trainer.sanity_checking:
+            return
+        val_loss = (getattr(pl_module, "val_metrics", None) or {}).get("val_loss")
+        if val_loss is None:
+            val_loss = float(trainer.callback_metrics["val_loss"])
+        if opt.observe(val_loss) and trainer.is_global_zero:
+            # through logging: the terminal and the run's train.log
+            log.info("NT-ASGD: validation loss %.4f did not improve for %d checks: averaging from step %d",
+                     val_loss, opt.param_groups[0]["nonmono"], trainer.global_step)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        opt = self.optimizer(trainer)
+        if opt is not None and opt.averaging:
+            names = {p: n for n, p in pl_module.named_parameters()}
+            extra = checkpoint.setdefault("lstm_pipeline", {})
+            extra[AVERAGED_KEY] = {names[p]: ax.cpu().clone() for p, ax in opt.averaged().items()}
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        opt = self.optimizer(trainer)
+        if opt is not None and opt.averaging:
+            opt.swap_averaged()  # the model is the average (what export writes when no best checkpoint is kept)

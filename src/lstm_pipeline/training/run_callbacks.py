@@ -3,6 +3,8 @@
 * :class:`ValidateAtEnd`: the last step of a step-bounded run is always validated, so a run shorter
   than ``trainer.val_check_interval`` (or ending between two checks) still has a validation loss,
   a best checkpoint and metrics in its model card.
+* :class:`~.ntasgd.NTASGDAveraging`: NT-ASGD's averaged weights for validation, checkpoints and the end.
+* :func:`batching_callbacks`: variable-length BPTT's learning-rate scaling (``batching.variable_bptt``).
 * :func:`progress_bar`: Lightning's progress bar (Rich when installed), whose title reads
   ``Epoch N`` for a run bounded by steps rather than ``Epoch N/-2``, and whose count after a resume
   reads ``81/100``, not ``81/20``.
@@ -13,6 +15,9 @@ import logging
 
 import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+
+from ..data.vbptt import VariableBPTTScaler
+from .ntasgd import NTASGDAveraging
 
 log = logging.getLogger(__name__)
 
@@ -81,4 +86,11 @@ def progress_bar(trainer_cfg: dict) -> list:
 
 
 def run_callbacks(trainer_cfg: dict) -> list:
-    return [ValidateAtEnd(), *progress_bar(trainer_cfg)]
+    """NT-ASGD's weight averaging (a no-op for other optimizers), validation at the last step, the progress bar."""
+    return [NTASGDAveraging(), ValidateAtEnd(), *progress_bar(trainer_cfg)]
+
+
+def batching_callbacks(batching: dict) -> list:
+    """What training needs for the ``batching.*`` settings: variable_bptt's learning-rate scaling (its
+    length is ``batching.bptt``), read from the config as the datamodule is (nothing flows back from it)."""
+    return [VariableBPTTScaler(batching["bptt"])] if batching.get("variable_bptt") else []

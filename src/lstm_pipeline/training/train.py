@@ -1,12 +1,17 @@
 """``train(cfg)``: the plain function behind ``lstm-pipeline train`` (no Hydra decorator here)."""
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import os
 import shutil
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import lightning as L
 from hydra.utils import instantiate
@@ -17,13 +22,14 @@ from ..artifacts.integrity import check_finite, json_safe
 from ..artifacts.model_dir import MODEL_DIRNAME, save_pretrained
 from ..config.schema import to_dict, validate_train_config
 from ..data.datamodule import StreamDataModule
-from ..data.pipeline import prepare_corpus
+from ..data.pipeline import Corpus, prepare_corpus
 from ..generation.generator import TextGenerator
 from ..generation.pretrained import card_sample
-from ..registry import CALLBACKS, run_components
+from ..registry import CALLBACKS, run_components, write_provenance
 from .checkpoint_io import AtomicCheckpointIO
 from .module import LanguageModelTask, check_component_settings
-from .run_callbacks import run_callbacks
+from .ntasgd import averaged_weights
+from .run_callbacks import batching_callbacks, run_callbacks
 from .rundir import (
     RecordRun,
     RunDirError,
@@ -257,23 +263,57 @@ def check_model_matches(task: L.LightningModule, ckpt_state: dict, ckpt: Path) -
 
 
 def train(cfg: DictConfig) -> dict:
-    """Train (or resume, ``cfg.ckpt_path``) into ``cfg.run_dir``; returns the final metrics.
+    """Train (or resume, ``cfg.ckpt_path``) into ``cfg.run_dir``, export the model, print the sample;
+    returns the final metrics (``{name: float}``; ``best_val_loss`` when a best checkpoint was kept).
 
+    The stages, in order: :func:`open_run` (the run directory and its lock), :func:`prepare_data`,
+    :func:`build_task`, :func:`fit`, then on the global rank 0 :func:`export_model` and :func:`print_sample`.
     The run directory has one writer: its lock is held throughout (:class:`~.rundir.RunLock`), a new
     run refuses a directory another run used, and a run that fails before its first training step
     leaves the directory as it found it. Raises ``ValueError`` subclasses (one line each) for bad input."""
     check_targets(cfg, "the train config")  # before anything is built: a config is data, not code
     validate_train_config(cfg)
     check_component_settings(cfg)
+    with open_run(cfg) as run:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        logger = build_logger(cfg.logger)  # before the data: a missing logger package fails at once
+        data = prepare_data(cfg, run)
+        task = build_task(cfg, run, data)
+        fitted = fit(cfg, run, data, task, logger)
+        if fitted.is_global_zero:
+            out = export_model(cfg, run, data, fitted)
+            print_sample(cfg, out)
+    return fitted.metrics
+
+
+@dataclass
+class RunSession:
+    """An open run directory (:func:`open_run`): ``record`` is None on ranks other than the global 0."""
+    cfg: DictConfig
+    run_dir: Path
+    ckpt: Path | None           # the checkpoint resumed from
+    holder: dict                # {"state": the resumed checkpoint}, handed on to build_task, then dropped
+    record: RecordRun | None
+
+    @property
+    def is_rank_zero(self) -> bool:
+        return self.record is not None
+
+
+@contextlib.contextmanager
+def open_run(cfg: DictConfig) -> Iterator[RunSession]:
+    """Resolve ``cfg.ckpt_path``, create ``cfg.run_dir`` and hold its lock while the block runs. Raises
+    :class:`~.rundir.RunDirError` for a directory another run uses, ``FileNotFoundError`` for a missing
+    checkpoint; a block that fails before the first training step leaves the directory as it was."""
     ckpt = resolve_checkpoint(cfg.ckpt_path) if cfg.ckpt_path else None
     # refused (one line) before anything is prepared if it is not plain weights
     ckpt_state = {"state": load_checkpoint(ckpt)} if ckpt is not None else {}  # handed on, then dropped
     run_dir = Path(cfg.run_dir)
-    is_rank_zero = _global_rank() == 0
     existed = run_dir.is_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not is_rank_zero:
-        return _train(cfg, run_dir, ckpt, ckpt_state, None)
+    if _global_rank() != 0:
+        yield RunSession(cfg, run_dir, ckpt, ckpt_state, None)
+        return
     try:
         lock = RunLock(run_dir).acquire()
     except RunDirError:
@@ -281,21 +321,12 @@ def train(cfg: DictConfig) -> dict:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     try:
-        used = [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
-        if used and ckpt is not None and run_dir.resolve() != run_dir_of_checkpoint(ckpt).resolve():
-            raise RunDirError(
-                f"{run_dir} already holds another run ({', '.join(used)}) than the one of ckpt_path={ckpt}: resume "
-                f"into the checkpoint's own run directory (leave hydra.run.dir out) or into a new directory.")
-        if ckpt is None:
-            if used:
-                raise RunDirError(
-                    f"{run_dir} already holds a run ({', '.join(used)}): pass ckpt_path={run_dir} to continue it, or "
-                    f"train into a new directory (leave hydra.run.dir/run_dir out).")
+        _check_run_dir_free(run_dir, ckpt)
         guard = StartGuard(run_dir)
         clean_stale_temp_files(run_dir)
         record = RecordRun(run_dir, cfg, write=not hydra_records_itself())
         try:
-            return _train(cfg, run_dir, ckpt, ckpt_state, record)
+            yield RunSession(cfg, run_dir, ckpt, ckpt_state, record)
         except BaseException:
             if not record.started:
                 guard.undo()  # a failed start or resume leaves the directory as it was
@@ -304,89 +335,188 @@ def train(cfg: DictConfig) -> dict:
         lock.release()
 
 
-def _train(cfg: DictConfig, run_dir: Path, ckpt: Path | None, holder: dict, record: RecordRun | None) -> dict:
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    is_rank_zero = record is not None
+def _check_run_dir_free(run_dir: Path, ckpt: Path | None) -> None:
+    used = [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
+    if used and ckpt is not None and run_dir.resolve() != run_dir_of_checkpoint(ckpt).resolve():
+        raise RunDirError(
+            f"{run_dir} already holds another run ({', '.join(used)}) than the one of ckpt_path={ckpt}: resume "
+            f"into the checkpoint's own run directory (leave hydra.run.dir out) or into a new directory.")
+    if ckpt is None and used:
+        raise RunDirError(
+            f"{run_dir} already holds a run ({', '.join(used)}): pass ckpt_path={run_dir} to continue it, or "
+            f"train into a new directory (leave hydra.run.dir/run_dir out).")
 
-    logger = build_logger(cfg.logger)  # before the data: a missing logger package fails at once
+
+@dataclass
+class PreparedData:
+    """The encoded corpus (with its tokenizer) and the datamodule batching it (``batching.*``)."""
+    corpus: Corpus
+    datamodule: StreamDataModule
+
+    @property
+    def tokenizer(self):
+        return self.corpus.tokenizer
+
+
+def prepare_data(cfg: DictConfig, run: RunSession) -> PreparedData:
+    """Encode ``cfg.data`` with the run's tokenizer: the one of the run resumed (or already in the run
+    directory), else one trained now and saved as ``<run>/tokenizer.json`` (atomically; other ranks wait
+    for rank 0's). Rank 0 also writes ``components.json``. Raises :class:`~..data.sources.DataError`."""
+    run_dir, ckpt = run.run_dir, run.ckpt
     # reuse the tokenizer of the run being resumed (or of this run dir, if it already has one)
     tok_path = run_dir / "tokenizer.json"
     if ckpt is not None and not tok_path.is_file():
         tok_path = run_dir_of_checkpoint(ckpt) / "tokenizer.json"
-    if is_rank_zero:  # components.json: the distribution that provided each component (registry.provenance)
-        from ..registry import write_provenance
-
+    if run.is_rank_zero:  # components.json: the distribution that provided each component (registry.provenance)
         write_provenance(run_dir, to_dict(cfg))
-    if not is_rank_zero:
+    else:
         # every rank must use rank 0's tokenizer: some trainers (Unigram) are not deterministic
         _wait_for(tok_path)
     corpus = prepare_corpus(to_dict(cfg.data), to_dict(cfg.tokenizer), tokenizer_path=tok_path)
-    tokenizer = corpus.tokenizer
-    if is_rank_zero and not (run_dir / "tokenizer.json").is_file():
+    if run.is_rank_zero and not (run_dir / "tokenizer.json").is_file():
         tmp = run_dir / f".tokenizer.json.tmp-{os.getpid()}"
-        tokenizer.save(tmp)
+        corpus.tokenizer.save(tmp)
         os.replace(tmp, run_dir / "tokenizer.json")  # atomic: other ranks never read half a file
+    return PreparedData(corpus, StreamDataModule(corpus, **to_dict(cfg.batching)))
 
-    model_cfg = to_dict(cfg.model)
+
+def build_task(cfg: DictConfig, run: RunSession, data: PreparedData) -> LanguageModelTask:
+    """The model and its training loop for ``cfg.model``/``optim``/``scheduler``; model.output=adaptive
+    clusters cut on the train split (:func:`order_adaptive_output`, recorded as ``task.adaptive_order``).
+    A resume whose model settings differ from the checkpoint's raises ``ValueError`` (one line)."""
+    corpus = data.corpus
     task = LanguageModelTask(
-        model=model_cfg, vocab_size=tokenizer.vocab_size, optim=to_dict(cfg.optim),
+        model=to_dict(cfg.model), vocab_size=data.tokenizer.vocab_size, optim=to_dict(cfg.optim),
         scheduler=to_dict(cfg.scheduler),
         chars_per_token={s: corpus.chars_per_token(s) for s in corpus.ids},
     )
-    adaptive_order = order_adaptive_output(task.model, corpus, to_dict(cfg.tokenizer).get("name"))
-    ckpt_state = holder.pop("state", None)  # not kept in memory while training: Lightning reads the file again
+    task.adaptive_order = order_adaptive_output(task.model, corpus, to_dict(cfg.tokenizer).get("name"))
+    ckpt_state = run.holder.pop("state", None)  # not kept in memory while training: Lightning reads the file again
     if ckpt_state is not None:
-        check_model_matches(task, ckpt_state, ckpt)
+        check_model_matches(task, ckpt_state, run.ckpt)
         del ckpt_state
-    dm = StreamDataModule(corpus, **to_dict(cfg.batching))
-    callbacks, ckpt_cb = build_callbacks(cfg, run_dir, resume_from=ckpt)
-    callbacks += dm.callbacks()  # e.g. the learning-rate scaling of variable-length BPTT
-    if record is not None:
-        callbacks.append(record)
-    trainer = L.Trainer(**trainer_arguments(cfg, announce=is_rank_zero), default_root_dir=str(run_dir), callbacks=callbacks, logger=logger,
-                        plugins=[AtomicCheckpointIO()], use_distributed_sampler=False)
-    trainer.fit(task, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+    return task
 
-    result = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    if not trainer.is_global_zero:
-        return result
-    # export the best checkpoint's weights (the last ones when no validation ran)
+
+@dataclass
+class FitResult:
+    """What :func:`fit` leaves: the trainer, its checkpoint callback (None without checkpointing) and
+    the final metrics (``{name: float}``, Lightning's callback metrics)."""
+    trainer: L.Trainer
+    checkpoint: ModelCheckpoint | None
+    metrics: dict
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self.trainer.is_global_zero
+
+
+def fit(cfg: DictConfig, run: RunSession, data: PreparedData, task: LanguageModelTask, logger) -> FitResult:
+    """Fit ``task`` on ``data`` (resuming ``run.ckpt``) with the run's callbacks: its checkpoints, those of
+    :mod:`.run_callbacks` (NT-ASGD's averaging: the task ends holding the averaged weights), the
+    configured ones and those the batching needs. Only fits: nothing is exported here."""
+    callbacks, ckpt_cb = build_callbacks(cfg, run.run_dir, resume_from=run.ckpt)
+    callbacks += batching_callbacks(to_dict(cfg.batching))  # e.g. the learning-rate scaling of variable-length BPTT
+    if run.record is not None:
+        callbacks.append(run.record)
+    trainer = L.Trainer(**trainer_arguments(cfg, announce=run.is_rank_zero), default_root_dir=str(run.run_dir),
+                        callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()], use_distributed_sampler=False)
+    trainer.fit(task, datamodule=data.datamodule, ckpt_path=str(run.ckpt) if run.ckpt else None, weights_only=True)
+    return FitResult(trainer, ckpt_cb, {k: float(v) for k, v in trainer.callback_metrics.items()})
+
+
+def load_best_weights(task: LanguageModelTask, fitted: FitResult) -> None:
+    """Put the best checkpoint's weights in ``task`` (NT-ASGD: its averaged ones, those it was validated
+    with) and add its score to ``fitted.metrics`` as ``best_val_loss``. Without a best checkpoint (no
+    validation ran) the task keeps the weights fit ended with."""
+    ckpt_cb = fitted.checkpoint
     best = ckpt_cb.best_model_path if ckpt_cb is not None else None
-    if best and Path(best).is_file():
-        best_ckpt = load_checkpoint(best)
-        task.load_state_dict(best_ckpt["state_dict"])
-        # NT-ASGD: the averaged weights (those the checkpoint was validated with) are the model
-        averaged = best_ckpt.get("lstm_pipeline", {}).get("averaged_weights")
-        if averaged:
-            task.load_state_dict(averaged, strict=False)
-        score = ckpt_cb.best_model_score
-        if score is None:  # not restored (resumed into another run directory): the best checkpoint has it
-            state = (best_ckpt.get("callbacks") or {}).get(ckpt_cb.state_key) or {}
-            score = state.get("best_model_score")
-        if score is not None:
-            result["best_val_loss"] = float(score)
-    else:
-        opt = task._ntasgd()
-        if opt is not None and opt.averaging:
-            opt.swap_averaged()
+    if not best or not Path(best).is_file():
+        return
+    best_ckpt = load_checkpoint(best)
+    task.load_state_dict(best_ckpt["state_dict"])
+    averaged = averaged_weights(best_ckpt)
+    if averaged:
+        task.load_state_dict(averaged, strict=False)
+    score = ckpt_cb.best_model_score
+    if score is None:  # not restored (resumed into another run directory): the best checkpoint has it
+        state = (best_ckpt.get("callbacks") or {}).get(ckpt_cb.state_key) or {}
+        score = state.get("best_model_score")
+    if score is not None:
+        fitted.metrics["best_val_loss"] = float(score)
+
+
+def export_model(cfg: DictConfig, run: RunSession, data: PreparedData, fitted: FitResult) -> Path:
+    """Write the best weights as ``<run>/model`` (:func:`~..artifacts.model_dir.save_pretrained`, with the
+    card's sample) and print where; returns that directory. Artefacts derived from an earlier export
+    (``export/``, ``eval*.json``) are moved to ``stale/`` when the weights changed (:func:`retire_stale`).
+    A model with NaN/inf weights is refused (``ValueError``), never exported."""
+    task, run_dir, result = fitted.trainer.lightning_module, run.run_dir, fitted.metrics
+    load_best_weights(task, fitted)
     model = task.model.cpu().eval()
     check_finite(model, f"not exporting the model of {run_dir}")  # a NaN model is never exported
     metrics = json_safe({k: v for k, v in result.items() if k.startswith("val_")})  # valid JSON: no NaN literals
     previous = run_dir / MODEL_DIRNAME / "config.json"
     if not metrics and previous.is_file():  # nothing validated now (resumed with no steps left): keep the export's
         metrics = json.loads(previous.read_text()).get("metrics") or {}
-    out = save_pretrained(model, model_cfg, tokenizer, run_dir / MODEL_DIRNAME, extra={
-        "eos_token": corpus.eos_token, "metrics": metrics, "components": run_components(to_dict(cfg)),
+    adaptive_order = getattr(task, "adaptive_order", None)
+    before = _weights_digest(run_dir / MODEL_DIRNAME)
+    out = save_pretrained(model, to_dict(cfg.model), data.tokenizer, run_dir / MODEL_DIRNAME, extra={
+        "eos_token": data.corpus.eos_token, "metrics": metrics, "components": run_components(to_dict(cfg)),
         "data": to_dict(cfg.data), "tokenizer": to_dict(cfg.tokenizer), "sample": to_dict(cfg.sample),
         **({"adaptive_order": adaptive_order} if adaptive_order else {})}, sample=card_sample)
+    if before is not None and before != _weights_digest(out):
+        retire_stale(run_dir)
     log.info("exported model to %s", out)
     print(f"\nRun directory: {run_dir}\nExported model: {out}")
     if "val_bpc" in result:
         print(f"val_loss {result['val_loss']:.4f}  val_bpc {result['val_bpc']:.4f}")
-    if cfg.sample.max_new_tokens > 0:
-        print(f"\n--- sample (temperature {cfg.sample.temperature}) ---")
-        # sample from what was written, as a user will, through the one generation entry point
-        TextGenerator.load(out).generate(
-            cfg.sample.prompt, decoding={"name": "sample", "temperature": cfg.sample.temperature},
-            max_new_tokens=cfg.sample.max_new_tokens, seed=cfg.seed, on_unknown="replace", stream=sys.stdout)
-    return result
+    return out
+
+
+def print_sample(cfg: DictConfig, model_dir: Path) -> None:
+    """The end-of-run sample (``cfg.sample``; none when ``max_new_tokens`` is 0), generated to stdout
+    from the exported ``model_dir`` as a user would, through the one generation entry point."""
+    if cfg.sample.max_new_tokens <= 0:
+        return
+    print(f"\n--- sample (temperature {cfg.sample.temperature}) ---")
+    TextGenerator.load(model_dir).generate(
+        cfg.sample.prompt, decoding={"name": "sample", "temperature": cfg.sample.temperature},
+        max_new_tokens=cfg.sample.max_new_tokens, seed=cfg.seed, on_unknown="replace", stream=sys.stdout)
+
+
+#: artefacts a run directory holds that were derived from its exported model (``export``, ``evaluate``)
+DERIVED_ARTEFACTS = ("export/*.onnx", "export/model.step*.pt", "eval.json", "eval-*.json")
+
+
+def _weights_digest(model_dir: Path) -> str | None:
+    """sha256 of ``model_dir``'s weight files (None when it has none: nothing exported yet)."""
+    files = sorted(model_dir.glob("*.safetensors")) if model_dir.is_dir() else []
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def retire_stale(run_dir: Path) -> list[Path]:
+    """Move the artefacts derived from a previous model of ``run_dir`` (:data:`DERIVED_ARTEFACTS`) into
+    ``<run>/stale/<UTC date-time>/`` (same relative paths), with one warning naming them; returns their
+    new paths ([] when there were none)."""
+    found = sorted({p for pattern in DERIVED_ARTEFACTS for p in run_dir.glob(pattern) if p.is_file()})
+    if not found:
+        return []
+    dest = run_dir / "stale" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    moved = []
+    for p in found:
+        target = dest / p.relative_to(run_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(p, target)
+        moved.append(target)
+    log.warning("%s was rewritten: moved what was derived from the previous model (%s) to %s; re-run export/"
+                "evaluate for the new one", run_dir / MODEL_DIRNAME, ", ".join(str(p.relative_to(run_dir)) for p in found),
+                dest)
+    return moved
