@@ -25,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
+from .. import registry
 from ..registry import API_VERSION
 
 GROUPS = ("cells", "decoders", "data_sources", "tokenizers", "callbacks", "logits_processors")
@@ -155,8 +156,6 @@ def components_for(name: str, groups) -> list[Component]:
 def check_names_free(components) -> None:
     """Refuse a component whose name is already registered in its group (by lstm-pipeline or an
     installed plugin), or whose config file would clash with one of that config group's files."""
-    from . import registry
-
     for c in components:
         reg = getattr(registry, REGISTRY[c.group])
         entries = reg.entries()
