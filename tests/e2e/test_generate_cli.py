@@ -87,3 +87,26 @@ def test_stop_strings_and_eos_token_from_the_command_line(tiny_run, capsys):
 def test_bad_input_names_the_setting(overrides, match):
     with pytest.raises((ValueError, FileNotFoundError), match=match):
         generate_cmd(cfg_for("run=/nonexistent/run", *overrides))
+
+
+def test_the_decoder_and_its_processors_are_built_once_per_command(tiny_run, monkeypatch, capsys):
+    from lstm_pipeline.generation import strategies
+
+    built = {"decoders": 0, "processors": 0}
+    init, build = strategies.DecodingStrategy.__init__, strategies.build_processors
+
+    def counting_init(self, **settings):
+        built["decoders"] += 1
+        init(self, **settings)
+
+    def counting_build(*args, **kwargs):
+        built["processors"] += 1
+        return build(*args, **kwargs)
+
+    cfg = cfg_for(f"run={tiny_run}", "prompt=First", "decoding=nucleus", "decoding.temperature=0.7",
+                  "max_new_tokens=5", "seed=1", "stream=false")  # (composing reads every decoder's defaults)
+    monkeypatch.setattr(strategies.DecodingStrategy, "__init__", counting_init)
+    monkeypatch.setattr(strategies, "build_processors", counting_build)
+    texts = generate_cmd(cfg)
+    assert built == {"decoders": 1, "processors": 1}
+    assert capsys.readouterr().out.startswith("First") and texts

@@ -222,3 +222,15 @@ def test_contrastive_context_window_looks_back_only_that_far():
     prompts = [[1, 2, 3], [4, 5]]
     r = ContrastiveSearch(top_k=4, penalty_alpha=0.6, context_window=2).generate(model, prompts, 12)
     assert r.sequences == [naive_contrastive(model, p, 12, 4, 0.6, window=2) for p in prompts]
+
+
+def test_the_processors_built_to_check_the_settings_serve_the_first_generate_only():
+    from lstm_pipeline.registry import DECODERS
+
+    dec = DECODERS.build({"name": "sample", "temperature": 0.5, "top_k": 3})
+    first, second = dec.processors(), dec.processors()
+    assert [type(p) for p in first] == [type(p) for p in second] and len(first) == 2
+    assert not set(map(id, first)) & set(map(id, second))  # each generate call gets its own
+    dec = DECODERS.build({"name": "sample", "temperature": 0.5})
+    dec.settings = {**dec.settings, "top_k": 3}  # changed after __init__: the built list is stale
+    assert len(dec.processors()) == 2

@@ -133,3 +133,19 @@ def test_generated_components_spell_out_every_hook():
     tokenizer = files["src/lstm_pipeline_hooks/tokenizer.py"]
     for hook in ("lossless", "needs_training", "deterministic", "def train"):
         assert hook in tokenizer, hook
+
+
+def test_templates_are_package_data_files_that_are_never_modules():
+    from fnmatch import fnmatch
+    from importlib import resources
+    from pathlib import Path
+
+    root = resources.files("lstm_pipeline.scaffold") / "templates"
+    found = [p for p in Path(str(root)).rglob("*") if p.is_file()]
+    assert len(found) >= 20 and all(p.name.endswith(".tmpl") for p in found)  # neither collected nor importable
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["lstm_pipeline"]
+    package = Path(str(resources.files("lstm_pipeline")))
+    for p in found:  # each ships in the wheel
+        rel = p.relative_to(package).as_posix()
+        assert any(fnmatch(rel, g.replace("**/", "*")) for g in globs), rel

@@ -12,15 +12,22 @@ CardSample = Callable[..., tuple[str, str]]
 
 def render_model_card(model, tokenizer, config: Mapping[str, Any], decoding: Mapping[str, Any],
                       repo_id: str | None = None, sample: CardSample | None = None) -> str:
-    m = dict(config.get("model") or {})
-    cell = dict(m.get("cell") or {})
-    n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-    data = config.get("data") or {}
-    tok = config.get("tokenizer") or {}
-    metrics = config.get("metrics") or {}
+    """The model card's markdown: Hub front matter, then architecture, data, tokenizer, metrics,
+    a sample (when ``sample`` is given: ``sample(model, tokenizer, config, decoding)`` gives
+    (prompt, text)) and how to load the model from ``repo_id`` (or a placeholder path)."""
+    cell = dict(dict(config.get("model") or {}).get("cell") or {})
     prompt, text = sample(model, tokenizer, config, decoding) if sample else (None, None)
-    name = repo_id or "path/to/model"
-    lines = [
+    lines = [*_front_matter(cell), *_architecture(model, config), *_data_and_tokenizer(tokenizer, config),
+             *_metrics(config.get("metrics") or {})]
+    if prompt is not None:
+        lines += _sample(prompt, text, decoding)
+    lines += _how_to_load(repo_id or "path/to/model", prompt)
+    return "\n".join(lines)
+
+
+def _front_matter(cell: Mapping[str, Any]) -> list[str]:
+    """The Hub's YAML metadata and the card's title."""
+    return [
         "---",
         "library_name: lstm-pipeline",
         "pipeline_tag: text-generation",
@@ -35,6 +42,16 @@ def render_model_card(model, tokenizer, config: Mapping[str, Any], decoding: Map
         "A recurrent language model trained with lstm-pipeline. Loading it reads "
         "JSON and safetensors only: no code runs.",
         "",
+    ]
+
+
+def _architecture(model, config: Mapping[str, Any]) -> list[str]:
+    """The architecture table: cell, sizes, input, dropout, ties, output layer, vocabulary and
+    the number of parameters (shared ones counted once)."""
+    m = dict(config.get("model") or {})
+    cell = dict(m.get("cell") or {})
+    n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    return [
         "## Architecture",
         "",
         "| | |",
@@ -51,6 +68,14 @@ def render_model_card(model, tokenizer, config: Mapping[str, Any], decoding: Map
         f"| vocabulary | {config.get('vocab_size')} tokens |",
         f"| parameters | {n_params:,} |",
         "",
+    ]
+
+
+def _data_and_tokenizer(tokenizer, config: Mapping[str, Any]) -> list[str]:
+    """The data and tokenizer sections, from the run's recorded config."""
+    data = config.get("data") or {}
+    tok = config.get("tokenizer") or {}
+    return [
         "## Data",
         "",
         f"`{json.dumps(data, sort_keys=True)}`" if data else "Not recorded.",
@@ -59,25 +84,36 @@ def render_model_card(model, tokenizer, config: Mapping[str, Any], decoding: Map
         "",
         f"`{json.dumps(tok, sort_keys=True)}` ({tokenizer.vocab_size} tokens, saved as `tokenizer.json`).",
         "",
-        "## Metrics",
-        "",
     ]
+
+
+def _metrics(metrics: Mapping[str, Any]) -> list[str]:
+    """The metrics section: a table (numbers to 4 decimals), or "None recorded."."""
+    lines = ["## Metrics", ""]
     if metrics:
         lines += ["| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4f} |" if isinstance(v, (int, float)) else f"| {k} | {v} |"
                   for k, v in sorted(metrics.items())]
     else:
         lines.append("None recorded.")
-    if prompt is not None:
-        lines += [
-            "",
-            f"## Sample ({json.dumps(dict(decoding), sort_keys=True)}, seed 0)",
-            "",
-            "```text",
-            (prompt + text).replace("```", "'''"),
-            "```",
-        ]
-    lines += [
+    return lines
+
+
+def _sample(prompt: str, text: str, decoding: Mapping[str, Any]) -> list[str]:
+    """The sample section: the decoding settings and the prompt with its continuation."""
+    return [
+        "",
+        f"## Sample ({json.dumps(dict(decoding), sort_keys=True)}, seed 0)",
+        "",
+        "```text",
+        (prompt + text).replace("```", "'''"),
+        "```",
+    ]
+
+
+def _how_to_load(name: str, prompt: str | None) -> list[str]:
+    """How to load the model ``name``: Python, the command line, transformers."""
+    return [
         "",
         "## How to load",
         "",
@@ -103,7 +139,6 @@ def render_model_card(model, tokenizer, config: Mapping[str, Any], decoding: Map
         "```",
         "",
     ]
-    return "\n".join(lines)
 
 
 def write_model_card(model_dir: Path, model, tokenizer, config: Mapping[str, Any],

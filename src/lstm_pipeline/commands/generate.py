@@ -48,11 +48,12 @@ class Generator:
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
         decoding = to_dict(cfg.decoding)
-        if decoding and "name" in decoding:
-            DECODERS.build(decoding)  # bad settings fail before the model loads
+        # the decoder is built once per command: a named one before the model loads (bad settings fail
+        # first), settings over the model's default decoding once it is loaded; generate reuses it
+        decoder = DECODERS.build(decoding) if decoding and "name" in decoding else decoding
         _check(cfg)
         self.gen = TextGenerator.load(str(cfg.run), device=cfg.device, quantize=cfg.quantize)
-        self.decoder = self.gen.decoder(decoding)
+        self.decoder = self.gen.decoder(decoder)
         self.tokenizer, self.config = self.gen.tokenizer, self.gen.config
         self.eos_token_id = self.gen.eos_token_id(cfg.eos_token)
         self.rng = torch.Generator(device=cfg.device)

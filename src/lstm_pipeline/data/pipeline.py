@@ -220,20 +220,7 @@ def encode_split(ds: datasets.Dataset, column: str, tk: TextTokenizer, num_proc:
         cached = _read_cache_entry(meta_path, bin_path, doc_path, dtype)
         if cached is not None:
             return cached
-
-    sep = separator or ""
-
-    def encode(batch):
-        texts = [(t or "") + sep for t in batch[column]]
-        ids = tk.encode_batch(texts)
-        if eos_id is not None:
-            ids = [row + [eos_id] for row in ids]
-        return {"ids": ids, "n_chars": [len(t) for t in texts]}
-
-    features = datasets.Features({"ids": datasets.Sequence(datasets.Value(np.dtype(dtype).name)),
-                                  "n_chars": datasets.Value("int64")})
-    encoded = ds.map(encode, batched=True, remove_columns=ds.column_names, num_proc=num_proc,
-                     features=features, new_fingerprint=key, desc="encoding")
+    encoded = _map_encode(ds, column, tk, separator or "", eos_id, dtype, key, num_proc)
     table = encoded.data.table if hasattr(encoded.data, "table") else encoded.data
     chars = int(np.asarray(table.column("n_chars").to_numpy()).sum()) if len(encoded) else 0
     lengths = np.concatenate([np.asarray(c.value_lengths(), dtype=np.int64) for c in table.column("ids").chunks]
@@ -246,7 +233,39 @@ def encode_split(ds: datasets.Dataset, column: str, tk: TextTokenizer, num_proc:
               for c in table.column("ids").chunks)
     if not cacheable:
         return (np.concatenate(list(chunks)) if n else np.zeros(0, dtype=dtype)), offsets, chars
-    out.mkdir(parents=True, exist_ok=True)
+    _write_cache_entry(meta_path, bin_path, doc_path, chunks, offsets,
+                       {"tokens": n, "chars": chars, "rows": len(lengths), "dtype": np.dtype(dtype).name,
+                        "vocab_size": tk.vocab_size})
+    # the .bin file is the cache from now on: drop datasets' arrow copy of the same ids
+    del table
+    for f in encoded.cache_files:
+        Path(f["filename"]).unlink(missing_ok=True)
+    return _memmap(bin_path, dtype, n), np.load(doc_path, mmap_mode="r"), chars
+
+
+def _map_encode(ds: datasets.Dataset, column: str, tk: TextTokenizer, sep: str, eos_id: int | None, dtype,
+                key: str, num_proc: int | None) -> datasets.Dataset:
+    """``ds`` mapped (batched, fingerprinted ``key``) to columns ``ids`` (each text + ``sep``
+    encoded, then ``eos_id`` when given) and ``n_chars`` (the characters encoded)."""
+
+    def encode(batch):
+        texts = [(t or "") + sep for t in batch[column]]
+        ids = tk.encode_batch(texts)
+        if eos_id is not None:
+            ids = [row + [eos_id] for row in ids]
+        return {"ids": ids, "n_chars": [len(t) for t in texts]}
+
+    features = datasets.Features({"ids": datasets.Sequence(datasets.Value(np.dtype(dtype).name)),
+                                  "n_chars": datasets.Value("int64")})
+    return ds.map(encode, batched=True, remove_columns=ds.column_names, num_proc=num_proc,
+                  features=features, new_fingerprint=key, desc="encoding")
+
+
+def _write_cache_entry(meta_path: Path, bin_path: Path, doc_path: Path, chunks, offsets: np.ndarray,
+                       meta: dict) -> None:
+    """Write an encoded-data cache entry: the id ``chunks`` (arrays) to ``bin_path``, the document
+    ``offsets`` to ``doc_path``, then the index ``meta`` to ``meta_path``, each atomically."""
+    meta_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = f".tmp{os.getpid()}"
     with open(str(bin_path) + tmp, "wb") as f:
         for v in chunks:
@@ -256,13 +275,7 @@ def encode_split(ds: datasets.Dataset, column: str, tk: TextTokenizer, num_proc:
         np.save(f, offsets)
     os.replace(str(doc_path) + tmp, doc_path)
     # the index last and atomically: a reader sees no entry or a complete one, never half a file
-    _write_atomic(meta_path, json.dumps({"tokens": n, "chars": chars, "rows": len(lengths),
-                                         "dtype": np.dtype(dtype).name, "vocab_size": tk.vocab_size}))
-    # the .bin file is the cache from now on: drop datasets' arrow copy of the same ids
-    del table
-    for f in encoded.cache_files:
-        Path(f["filename"]).unlink(missing_ok=True)
-    return _memmap(bin_path, dtype, n), np.load(doc_path, mmap_mode="r"), chars
+    _write_atomic(meta_path, json.dumps(meta))
 
 
 def prepare_corpus(data_cfg: Mapping[str, Any], tokenizer_cfg: Mapping[str, Any],

@@ -35,6 +35,94 @@ def _gather(t: Tensor, index: Tensor) -> Tensor:
     return t.gather(1, idx)
 
 
+def _ends(top_ids: Tensor, V: int, last: bool, eos_token_id: int | None) -> Tensor:
+    """Which candidates ``top_ids`` (N, 2K) (flat ids into K*V) end the hypothesis: all of them on
+    the ``last`` step, those choosing ``eos_token_id`` otherwise (none without one)."""
+    tok = top_ids % V
+    if last:
+        return torch.ones_like(tok, dtype=torch.bool)
+    if eos_token_id is not None:
+        return tok == eos_token_id
+    return torch.zeros_like(tok, dtype=torch.bool)
+
+
+class _Beams:
+    """The running and finished hypotheses of N independent beam problems of K beams each.
+
+    ``seqs`` (N, K, L): the running hypotheses (prompt + generated, L = P + budget) and
+    ``run_scores`` (N, K) their log-prob sums; ``fin_seqs``, ``fin_scores`` (length-penalised),
+    ``fin_done``, ``fin_len`` (N, K): the best finished ones; ``improvable`` (N, 1): whether a
+    running beam can still beat the worst finished one."""
+
+    def __init__(self, seqs: Tensor, P: int, length_penalty: float, early_stopping):
+        N, K, _ = seqs.shape
+        device = seqs.device
+        self.seqs, self.P, self.lp, self.early = seqs, P, float(length_penalty), early_stopping
+        self.run_scores = torch.zeros(N, K, device=device)
+        self.run_scores[:, 1:] = -BIG  # all beams start equal: only the first may expand at step one
+        self.fin_seqs = seqs.clone()
+        self.fin_scores = torch.full((N, K), -BIG, device=device)
+        self.fin_done = torch.zeros(N, K, dtype=torch.bool, device=device)
+        self.fin_len = torch.zeros(N, K, dtype=torch.long, device=device)
+        self.improvable = torch.ones(N, 1, dtype=torch.bool, device=device)
+        self.top_mask = torch.arange(2 * K, device=device) < K  # only the first K candidates may finish
+        self.hits = None
+
+    def processed_logp(self, logits: Tensor, processors, cur: int) -> Tensor:
+        """Log-probs (N*K, V) of ``logits`` after the processors, which read each hypothesis's
+        history so far (prompt + ``cur`` tokens)."""
+        N, K, L = self.seqs.shape
+        logp = torch.log_softmax(logits.float(), -1)  # (N*K, V)
+        for proc in processors:
+            logp = proc(self.seqs.view(N * K, L)[:, : self.P + cur], logp)
+        return logp
+
+    def step(self, top_scores: Tensor, beam: Tensor, tok: Tensor, hits: Tensor, cur: int) -> Tensor:
+        """One step from the 2K candidates (N, 2K): ``top_scores``, the ``beam`` each extends, its
+        token ``tok`` and whether it ends (``hits``). The best K that do not end go on; those that
+        end may join the finished. Returns the parent beam (N, K) of each survivor."""
+        K = self.seqs.size(1)
+        alive = top_scores - hits.float() * BIG
+        keep = torch.topk(alive, K, dim=-1).indices  # (N, K)
+        self.run_scores = alive.gather(1, keep)
+        parent = beam.gather(1, keep)  # (N, K) beam each survivor extends
+        just = hits & self.top_mask
+        if bool(just.any()):
+            self._finish(top_scores, beam, tok, just, cur)
+        self.seqs = _gather(self.seqs, parent)  # (N, K, L): the survivors' histories ...
+        self.seqs[:, :, self.P + cur] = tok.gather(1, keep)  # ... and their new tokens
+        self.hits = hits
+        return parent
+
+    def _finish(self, top_scores: Tensor, beam: Tensor, tok: Tensor, just: Tensor, cur: int) -> None:
+        """Candidates that end (``just``) become finished hypotheses when they beat the kept ones
+        (the finished set, a copy of whole sequences, is only rebuilt on a step where one ends)."""
+        K = self.seqs.size(1)
+        cand = _gather(self.seqs, beam)  # (N, 2K, L)
+        cand[:, :, self.P + cur] = tok
+        final = top_scores / float(cur + 1) ** self.lp
+        full = self.fin_done.all(-1, keepdim=True) & (self.early is True)
+        final = final - full.float() * BIG - (~self.improvable).float() * BIG - (~just).float() * BIG
+        m_scores = torch.cat([self.fin_scores, final], 1)  # (N, 3K)
+        best = torch.topk(m_scores, K, dim=-1).indices
+        self.fin_seqs = _gather(torch.cat([self.fin_seqs, cand], 1), best)
+        self.fin_scores = m_scores.gather(1, best)
+        self.fin_done = torch.cat([self.fin_done, just], 1).gather(1, best)
+        self.fin_len = torch.cat([self.fin_len, torch.full_like(tok, cur + 1)], 1).gather(1, best)
+
+    def over(self, cur: int, max_new_tokens: int) -> bool:
+        """After step ``cur``: whether the search is over (no running beam can still beat the
+        worst finished hypothesis, every problem is full under early_stopping=true, or every
+        candidate ended)."""
+        best_len = max_new_tokens if (self.early == "never" and self.lp > 0) else cur + 1
+        best_possible = self.run_scores[:, :1] / float(best_len) ** self.lp
+        worst = torch.where(self.fin_done, self.fin_scores.min(-1, keepdim=True).values,
+                            torch.full_like(self.fin_scores, -BIG))
+        self.improvable = self.improvable & (best_possible > worst).any(-1, keepdim=True)
+        return (not bool(self.improvable.any()) or (bool(self.fin_done.all()) and self.early is True)
+                or bool(self.hits.all()))
+
+
 class BeamSearch(DecodingStrategy):
     """Beam search: ``num_beams`` hypotheses per prompt; returns the ``num_return_sequences`` best."""
 
@@ -73,84 +161,37 @@ class BeamSearch(DecodingStrategy):
                  eos_token_id: int | None = None, bos_token_id: int = 0, streamer=None,
                  generator: torch.Generator | None = None, tokenizer=None, stop_strings: Sequence[str] = (),
                  max_time: float | None = None) -> GenerationResult:
+        """Up to ``max_new_tokens`` tokens per hypothesis, ``num_beams`` hypotheses per prompt; the
+        ``num_return_sequences`` best per prompt, in prompt order. Raises ValueError for
+        ``stop_strings`` (beam search cannot stop on them)."""
         s = self.settings
         if stop_strings:
             raise ValueError("stop_strings are not supported with beam search; use eos_token instead.")
         stopping = StoppingCriteria(eos_token_id, (), None, max_time)
         G = self.num_groups
         K = s["num_beams"] // G  # beams per group
-        lp, early = float(s["length_penalty"]), s["early_stopping"]
         B = len(prompts)
         N = B * G  # independent beam problems
         logits, state = prefill(model, prompts, bos_token_id)
         V, device = logits.size(-1), logits.device
         hist = prompt_history(prompts, max_new_tokens, V, device)  # (B, L)
-        P, L = hist.size(1) - max_new_tokens, hist.size(1)
+        P = hist.size(1) - max_new_tokens
         processors = self._setup(self.processors(), P, max_new_tokens, eos_token_id)
-
         rows = torch.arange(B, device=device).repeat_interleave(G * K)  # (N*K,): prompt of each hypothesis
         state = model.reorder_state(state, rows)
         logits = logits.index_select(0, rows)
-        seqs = hist.index_select(0, rows).view(N, K, L)  # running hypotheses (prompt + generated)
-        run_scores = torch.zeros(N, K, device=device)
-        run_scores[:, 1:] = -BIG  # all beams start equal: only the first may expand at step one
-        fin_seqs = seqs.clone()
-        fin_scores = torch.full((N, K), -BIG, device=device)
-        fin_done = torch.zeros(N, K, dtype=torch.bool, device=device)
-        fin_len = torch.zeros(N, K, dtype=torch.long, device=device)
-        improvable = torch.ones(N, 1, dtype=torch.bool, device=device)
-        top_mask = torch.arange(2 * K, device=device) < K  # only the first K candidates may finish
+        beams = _Beams(hist.index_select(0, rows).view(N, K, -1), P, s["length_penalty"], s["early_stopping"])
         offsets = torch.arange(N, device=device)[:, None] * K  # (N, 1): first row of each problem
-
         for cur in range(max_new_tokens):
-            logp = torch.log_softmax(logits.float(), -1)  # (N*K, V)
-            for proc in processors:
-                logp = proc(seqs.view(N * K, L)[:, : P + cur], logp)
-            top_scores, top_ids = self.candidates(logp.view(N, K, V), run_scores, generator)  # (N, 2K)
-            beam, tok = top_ids // V, top_ids % V
+            logp = beams.processed_logp(logits, processors, cur)
+            top_scores, top_ids = self.candidates(logp.view(N, K, V), beams.run_scores, generator)  # (N, 2K)
             last = cur + 1 == max_new_tokens or stopping.timed_out()
-            if last:
-                hits = torch.ones_like(tok, dtype=torch.bool)
-            elif eos_token_id is not None:
-                hits = tok == eos_token_id
-            else:
-                hits = torch.zeros_like(tok, dtype=torch.bool)
-
-            # the best K candidates that go on
-            alive = top_scores - hits.float() * BIG
-            keep = torch.topk(alive, K, dim=-1).indices  # (N, K)
-            run_scores = alive.gather(1, keep)
-            parent = beam.gather(1, keep)  # (N, K) beam each survivor extends
-
-            # candidates that end become finished hypotheses when they beat the kept ones (the
-            # finished set, a copy of whole sequences, is only rebuilt on a step where one ends)
-            just = hits & top_mask
-            if bool(just.any()):
-                cand = _gather(seqs, beam)  # (N, 2K, L)
-                cand[:, :, P + cur] = tok
-                final = top_scores / float(cur + 1) ** lp
-                full = fin_done.all(-1, keepdim=True) & (early is True)
-                final = final - full.float() * BIG - (~improvable).float() * BIG - (~just).float() * BIG
-                m_scores = torch.cat([fin_scores, final], 1)  # (N, 3K)
-                best = torch.topk(m_scores, K, dim=-1).indices
-                fin_seqs = _gather(torch.cat([fin_seqs, cand], 1), best)
-                fin_scores = m_scores.gather(1, best)
-                fin_done = torch.cat([fin_done, just], 1).gather(1, best)
-                fin_len = torch.cat([fin_len, torch.full_like(tok, cur + 1)], 1).gather(1, best)
-            seqs = _gather(seqs, parent)  # (N, K, L): the survivors' histories ...
-            seqs[:, :, P + cur] = tok.gather(1, keep)  # ... and their new tokens
-
-            # can a running beam still beat the worst finished hypothesis?
-            best_len = max_new_tokens if (early == "never" and lp > 0) else cur + 1
-            best_possible = run_scores[:, :1] / float(best_len) ** lp
-            worst = torch.where(fin_done, fin_scores.min(-1, keepdim=True).values, torch.full_like(fin_scores, -BIG))
-            improvable = improvable & (best_possible > worst).any(-1, keepdim=True)
-            if last or not bool(improvable.any()) or (bool(fin_done.all()) and early is True) or bool(hits.all()):
+            parent = beams.step(top_scores, top_ids // V, top_ids % V, _ends(top_ids, V, last, eos_token_id), cur)
+            if last or beams.over(cur, max_new_tokens):
                 break
             state = model.reorder_state(state, (offsets + parent).flatten())
-            logits, state = model.step(seqs[:, :, P + cur].flatten(), state)
-
-        return self._results(B, G, K, P, fin_seqs, fin_scores, fin_len)
+            logits, state = model.step(beams.seqs[:, :, P + cur].flatten(), state)
+        return self._results(B, G, K, P, beams.fin_seqs, beams.fin_scores, beams.fin_len)
 
     def _results(self, B, G, K, P, fin_seqs, fin_scores, fin_len) -> GenerationResult:
         R = self.settings["num_return_sequences"]

@@ -122,7 +122,11 @@ class DecodingStrategy:
         check_settings(settings, list(allowed), f"decoding '{self.name()}'")
         self.settings = {**allowed, **settings}
         self.check()
-        self.processors()  # validates every processor setting now, not mid-generation
+        # every processor setting is checked now, not mid-generation; the processors built for the
+        # check are the first ``generate`` call's (see :meth:`processors`): one build per decoder
+        built = self.processors()
+        if type(self).processors is DecodingStrategy.processors:  # (an override may extend the list)
+            self._unused_processors = (dict(self.settings), built)
 
     @classmethod
     def name(cls) -> str:
@@ -134,7 +138,12 @@ class DecodingStrategy:
     def processors(self) -> list[LogitsProcessor]:
         """Fresh processors for one ``generate`` call, in ``PROCESSOR_ORDER``. The strategy's own
         settings are not processor settings, even where a name is shared (contrastive's ``top_k`` is
-        its candidate count, not a filter)."""
+        its candidate count, not a filter). The first call after ``__init__`` returns the processors
+        ``__init__`` built to check the settings (unused until then, so fresh; unless the settings
+        changed since); later calls build anew. Raises ValueError naming the decoder and the bad setting."""
+        unused = self.__dict__.pop("_unused_processors", None)
+        if unused is not None and unused[0] == self.settings:
+            return unused[1]
         try:
             return build_processors({k: v for k, v in self.settings.items() if k not in self.OWN})
         except ValueError as exc:

@@ -104,6 +104,24 @@ def _check_p(name: str, p: float) -> None:
         raise ValueError(f"model.{name} must be a probability in [0, 1), not {p}")
 
 
+def _check_settings(s: Mapping[str, Any]) -> None:
+    """The settings :class:`RecurrentLM` can check before building anything: probabilities in
+    [0, 1), a known init scheme, ``last_layer_size`` and its need for one cell per layer,
+    non-negative regularisation weights. Raises ValueError naming the setting."""
+    for name in ("dropout", "dropout_embedding", "dropout_input", "dropout_hidden", "dropout_output", "weight_drop"):
+        _check_p(name, s[name])
+    if s["init"] not in INIT_SCHEMES:
+        raise ValueError(f"model.init must be one of {', '.join(INIT_SCHEMES)}, not {s['init']!r}")
+    last_layer_size = s["last_layer_size"]
+    if last_layer_size < 0:
+        raise ValueError(f"model.last_layer_size must be >= 0 (0: hidden_size), not {last_layer_size}")
+    if last_layer_size and s["num_layers"] > 1 and not s["dropout_hidden"] > 0:
+        raise ValueError("model.last_layer_size needs one cell per layer, which model.dropout_hidden > 0 gives "
+                         "(the fused multi-layer cell has one width); set model.dropout_hidden or model.last_layer_size=0")
+    if s["ar_alpha"] < 0 or s["tar_beta"] < 0:
+        raise ValueError(f"model.ar_alpha and model.tar_beta must be >= 0, not {s['ar_alpha']}, {s['tar_beta']}")
+
+
 class RecurrentLM(nn.Module):
     """Embedding (or one-hot) -> stacked recurrent cells -> (tying projection) -> linear head.
 
@@ -143,56 +161,65 @@ class RecurrentLM(nn.Module):
         settings = dict(locals())
         self.config: dict[str, Any] = {k: settings[k] for k in _SETTINGS}
         self.config["cell"] = complete_cell_config(cell)
-        for name, p in (("dropout", dropout), ("dropout_embedding", dropout_embedding),
-                        ("dropout_input", dropout_input), ("dropout_hidden", dropout_hidden),
-                        ("dropout_output", dropout_output), ("weight_drop", weight_drop)):
-            _check_p(name, p)
-        if init not in INIT_SCHEMES:
-            raise ValueError(f"model.init must be one of {', '.join(INIT_SCHEMES)}, not {init!r}")
-        if last_layer_size < 0:
-            raise ValueError(f"model.last_layer_size must be >= 0 (0: hidden_size), not {last_layer_size}")
-        if last_layer_size and num_layers > 1 and not dropout_hidden > 0:
-            raise ValueError("model.last_layer_size needs one cell per layer, which model.dropout_hidden > 0 gives "
-                             "(the fused multi-layer cell has one width); set model.dropout_hidden or model.last_layer_size=0")
-        if ar_alpha < 0 or tar_beta < 0:
-            raise ValueError(f"model.ar_alpha and model.tar_beta must be >= 0, not {ar_alpha}, {tar_beta}")
+        _check_settings(settings)
         self.vocab_size = vocab_size
         self.dropout_embedding, self.weight_drop = dropout_embedding, weight_drop
         self.ar_alpha, self.tar_beta = ar_alpha, tar_beta
-        if input_encoding == "one_hot":
-            if dropout_embedding:
+        in_size = self._build_input(settings)
+        out_size = self._build_layers(cell, in_size, settings)
+        self._build_output(out_size, settings)
+        init_weights(self, init)
+        self._register_load_state_dict_pre_hook(self._upgrade_keys)
+
+    def _build_input(self, s: dict) -> int:
+        """``self.embedding``: an embedding table or a one-hot encoding, per ``input_encoding``;
+        returns the width it feeds the first cell. Raises ValueError for an unknown encoding or
+        ``dropout_embedding`` without an embedding."""
+        if s["input_encoding"] == "one_hot":
+            if s["dropout_embedding"]:
                 raise ValueError("model.dropout_embedding needs input_encoding=embedding (one-hot inputs have "
                                  "no embedding matrix); set model.dropout_embedding=0")
-            self.embedding: nn.Module = OneHot(vocab_size)
-            in_size = vocab_size
-        elif input_encoding == "embedding":
-            self.embedding = nn.Embedding(vocab_size, embedding_dim)
-            in_size = embedding_dim
-        else:
-            raise ValueError(f"model.input_encoding must be 'embedding' or 'one_hot', not {input_encoding!r}")
+            self.embedding: nn.Module = OneHot(s["vocab_size"])
+            return s["vocab_size"]
+        if s["input_encoding"] == "embedding":
+            self.embedding = nn.Embedding(s["vocab_size"], s["embedding_dim"])
+            return s["embedding_dim"]
+        raise ValueError(f"model.input_encoding must be 'embedding' or 'one_hot', not {s['input_encoding']!r}")
+
+    def _build_layers(self, cell: dict, in_size: int, s: dict) -> int:
+        """``self.layers`` (the recurrent cells) and the dropouts around them; returns the last
+        layer's output width. Raises ValueError when ``weight_drop`` is set on a cell without
+        hidden-to-hidden weights."""
         # One stacking representation: ``layers``, a list of cells run one after the other. The fused
         # kernels stack their layers inside one cell (``num_layers=L``, plain dropout between them); locked
         # dropout between layers (``dropout_hidden``) needs each layer's output, so then every layer is its
         # own one-layer cell. Consumers never look inside: they call forward / step / prefill.
-        per_layer = dropout_hidden > 0 and num_layers > 1
+        num_layers, dropout, last_layer_size = s["num_layers"], s["dropout"], s["last_layer_size"]
+        per_layer = s["dropout_hidden"] > 0 and num_layers > 1
         cells, size = [], in_size
         n_cells = num_layers if per_layer else 1
         for i in range(n_cells):
-            width = last_layer_size if last_layer_size and i == n_cells - 1 else hidden_size
+            width = last_layer_size if last_layer_size and i == n_cells - 1 else s["hidden_size"]
             cells.append(CELLS.build(cell, input_size=size, hidden_size=width,
                                      num_layers=1 if per_layer else num_layers, dropout=0.0 if per_layer else dropout))
             size = cells[-1].output_size
         self.layers = nn.ModuleList(cells)
         self._state_lens = [len(c.init_state(1)) for c in cells]
-        out_size = size
-        self.lock_in = LockedDropout(dropout_input, locked_dropout)
-        self.lock_hidden = LockedDropout(dropout_hidden, locked_dropout)
-        self.lock_out = LockedDropout(dropout_output, locked_dropout)
+        self.lock_in = LockedDropout(s["dropout_input"], s["locked_dropout"])
+        self.lock_hidden = LockedDropout(s["dropout_hidden"], s["locked_dropout"])
+        self.lock_out = LockedDropout(s["dropout_output"], s["locked_dropout"])
         self.drop = Dropout(dropout)
         self._whh = [hidden_weight_names(c) for c in self._cells()]
-        if weight_drop and not all(self._whh):
+        if s["weight_drop"] and not all(self._whh):
             raise ValueError(f"model.weight_drop needs a cell with hidden-to-hidden weights named 'weight_hh*'; "
                              f"cell {dict(cell).get('name')!r} has none: set model.weight_drop=0")
+        return size
+
+    def _build_output(self, out_size: int, s: dict) -> None:
+        """The output layer: ``self.proj`` (tying through a projection when the cell's width is not
+        the embedding's), then ``self.head`` (a full softmax, tied or not) or ``self.adaptive`` (an
+        adaptive softmax). Raises ValueError for an unknown ``output`` or a tie that cannot be."""
+        output, tie_weights, vocab_size = s["output"], s["tie_weights"], s["vocab_size"]
         head_in = out_size
         self.proj: nn.Module | None = None
         if output not in ("full", "adaptive"):
@@ -202,27 +229,26 @@ class RecurrentLM(nn.Module):
                              "softmax has no one (vocab, dim) matrix to share): set model.tie_weights=false or "
                              "model.output=full")
         if tie_weights:
-            if input_encoding != "embedding":
+            if s["input_encoding"] != "embedding":
                 raise ValueError("model.tie_weights=true needs input_encoding=embedding")
-            if out_size != embedding_dim:
+            if out_size != s["embedding_dim"]:
                 # tie through a projection from the cell's output to the embedding width
-                self.proj = nn.Linear(out_size, embedding_dim, bias=False)
-                head_in = embedding_dim
+                self.proj = nn.Linear(out_size, s["embedding_dim"], bias=False)
+                head_in = s["embedding_dim"]
         self.adaptive: nn.AdaptiveLogSoftmaxWithLoss | None = None
         if output == "adaptive":
-            cutoffs = default_cutoffs(vocab_size) if adaptive_cutoffs is None else list(adaptive_cutoffs)
-            _check_adaptive(vocab_size, head_in, cutoffs, adaptive_div_value)
+            cutoffs = default_cutoffs(vocab_size) if s["adaptive_cutoffs"] is None else list(s["adaptive_cutoffs"])
+            _check_adaptive(vocab_size, head_in, cutoffs, s["adaptive_div_value"])
             self.config["adaptive_cutoffs"] = cutoffs  # what config.json records: the rule may change, a model not
             self.head = None
-            self.adaptive = adaptive_softmax(head_in, vocab_size, cutoffs, adaptive_div_value, adaptive_head_bias)
+            self.adaptive = adaptive_softmax(head_in, vocab_size, cutoffs, s["adaptive_div_value"],
+                                             s["adaptive_head_bias"])
             # adaptive_rank[token id] = its frequency rank: the index the clusters are cut on
             self.register_buffer("adaptive_rank", torch.arange(vocab_size))
         else:
             self.head = nn.Linear(head_in, vocab_size)
         if tie_weights:
             self.head.weight = self.embedding.weight
-        init_weights(self, init)
-        self._register_load_state_dict_pre_hook(self._upgrade_keys)
 
     def _cells(self) -> list[RecurrentCell]:
         return list(self.layers)

@@ -345,214 +345,292 @@ class Server:
 
     # -- the app -----------------------------------------------------------------------
     def app(self) -> FastAPI:
-        server = self
-
-        @asynccontextmanager
-        async def lifespan(app):
-            server.loop = asyncio.get_running_loop()
-            if isinstance(server.engine, Engine):  # (the engine process is started before serving)
-                server.engine.start()
-            yield
-            server.engine.stop()
-
-        app = FastAPI(title="lstm-pipeline serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-
-        @app.exception_handler(APIError)
-        async def _api_error(request, exc: APIError):
-            return exc.response()
-
-        @app.exception_handler(RequestValidationError)
-        async def _invalid(request, exc: RequestValidationError):
-            err = exc.errors()[0] if exc.errors() else {}
-            loc = [str(x) for x in err.get("loc", ()) if x != "body"]
-            param = loc[0] if loc else None
-            if err.get("type") == "extra_forbidden":
-                msg = (f"unknown field '{param}'; accepted: OpenAI's completions fields and the decoding settings "
-                       f"in docs/serve.md.")
-            elif err.get("type") == "json_invalid" or not loc:
-                msg = f"the body is not a valid JSON completion request: {err.get('msg', exc)}"
-            else:
-                msg = f"{'.'.join(loc)}: {err.get('msg')}"
-            return error_response(400, msg, param)
-
-        @app.exception_handler(StarletteHTTPException)
-        async def _http(request, exc: StarletteHTTPException):
-            return error_response(exc.status_code, str(exc.detail), None, None,
-                                  "invalid_request_error" if exc.status_code < 500 else "server_error")
-
-        app.add_middleware(_Guard, server=server)
-
-        @app.get("/health")
-        async def health():
-            if server.engine.error is not None:
-                return JSONResponse({"status": "error", "error": repr(server.engine.error)}, status_code=500)
-            return {"status": "ok", "model": server.model_name, "active_rows": server.engine.active_rows,
-                    "queued_rows": server.engine.queued_rows, "steps": server.engine.steps,
-                    "peak_rows": server.engine.peak_rows,
-                    "tokens": server.engine.tokens_generated}
-
-        @app.get("/metrics")
-        async def metrics():
-            server.metrics.queued.set(server.engine.queued_rows)
-            return PlainTextResponse(server.metrics.render(), media_type="text/plain; version=0.0.4")
-
-        @app.get("/v1/models")
-        async def models():
-            return {"object": "list", "data": [{"id": server.model_name, "object": "model", "created": server.created,
-                                                "owned_by": "lstm-pipeline"}]}
-
-        @app.get("/", response_class=HTMLResponse)
-        async def page():
-            from .page import render_page
-
-            return render_page(server)
-
-        @app.post("/v1/completions")
-        async def completions(body: CompletionRequest, request: Request):
-            return await server.complete(body, request)
-
+        """The FastAPI app: the engine starts with it and stops with it; OpenAI-shaped errors; the
+        routes of the module docstring."""
+        app = FastAPI(title="lstm-pipeline serve", lifespan=_lifespan(self), docs_url=None, redoc_url=None,
+                      openapi_url=None)
+        _add_error_handlers(app)
+        app.add_middleware(_Guard, server=self)
+        _add_routes(app, self)
         return app
 
     async def complete(self, body: CompletionRequest, request: Request):
+        """``POST /v1/completions``: check the request and queue its rows, then answer it as a
+        stream of server-sent events or as one JSON body. Raises :class:`APIError` (4xx) for a bad
+        request, before anything is queued."""
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
-        inbox: asyncio.Queue = asyncio.Queue()
-
-        def emit(group, events):  # in the event loop (see _deliver): this request's queue
-            inbox.put_nowait(events)
-
-        group, prompts = self.group_for(body, emit)
-        rid, created, started = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time()), time.perf_counter()
-        self.engine.submit(group)
-        prompt_tokens = sum(len(p) for p in prompts) * body.n
-        n_rows = group.rows
-
-        def chunk(choices, usage=None):
-            out = {"id": rid, "object": "text_completion", "created": created, "model": self.model_name,
-                   "choices": choices}
-            if usage is not None:
-                out["usage"] = usage
-            return out
-
+        call = _Completion(self, body)
         if body.stream:
-            # every event starts the same: "data: {id, object, created, model, "choices": "
-            head = "data: " + json.dumps(chunk([]), ensure_ascii=False)[:-3]
+            return call.streaming_response()
+        return await call.gather(request)
 
-            async def sse():
-                left, done = n_rows, False
-                offsets = [0] * n_rows
-                completion_tokens = 0
-                want_lp = body.logprobs is not None
-                interval, loop = self.stream_interval, asyncio.get_running_loop()
-                sent_at = None  # when this stream's last event went out (loop time)
-                try:
-                    while left > 0:
-                        steps = [await inbox.get()]
-                        if interval and sent_at is not None:  # at most one event per interval
-                            wait = sent_at + interval - loop.time()
-                            if wait > 0:
-                                await asyncio.sleep(wait)
-                        sent_at = loop.time()
-                        while not inbox.empty():  # the client fell behind: what is waiting goes out as one event
-                            steps.append(inbox.get_nowait())
-                        # per row: [text pieces, logprobs (lists, one entry per token) or None, finish reason]
-                        rows: dict[int, list] = {}
-                        failed = False
-                        for events in steps:
-                            for ev in events:
-                                if ev.finish_reason == "error":
-                                    failed = True
-                                    break
-                                row = rows.get(ev.index)
-                                if row is None:
-                                    row = rows[ev.index] = [[], {"tokens": [], "token_logprobs": [], "top_logprobs": [],
-                                                                 "text_offset": []} if want_lp else None, None]
-                                if ev.token_id is not None:
-                                    completion_tokens += 1
-                                    if want_lp:
-                                        lp = row[1]
-                                        lp["tokens"].append(self.tokenizer.decode([ev.token_id]))
-                                        lp["token_logprobs"].append(ev.logprob)
-                                        lp["top_logprobs"].append(ev.top_logprobs or {})
-                                        lp["text_offset"].append(offsets[ev.index])
-                                row[0].append(ev.text)
-                                offsets[ev.index] += len(ev.text)
-                                if ev.finish_reason:
-                                    row[2] = ev.finish_reason
-                                    left -= 1
-                            if failed:
-                                break
-                        if failed:
-                            left = 0
-                            yield "data: " + json.dumps({"error": {
-                                "message": "the server failed while generating; see its log.",
-                                "type": "server_error", "param": None, "code": None}}) + "\n\n"
-                            break
-                        if len(rows) == 1 and not want_lp:  # the common case, formatted fast
-                            (index, (pieces, _, finish)), = rows.items()
-                            text = "".join(pieces)
-                            if text or finish:
-                                yield (f"{head}[{{\"text\": {json.dumps(text, ensure_ascii=False)}, \"index\": {index}, "
-                                       f"\"logprobs\": null, \"finish_reason\": {json.dumps(finish)}}}]}}\n\n")
-                            continue
-                        choices = []
-                        for index, (pieces, lp, finish) in rows.items():
-                            text = "".join(pieces)
-                            if text or finish or (lp is not None and lp["tokens"]):
-                                choices.append({"text": text, "index": index, "logprobs": lp, "finish_reason": finish})
-                        if choices:
-                            yield "data: " + json.dumps(chunk(choices), ensure_ascii=False) + "\n\n"
-                    done = True
-                    self.metrics.latency.observe(time.perf_counter() - started)
-                    if (body.stream_options or {}).get("include_usage"):
-                        yield "data: " + json.dumps(chunk([], {"prompt_tokens": prompt_tokens,
-                                                               "completion_tokens": completion_tokens,
-                                                               "total_tokens": prompt_tokens + completion_tokens})) + "\n\n"
-                    yield "data: [DONE]\n\n"
-                finally:
-                    if not done:  # the client went away: leave the batch now
-                        self.engine.cancel(group)
 
-            return StreamingResponse(sse(), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+def _lifespan(server: Server):
+    """The app's lifespan: the event loop noted for the engine's deliveries, the engine started
+    (a thread engine; the engine process is started before serving) and stopped at shutdown."""
 
-        texts = [""] * n_rows
-        finish = [None] * n_rows
-        lps = [{"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []} for _ in range(n_rows)]
-        completion_tokens = 0
-        left = n_rows
+    @asynccontextmanager
+    async def lifespan(app):
+        server.loop = asyncio.get_running_loop()
+        if isinstance(server.engine, Engine):
+            server.engine.start()
+        yield
+        server.engine.stop()
+
+    return lifespan
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    """(one-line message, the parameter at fault or None) for a body that does not fit
+    :class:`CompletionRequest`."""
+    err = exc.errors()[0] if exc.errors() else {}
+    loc = [str(x) for x in err.get("loc", ()) if x != "body"]
+    param = loc[0] if loc else None
+    if err.get("type") == "extra_forbidden":
+        msg = (f"unknown field '{param}'; accepted: OpenAI's completions fields and the decoding settings "
+               f"in docs/serve.md.")
+    elif err.get("type") == "json_invalid" or not loc:
+        msg = f"the body is not a valid JSON completion request: {err.get('msg', exc)}"
+    else:
+        msg = f"{'.'.join(loc)}: {err.get('msg')}"
+    return msg, param
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error the app returns is OpenAI-shaped: APIError as raised, a body that does not
+    validate as a 400, Starlette's own HTTP errors (404, 405, ...) with their status."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(request, exc: APIError):
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request, exc: RequestValidationError):
+        msg, param = _validation_message(exc)
+        return error_response(400, msg, param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request, exc: StarletteHTTPException):
+        return error_response(exc.status_code, str(exc.detail), None, None,
+                              "invalid_request_error" if exc.status_code < 500 else "server_error")
+
+
+def _add_routes(app: FastAPI, server: Server) -> None:
+    """``GET /health``, ``/metrics``, ``/v1/models``, ``/`` and ``POST /v1/completions``."""
+
+    @app.get("/health")
+    async def health():
+        if server.engine.error is not None:
+            return JSONResponse({"status": "error", "error": repr(server.engine.error)}, status_code=500)
+        return {"status": "ok", "model": server.model_name, "active_rows": server.engine.active_rows,
+                "queued_rows": server.engine.queued_rows, "steps": server.engine.steps,
+                "peak_rows": server.engine.peak_rows,
+                "tokens": server.engine.tokens_generated}
+
+    @app.get("/metrics")
+    async def metrics():
+        server.metrics.queued.set(server.engine.queued_rows)
+        return PlainTextResponse(server.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": server.model_name, "object": "model", "created": server.created,
+                                            "owned_by": "lstm-pipeline"}]}
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page():
+        from .page import render_page
+
+        return render_page(server)
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request):
+        return await server.complete(body, request)
+
+
+_SERVER_FAILED = "the server failed while generating; see its log."
+
+
+def _empty_logprobs() -> dict:
+    """One choice's OpenAI logprobs object, no token yet."""
+    return {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+
+
+class _Completion:
+    """One completion request in flight: its group queued on the engine, the events the engine
+    sends for it (an asyncio queue, filled in the event loop by ``Server._deliver``), and the
+    answer built from them (:meth:`streaming_response` or :meth:`gather`)."""
+
+    def __init__(self, server: Server, body: CompletionRequest):
+        """Checks ``body`` and queues its rows (raises :class:`APIError` when it is bad)."""
+        self.server, self.body = server, body
+        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.group, prompts = server.group_for(body, self._emit)
+        self.rid, self.created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        self.started = time.perf_counter()
+        server.engine.submit(self.group)
+        self.prompt_tokens = sum(len(p) for p in prompts) * body.n
+        self.n_rows = self.group.rows
+        self.want_lp = body.logprobs is not None
+        self.completion_tokens = 0
+
+    def _emit(self, group, events) -> None:
+        """In the event loop (see ``Server._deliver``): one step's events for this request."""
+        self.inbox.put_nowait(events)
+
+    def chunk(self, choices: list, usage: dict | None = None) -> dict:
+        """An OpenAI ``text_completion`` object holding ``choices`` (and ``usage`` when given)."""
+        out = {"id": self.rid, "object": "text_completion", "created": self.created,
+               "model": self.server.model_name, "choices": choices}
+        if usage is not None:
+            out["usage"] = usage
+        return out
+
+    def usage(self) -> dict:
+        """Token counts so far: prompt (times n), completion, total."""
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens}
+
+    def _add_logprob(self, lp: dict, ev, offset: int) -> None:
+        """Append token event ``ev`` to logprobs object ``lp``; ``offset``: the characters of its
+        row's text before this token."""
+        lp["tokens"].append(self.server.tokenizer.decode([ev.token_id]))
+        lp["token_logprobs"].append(ev.logprob)
+        lp["top_logprobs"].append(ev.top_logprobs or {})
+        lp["text_offset"].append(offset)
+
+    # -- streaming ------------------------------------------------------------------------
+    def streaming_response(self) -> StreamingResponse:
+        """The answer as server-sent events (see :meth:`events`)."""
+        return StreamingResponse(self.events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def events(self):
+        """Yields the server-sent events: one per batch of steps (throttled to the server's
+        stream interval), an error event if the engine failed, the usage if asked, ``[DONE]``.
+        A client that goes away takes its rows out of the batch."""
+        # every event starts the same: "data: {id, object, created, model, "choices": "
+        self._head = "data: " + json.dumps(self.chunk([]), ensure_ascii=False)[:-3]
+        self._offsets = [0] * self.n_rows
+        self._left, self._sent_at, done = self.n_rows, None, False
+        try:
+            while self._left > 0:
+                rows, failed = self._fold(await self._next_steps())
+                if failed:
+                    self._left = 0
+                    yield "data: " + json.dumps({"error": {"message": _SERVER_FAILED, "type": "server_error",
+                                                           "param": None, "code": None}}) + "\n\n"
+                    break
+                event = self._event_of(rows)
+                if event is not None:
+                    yield event
+            done = True
+            self.server.metrics.latency.observe(time.perf_counter() - self.started)
+            if (self.body.stream_options or {}).get("include_usage"):
+                yield "data: " + json.dumps(self.chunk([], self.usage())) + "\n\n"
+            yield "data: [DONE]\n\n"
+        finally:
+            if not done:  # the client went away: leave the batch now
+                self.server.engine.cancel(self.group)
+
+    async def _next_steps(self) -> list:
+        """The next step's events, after waiting out the stream interval since the last event
+        (a stream's first event is never held), plus every step waiting behind it (a client that
+        fell behind gets them as one event)."""
+        steps = [await self.inbox.get()]
+        interval, loop = self.server.stream_interval, asyncio.get_running_loop()
+        if interval and self._sent_at is not None:  # at most one event per interval
+            wait = self._sent_at + interval - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        self._sent_at = loop.time()
+        while not self.inbox.empty():
+            steps.append(self.inbox.get_nowait())
+        return steps
+
+    def _fold(self, steps: list) -> tuple[dict[int, list], bool]:
+        """Per row in ``steps``: [text pieces, logprobs object or None, finish reason]; counts the
+        tokens and the rows that finished. Also True when the engine reported an error."""
+        rows: dict[int, list] = {}
+        for events in steps:
+            for ev in events:
+                if ev.finish_reason == "error":
+                    return rows, True
+                row = rows.get(ev.index)
+                if row is None:
+                    row = rows[ev.index] = [[], _empty_logprobs() if self.want_lp else None, None]
+                if ev.token_id is not None:
+                    self.completion_tokens += 1
+                    if self.want_lp:
+                        self._add_logprob(row[1], ev, self._offsets[ev.index])
+                row[0].append(ev.text)
+                self._offsets[ev.index] += len(ev.text)
+                if ev.finish_reason:
+                    row[2] = ev.finish_reason
+                    self._left -= 1
+        return rows, False
+
+    def _event_of(self, rows: dict[int, list]) -> str | None:
+        """The server-sent event for folded ``rows``, or None when there is nothing to say."""
+        if len(rows) == 1 and not self.want_lp:  # the common case, formatted fast
+            (index, (pieces, _, finish)), = rows.items()
+            text = "".join(pieces)
+            if not (text or finish):
+                return None
+            return (f"{self._head}[{{\"text\": {json.dumps(text, ensure_ascii=False)}, \"index\": {index}, "
+                    f"\"logprobs\": null, \"finish_reason\": {json.dumps(finish)}}}]}}\n\n")
+        choices = []
+        for index, (pieces, lp, finish) in rows.items():
+            text = "".join(pieces)
+            if text or finish or (lp is not None and lp["tokens"]):
+                choices.append({"text": text, "index": index, "logprobs": lp, "finish_reason": finish})
+        if not choices:
+            return None
+        return "data: " + json.dumps(self.chunk(choices), ensure_ascii=False) + "\n\n"
+
+    # -- one body ---------------------------------------------------------------------------
+    async def gather(self, request: Request):
+        """The answer as one ``text_completion`` body, once every row finished. A client that
+        disconnects (checked each second) gets its rows cancelled and a bare 499; raises a 500
+        :class:`APIError` if the engine failed."""
+        texts, finish = [""] * self.n_rows, [None] * self.n_rows
+        lps = [_empty_logprobs() for _ in range(self.n_rows)]
+        left = self.n_rows
         try:
             while left > 0:
                 try:
-                    events = await asyncio.wait_for(inbox.get(), timeout=1.0)
+                    events = await asyncio.wait_for(self.inbox.get(), timeout=1.0)
                 except asyncio.TimeoutError:
                     if await request.is_disconnected():
-                        self.engine.cancel(group)
+                        self.server.engine.cancel(self.group)
                         return JSONResponse({}, status_code=499)
                     continue
-                for ev in events:
-                    if ev.finish_reason == "error":
-                        raise APIError(500, "the server failed while generating; see its log.", None, None, "server_error")
-                    if ev.token_id is not None:
-                        completion_tokens += 1
-                        if body.logprobs is not None:
-                            lp = lps[ev.index]
-                            lp["tokens"].append(self.tokenizer.decode([ev.token_id]))
-                            lp["token_logprobs"].append(ev.logprob)
-                            lp["top_logprobs"].append(ev.top_logprobs or {})
-                            lp["text_offset"].append(len(texts[ev.index]))
-                    texts[ev.index] += ev.text
-                    if ev.finish_reason:
-                        finish[ev.index] = ev.finish_reason
-                        left -= 1
+                left -= self._take(events, texts, finish, lps)
         except asyncio.CancelledError:
-            self.engine.cancel(group)
+            self.server.engine.cancel(self.group)
             raise
-        self.metrics.latency.observe(time.perf_counter() - started)
-        choices = [{"text": t, "index": i, "logprobs": lps[i] if body.logprobs is not None else None,
+        self.server.metrics.latency.observe(time.perf_counter() - self.started)
+        choices = [{"text": t, "index": i, "logprobs": lps[i] if self.want_lp else None,
                     "finish_reason": f} for i, (t, f) in enumerate(zip(texts, finish))]
-        return chunk(choices, {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                               "total_tokens": prompt_tokens + completion_tokens})
+        return self.chunk(choices, self.usage())
+
+    def _take(self, events, texts: list[str], finish: list, lps: list[dict]) -> int:
+        """Add one step's ``events`` to the rows' texts, finish reasons and logprobs; returns how
+        many rows finished. Raises a 500 :class:`APIError` if the engine failed."""
+        finished = 0
+        for ev in events:
+            if ev.finish_reason == "error":
+                raise APIError(500, _SERVER_FAILED, None, None, "server_error")
+            if ev.token_id is not None:
+                self.completion_tokens += 1
+                if self.want_lp:
+                    self._add_logprob(lps[ev.index], ev, len(texts[ev.index]))
+            texts[ev.index] += ev.text
+            if ev.finish_reason:
+                finish[ev.index] = ev.finish_reason
+                finished += 1
+        return finished
 
 
 def model_name_of(run: str) -> str:

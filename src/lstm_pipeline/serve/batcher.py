@@ -331,122 +331,83 @@ class Engine:
     def _choose(self, rows: list[tuple[_Live, int]], logits: Tensor) -> tuple[Tensor, list[int]]:
         """Choose each row's next token from ``logits`` (B, V), hand the tokens out and return them
         (B,) with the positions of the rows that go on (the others finished)."""
-        B = len(rows)
-        # the groups in the batch, in order, with their batch positions and row numbers
-        groups: list[tuple[_Live, list[int], list[int]]] = []
-        last = None
-        for i, (live, r) in enumerate(rows):
-            if live is not last:
-                groups.append((live, [], []))
-                last = live
-            groups[-1][1].append(i)
-            groups[-1][2].append(r)
-        processed = logits.float()
-        if processed is logits and (any(live.constraints for live, _, _ in groups)
-                                    or len({live.shape_key for live, _, _ in groups}) > 1):
-            processed = processed.clone()  # rows are written in place below; logprobs read the model's logits
-        # 1. constraints (they read each group's history): per group
-        for live, idx, r in groups:
-            if live.constraints:
-                hist = live.history[r, : live.P + live.n]
-                sub = processed[idx]
-                for proc in live.constraints:
-                    sub = proc(hist, sub)
-                processed[idx] = sub
-        # 2. sampling filters: once for all rows with the same settings
-        by_shape: dict[Any, list[int]] = {}
-        shape_procs: dict[Any, list[LogitsProcessor]] = {}
-        for live, idx, _ in groups:
-            if live.shape:
-                by_shape.setdefault(live.shape_key, []).extend(idx)
-                shape_procs.setdefault(live.shape_key, live.shape)
-        empty = torch.empty(0, 0, dtype=torch.long)
-        for key, idx in by_shape.items():
-            whole = len(idx) == B
-            sub = processed if whole else processed[idx]
-            for proc in shape_procs[key]:
-                sub = proc(empty, sub)
-            if whole:
-                processed = sub
-            else:
-                processed[idx] = sub
-        # 3. selection: greedy argmax, sampling with each group's own random numbers, plugins' select
-        sample_idx, uniforms = [], []
-        other = False
-        for live, idx, r in groups:
-            if live.sample:
-                g = live.g
-                u = torch.rand(g.rows, 1, generator=g.generator, device=processed.device)  # as generate draws
-                sample_idx += idx
-                uniforms.append(u if len(r) == g.rows else u[r])
-            else:
-                other = True
-        if not other:  # every row samples (the common case): one call for the batch
-            nxt = sample_from_logits(processed, u=torch.cat(uniforms) if len(uniforms) > 1 else uniforms[0])
-        else:
-            nxt = torch.empty(B, dtype=torch.long, device=processed.device)
-            for live, idx, _ in groups:
-                if live.greedy:
-                    nxt[idx] = processed[idx].argmax(-1)
-                elif not live.sample:  # a plugin strategy's own select over this group's live rows
-                    nxt[idx] = live.decoder.select(processed[idx], live.g.generator)
-            if sample_idx:
-                nxt[sample_idx] = sample_from_logits(processed[sample_idx], u=torch.cat(uniforms))
-        # 4. record, stream out, decide who stays
+        groups = _groups_of(rows)
+        processed = _writable_logits(logits, groups)
+        _apply_constraints(processed, groups)
+        processed = _apply_filters(processed, groups)
+        nxt = _select(processed, groups)
+        keep = self._hand_out(groups, nxt, logits)
+        return nxt, keep
+
+    def _hand_out(self, groups: list[tuple[_Live, list[int], list[int]]], nxt: Tensor, logits: Tensor) -> list[int]:
+        """Record the chosen tokens ``nxt`` (B,), stream each group its events and return the batch
+        positions of the rows that go on. ``logits`` (B, V): the model's, for logprobs."""
         want_lp = any(live.g.logprobs is not None for live, _, _ in groups)
         logp = logits.float().log_softmax(-1) if want_lp else None
         ids = nxt.tolist()
-        eos = self.eos_token_id
-        tk = self.tokenizer.tk
         keep: list[int] = []
         out: list[tuple[Group, list[RowEvent]]] = []
         now = time.perf_counter()
         for live, idx, r in groups:
-            g = live.g
-            if g.first_token_at is None:
-                g.first_token_at = now
-                if self.metrics is not None:
-                    self.metrics.first_token(now - g.submitted)
-            n = live.n
-            last_token = n + 1 >= g.max_tokens
-            if live.needs_history:
-                live.history[r, live.P + n] = nxt[idx]
-            stopped = None
-            if g.stop:  # stop strings: decoded text, as generate checks them
-                window = live.history[r, live.P: live.P + n + 1]
-                stopped = live.stopping(window, torch.zeros(len(r), dtype=torch.bool)).tolist()
-            events = []
-            for k, (i, row) in enumerate(zip(idx, r)):
-                tid = ids[i]
-                chunk = live.streams[row].step(tk, tid)
-                if chunk:
-                    live.text[row] += chunk
-                if (stopped[k] if stopped is not None else tid == eos):
-                    finish = STOP
-                elif last_token:
-                    finish = LENGTH
-                else:
-                    finish = None
-                ev = RowEvent(row, tid, self._new_text(live, row, finish) if (chunk or finish) else "",
-                              finish_reason=finish)
-                if logp is not None and g.logprobs is not None:
-                    ev.logprob = float(logp[i, tid])
-                    if g.logprobs > 0:
-                        top = logp[i].topk(g.logprobs)
-                        ev.top_logprobs = {self.tokenizer.decode([t]): float(v)
-                                           for v, t in zip(top.values.tolist(), top.indices.tolist())}
-                events.append(ev)
-                if finish is None:
-                    keep.append(i)
-                else:
-                    live.done[row] = True
-            live.n += 1
-            self.tokens_generated += len(idx)
-            if all(live.done):
-                g.finished_at = now
-            out.append((g, events))
+            out.append((live.g, self._group_step(live, idx, r, nxt, ids, logp, now, keep)))
         self._deliver(out)
-        return nxt, keep
+        return keep
+
+    def _group_step(self, live: _Live, idx: list[int], r: list[int], nxt: Tensor, ids: list[int],
+                    logp: Tensor | None, now: float, keep: list[int]) -> list[RowEvent]:
+        """One group's step: its first-token time, its rows' history, stop checks and events
+        (returned); appends the batch positions of its rows that go on to ``keep``. ``idx``: the
+        group's batch positions, ``r``: its row numbers, ``ids``: every row's token."""
+        g = live.g
+        if g.first_token_at is None:
+            g.first_token_at = now
+            if self.metrics is not None:
+                self.metrics.first_token(now - g.submitted)
+        n = live.n
+        last_token = n + 1 >= g.max_tokens
+        if live.needs_history:
+            live.history[r, live.P + n] = nxt[idx]
+        stopped = None
+        if g.stop:  # stop strings: decoded text, as generate checks them
+            window = live.history[r, live.P: live.P + n + 1]
+            stopped = live.stopping(window, torch.zeros(len(r), dtype=torch.bool)).tolist()
+        events = []
+        for k, (i, row) in enumerate(zip(idx, r)):
+            tid = ids[i]
+            ev = self._row_event(live, row, tid, stopped[k] if stopped is not None else tid == self.eos_token_id,
+                                 last_token)
+            if logp is not None and g.logprobs is not None:
+                self._add_logprobs(ev, logp[i], tid, g.logprobs)
+            events.append(ev)
+            if ev.finish_reason is None:
+                keep.append(i)
+            else:
+                live.done[row] = True
+        live.n += 1
+        self.tokens_generated += len(idx)
+        if all(live.done):
+            g.finished_at = now
+        return events
+
+    def _row_event(self, live: _Live, row: int, tid: int, stop: bool, last_token: bool) -> RowEvent:
+        """Row ``row`` of ``live`` chose token ``tid``: its text grows; the event says the new
+        text and why the row finished (``stop``: a stop string or the end token; ``last_token``:
+        max_tokens reached), or None."""
+        chunk = live.streams[row].step(self.tokenizer.tk, tid)
+        if chunk:
+            live.text[row] += chunk
+        finish = STOP if stop else LENGTH if last_token else None
+        return RowEvent(row, tid, self._new_text(live, row, finish) if (chunk or finish) else "",
+                        finish_reason=finish)
+
+    def _add_logprobs(self, ev: RowEvent, logp_row: Tensor, tid: int, top_k: int) -> None:
+        """The chosen token's log-probability on ``ev``, and the ``top_k`` most likely tokens'
+        (decoded text -> logprob) when ``top_k`` > 0. ``logp_row``: (V,) log-softmax of the logits."""
+        ev.logprob = float(logp_row[tid])
+        if top_k > 0:
+            top = logp_row.topk(top_k)
+            ev.top_logprobs = {self.tokenizer.decode([t]): float(v)
+                               for v, t in zip(top.values.tolist(), top.indices.tolist())}
 
     def _new_text(self, live: _Live, row: int, finish: str | None) -> str:
         """The text of ``row`` not yet emitted. A stop string is cut off (OpenAI's behaviour) and,
@@ -485,3 +446,91 @@ def request_rows(prompts: Sequence[list[int]], n: int) -> list[list[int]]:
 
 
 __all__ = ["Engine", "Group", "RowEvent", "request_rows", "COMMON"]
+
+
+# -- the steps of Engine._choose ---------------------------------------------------------
+def _groups_of(rows: list[tuple[_Live, int]]) -> list[tuple[_Live, list[int], list[int]]]:
+    """The groups in the batch, in order, each with its batch positions and row numbers (a
+    group's rows sit together in the batch)."""
+    groups: list[tuple[_Live, list[int], list[int]]] = []
+    last = None
+    for i, (live, r) in enumerate(rows):
+        if live is not last:
+            groups.append((live, [], []))
+            last = live
+        groups[-1][1].append(i)
+        groups[-1][2].append(r)
+    return groups
+
+
+def _writable_logits(logits: Tensor, groups) -> Tensor:
+    """``logits`` (B, V) as float32, copied when the steps below write rows in place (the
+    logprobs read the model's own logits)."""
+    processed = logits.float()
+    if processed is logits and (any(live.constraints for live, _, _ in groups)
+                                or len({live.shape_key for live, _, _ in groups}) > 1):
+        processed = processed.clone()
+    return processed
+
+
+def _apply_constraints(processed: Tensor, groups) -> None:
+    """Each group's constraint processors (they read the group's history), on its rows of
+    ``processed`` (B, V), in place."""
+    for live, idx, r in groups:
+        if live.constraints:
+            hist = live.history[r, : live.P + live.n]
+            sub = processed[idx]
+            for proc in live.constraints:
+                sub = proc(hist, sub)
+            processed[idx] = sub
+
+
+def _apply_filters(processed: Tensor, groups) -> Tensor:
+    """The sampling filters (temperature, top-k, top-p, ...), once for all rows with the same
+    settings; returns the filtered (B, V) logits."""
+    B = processed.shape[0]
+    by_shape: dict[Any, list[int]] = {}
+    shape_procs: dict[Any, list[LogitsProcessor]] = {}
+    for live, idx, _ in groups:
+        if live.shape:
+            by_shape.setdefault(live.shape_key, []).extend(idx)
+            shape_procs.setdefault(live.shape_key, live.shape)
+    empty = torch.empty(0, 0, dtype=torch.long)
+    for key, idx in by_shape.items():
+        whole = len(idx) == B
+        sub = processed if whole else processed[idx]
+        for proc in shape_procs[key]:
+            sub = proc(empty, sub)
+        if whole:
+            processed = sub
+        else:
+            processed[idx] = sub
+    return processed
+
+
+def _select(processed: Tensor, groups) -> Tensor:
+    """The next token of each row (B,) from filtered logits ``processed`` (B, V): greedy argmax,
+    sampling with each group's own random numbers (drawn as generate draws them), or a plugin
+    strategy's own ``select``."""
+    B = processed.shape[0]
+    sample_idx, uniforms = [], []
+    other = False
+    for live, idx, r in groups:
+        if live.sample:
+            g = live.g
+            u = torch.rand(g.rows, 1, generator=g.generator, device=processed.device)  # as generate draws
+            sample_idx += idx
+            uniforms.append(u if len(r) == g.rows else u[r])
+        else:
+            other = True
+    if not other:  # every row samples (the common case): one call for the batch
+        return sample_from_logits(processed, u=torch.cat(uniforms) if len(uniforms) > 1 else uniforms[0])
+    nxt = torch.empty(B, dtype=torch.long, device=processed.device)
+    for live, idx, _ in groups:
+        if live.greedy:
+            nxt[idx] = processed[idx].argmax(-1)
+        elif not live.sample:  # a plugin strategy's own select over this group's live rows
+            nxt[idx] = live.decoder.select(processed[idx], live.g.generator)
+    if sample_idx:
+        nxt[sample_idx] = sample_from_logits(processed[sample_idx], u=torch.cat(uniforms))
+    return nxt

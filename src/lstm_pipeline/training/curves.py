@@ -106,6 +106,23 @@ def plot_runs(runs: Sequence[str | Path], out_dir: str | Path, metrics: Sequence
     such as ``curves.png``, one figure with a panel per metric there); return the files written.
     A multirun directory among ``runs`` stands for all its jobs. Raises ValueError when no metric
     is found, FileNotFoundError for a run without metrics.csv, ImportError without matplotlib."""
+    plt = _pyplot()
+    runs, labels = _checked_runs(runs, labels, metrics)
+    data = [read_series(metrics_csv(r)) for r in runs]
+    out_dir = Path(out_dir)
+    if out_dir.suffix.lower() in (".png", ".pdf", ".svg", ".jpg", ".jpeg"):
+        written = _plot_panels(plt, data, labels, metrics, out_dir)
+    else:
+        written = _plot_files(plt, data, labels, metrics, out_dir)
+    if not written:
+        raise ValueError(f"None of the metrics {list(metrics)} is in the logs of {', '.join(map(str, runs))}; "
+                         f"columns there: {', '.join(sorted({c for s in data for c in s}))}.")
+    return written
+
+
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed). Raises ImportError naming the
+    extra to install when matplotlib is missing."""
     try:
         import matplotlib
     except ImportError as exc:
@@ -113,6 +130,12 @@ def plot_runs(runs: Sequence[str | Path], out_dir: str | Path, metrics: Sequence
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _checked_runs(runs, labels, metrics) -> tuple[list[Path], list[str]]:
+    """The runs (multirun directories expanded to their jobs) and a label for each. Raises
+    ValueError for no run, a label count that does not match, or an unknown metric."""
     if not runs:
         raise ValueError("run= is empty: pass one run directory or a list, e.g. run=[runs/a,runs/b]")
     if labels and len(labels) != len(runs):
@@ -121,56 +144,60 @@ def plot_runs(runs: Sequence[str | Path], out_dir: str | Path, metrics: Sequence
     unknown = [m for m in metrics if m not in METRIC_COLUMNS]
     if unknown:
         raise ValueError(f"Unknown metric(s) {unknown}; choose from {', '.join(METRIC_COLUMNS)}.")
-    data = [read_series(metrics_csv(r)) for r in runs]
-    out_dir = Path(out_dir)
-    one_file = out_dir.suffix.lower() in (".png", ".pdf", ".svg", ".jpg", ".jpeg")
-    if one_file:  # out=curves.png: every metric a panel of one figure, in that file
-        present = [m for m in metrics if any(columns_for(m, list(s)) for s in data)]
-        fig, axes = plt.subplots(len(present) or 1, 1, figsize=(7, 3.4 * max(len(present), 1)), dpi=110,
-                                 squeeze=False)
-        panels = iter(axes[:, 0])
-    else:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for metric in metrics:
-        if one_file:
-            if metric not in present:
-                continue
-            ax = next(panels)
-        else:
-            fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-        drawn = 0
-        for i, (series, label) in enumerate(zip(data, labels)):
-            color = f"C{i % 10}"
-            for col in columns_for(metric, list(series)):
-                xs, ys = series[col]
-                style = "--" if col.startswith("val_") else "-"
-                marker = "o" if col.startswith("val_") and len(xs) < 30 else None
-                ax.plot(xs, ys, style, color=color, marker=marker, markersize=3, linewidth=1.4,
-                        label=f"{label}: {col}")
-                drawn += 1
-        if not drawn:
-            plt.close(fig)
-            continue
+    return runs, labels
+
+
+def _draw(ax, metric: str, data: list[dict], labels: Sequence[str]) -> int:
+    """Plot every run's columns for ``metric`` on ``ax`` (validation dashed), one colour per
+    run, and label the axes; returns how many lines were drawn (0: nothing labelled)."""
+    drawn = 0
+    for i, (series, label) in enumerate(zip(data, labels)):
+        color = f"C{i % 10}"
+        for col in columns_for(metric, list(series)):
+            xs, ys = series[col]
+            style = "--" if col.startswith("val_") else "-"
+            marker = "o" if col.startswith("val_") and len(xs) < 30 else None
+            ax.plot(xs, ys, style, color=color, marker=marker, markersize=3, linewidth=1.4,
+                    label=f"{label}: {col}")
+            drawn += 1
+    if drawn:
         ax.set_xlabel("step")
         ax.set_ylabel(TITLES[metric])
         ax.set_title(TITLES[metric])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        if one_file:
+    return drawn
+
+
+def _plot_files(plt, data: list[dict], labels: Sequence[str], metrics: Sequence[str], out_dir: Path) -> list[Path]:
+    """One ``<metric>.png`` per metric found, in directory ``out_dir`` (created); the files written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for metric in metrics:
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+        if not _draw(ax, metric, data, labels):
+            plt.close(fig)
             continue
         fig.tight_layout()
         path = out_dir / f"{metric}.png"
         fig.savefig(path)
         plt.close(fig)
         written.append(path)
-    if one_file and present:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        fig.tight_layout()
-        fig.savefig(out_dir)
-        plt.close(fig)
-        written.append(out_dir)
-    if not written:
-        raise ValueError(f"None of the metrics {list(metrics)} is in the logs of {', '.join(map(str, runs))}; "
-                         f"columns there: {', '.join(sorted({c for s in data for c in s}))}.")
     return written
+
+
+def _plot_panels(plt, data: list[dict], labels: Sequence[str], metrics: Sequence[str], out: Path) -> list[Path]:
+    """One figure in image file ``out``, a panel per metric found; ``[out]``, or [] when no
+    metric is found."""
+    present = [m for m in metrics if any(columns_for(m, list(s)) for s in data)]
+    fig, axes = plt.subplots(len(present) or 1, 1, figsize=(7, 3.4 * max(len(present), 1)), dpi=110,
+                             squeeze=False)
+    for metric, ax in zip(present, axes[:, 0]):
+        _draw(ax, metric, data, labels)
+    if not present:
+        return []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return [out]
