@@ -238,7 +238,7 @@ def check_ckpt_path(ckpt_path: Any) -> None:
     p = Path(str(ckpt_path)).expanduser()
     if p.is_dir():  # training.train.resolve_checkpoint picks last.ckpt, else the newest complete checkpoint
         if not any((p / "checkpoints").glob("*.ckpt")):
-            raise ConfigError(f"ckpt_path={ckpt_path}: the directory has no checkpoints/*.ckpt to resume from; "
+            raise ConfigError(f"ckpt_path={ckpt_path}: the directory has no checkpoints/last.ckpt (nor another .ckpt) to resume from; "
                               f"pass a run directory written by 'lstm-pipeline train' or a .ckpt file.")
     elif not p.exists():
         raise ConfigError(f"ckpt_path={ckpt_path} does not exist: pass a run directory or a .ckpt file.")
