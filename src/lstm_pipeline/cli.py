@@ -12,8 +12,6 @@ import sys
 import warnings
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.utils import get_original_cwd
 
 from .config.overrides import absolute_paths, check_keys, prepare
 from .config.schema import register_schemas
@@ -90,17 +88,6 @@ def _setup_logging(command: str) -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
-def _absolute_paths(cfg) -> None:
-    """``hydra.job.chdir=true`` moved the process into the run directory: read paths are taken from
-    the directory the command was started in (:func:`lstm_pipeline.config.overrides.absolute_paths`)."""
-    try:
-        if not HydraConfig.get().job.chdir:
-            return
-    except ValueError:
-        return
-    absolute_paths(cfg, get_original_cwd())
-
-
 def _optimized_metric(cfg, result):
     """``optimized_metric=<name>``: return that metric as a float, as Hydra's sweepers (Optuna, Ax,
     Nevergrad, the basic one) need; else the dict of metrics."""
@@ -153,7 +140,7 @@ def _hydra_app(config_name: str, fn):
     def app(cfg):
         _setup_logging(config_name)
         try:
-            _absolute_paths(cfg)
+            absolute_paths(cfg)  # read paths from where the command started (hydra.job.chdir=true)
             return on_result(cfg, fn(cfg))
         except BrokenPipeError:  # the reader went away (`lstm-pipeline generate ... | head`): stop quietly
             sys.exit(_closed_pipe())

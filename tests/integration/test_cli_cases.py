@@ -71,3 +71,11 @@ def test_python_generate_takes_a_decoder_name(tiny_run):
     assert len(by_name) > 0
     with pytest.raises(ValueError, match="pass a decoder's name .* a mapping of settings"):
         lm.generate("ROMEO:", max_new_tokens=2, decoding=3)
+
+
+def test_python_train_config_keeps_typed_text(tmp_path):
+    from lstm_pipeline.api import compose_train
+
+    cfg, _ = compose_train(["sample.prompt=${oc.env:HOME}", "data=text", "data.path=x.txt"], run_dir=tmp_path / "r")
+    assert cfg.sample.prompt == "${oc.env:HOME}"  # resolved config, read twice: still the text
+    assert cfg.sample.prompt == "${oc.env:HOME}"

@@ -33,8 +33,10 @@ from typing import Any, Callable, Iterable
 from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, HydraException
+from hydra.utils import get_original_cwd
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
@@ -423,10 +425,19 @@ PATH_KEYS = ("data.path", "data.files", "data.train", "data.validation", "data.t
 WRITTEN_KEYS = ("output_file", "report", "out")
 
 
-def absolute_paths(cfg: DictConfig, base: str) -> None:
-    """The relative paths of :data:`PATH_KEYS` in ``cfg`` made absolute against ``base`` (the directory
-    the command started in), in place: a written one always, a read one where it exists there (a read
-    path that is not there may be a Hub dataset or repo id, left as given)."""
+def absolute_paths(cfg: DictConfig, base: str | None = None) -> None:
+    """The relative paths of :data:`PATH_KEYS` in ``cfg`` made absolute against ``base``, in place: a
+    written one always, a read one where it exists there (a read path that is not there may be a Hub
+    dataset or repo id, left as given). ``base=None``: the directory the command started in, when
+    Hydra's ``hydra.job.chdir=true`` moved the process into the run directory (else nothing to do)."""
+    if base is None:
+        try:
+            if not HydraConfig.get().job.chdir:
+                return
+        except ValueError:  # Hydra is not running this
+            return
+        base = get_original_cwd()
+
     def fix(key: str, value: Any) -> Any:
         if not isinstance(value, str) or not value or "://" in value or os.path.isabs(os.path.expanduser(value)):
             return value
