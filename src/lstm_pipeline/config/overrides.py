@@ -163,7 +163,7 @@ def literal_text(command: str, args: list[str]) -> list[str]:
     texts, strings, out = text_keys(command), string_keys(command), []
     for a in args:
         prefix, key, value = split(a)
-        component_text = "." in key and key.rsplit(".", 1)[1] in schema.TEXT_SETTINGS
+        component_text = "." in key and key.rsplit(".", 1)[1] in schema.TEXT_SETTINGS and not key.startswith("hydra.")
         if "=" not in a or prefix == "~" or not (key in texts or component_text or key in strings):
             out.append(a)
         elif value in NULL and texts.get(key, True):
