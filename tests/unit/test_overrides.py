@@ -73,6 +73,7 @@ def test_unreadable_override_is_one_line_naming_it():
     ("model.hiden_size=3", "model.hiden_size: model does not take the setting 'hiden_size'. Did you mean 'hidden_size'?"),
     ("batching.bptx=3", "batching.bptx: batching does not take the setting 'bptx'. Did you mean 'bptt'?"),
     ("+batching.bptx=3", "batching.bptx: batching does not take the setting 'bptx'. Did you mean 'bptt'?"),
+    ("trainer.max_stepz=3", "trainer.max_stepz: trainer does not take the setting 'max_stepz'. Did you mean 'max_steps'?"),
     ("sample.promt=x", "sample.promt: sample does not take the setting 'promt'. Did you mean 'prompt'?"),
 ])
 def test_a_missing_key_gets_did_you_mean(typed, expected):

@@ -348,6 +348,8 @@ def did_you_mean(command: str, args: list[str], full_key: str) -> str:
     except (HydraException, ConfigKeyError, ConfigAttributeError):
         node = None
     keys = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+    if parent == "trainer":  # trainer.X= takes any lightning.Trainer argument (component_settings)
+        keys = sorted(_trainer_arguments())
     close = difflib.get_close_matches(key, keys, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     listed = f" Its settings are: {', '.join(keys)}." if keys else ""
