@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from omegaconf import OmegaConf, open_dict
+
+from .config.overrides import compose, prepare, resolve_keeping_text
+
 
 @dataclass
 class TrainResult:
@@ -36,35 +40,13 @@ def compose_train(overrides: Sequence[str] = (), run_dir: str | Path | None = No
     """The composed ``train`` config for ``overrides`` (what ``lstm-pipeline train --cfg job`` shows),
     with ``run_dir`` set: the given one, else ``hydra.run.dir`` (``runs/<date>/<time>`` by default,
     or a ``hydra.run.dir=`` override). Raises the CLI's errors for unknown components or keys."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf, open_dict
-
-    from .cli import (
-        _check_component_choices,
-        _check_overrides_parse,
-        _data_overrides,
-        _quote_free_text,
-        _resume_overrides,
-        _trainer_overrides,
-    )
-    from .config.schema import register_schemas
-
-    args = _data_overrides("train", _quote_free_text(list(overrides)))
-    _check_overrides_parse(args)
-    _check_component_choices(args)
-    args = _resume_overrides(_trainer_overrides(args))
-    register_schemas()
-    GlobalHydra.instance().clear()
-    with initialize_config_module("lstm_pipeline.conf", version_base="1.3"):
-        cfg = compose("train", overrides=args, return_hydra_config=True)
-    GlobalHydra.instance().clear()
+    cfg = compose("train", prepare("train", overrides), return_hydra_config=True)
     directory = Path(run_dir) if run_dir is not None else Path(str(cfg.hydra.run.dir))
     task_overrides = list(cfg.hydra.overrides.task)
     with open_dict(cfg):
         del cfg["hydra"]
         cfg.run_dir = str(directory)
-    OmegaConf.resolve(cfg)
+    resolve_keeping_text(cfg)  # typed text (prompt='${oc.env:HOME}') stays as typed
     return cfg, task_overrides
 
 
@@ -76,9 +58,7 @@ def train(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> T
     ``run_dir``: where the run goes (default ``runs/<date>/<time>`` under the current directory).
     Raises ``ValueError``/``LookupError``/``FileNotFoundError`` naming the bad setting, before any
     work; no run directory is left behind then."""
-    from omegaconf import OmegaConf
-
-    from .cli import _drop_unused_run_dir
+    from .training.rundir import drop_unused_run_dir  # lightning: imported when training
     from .training.train import train as train_cfg
 
     cfg, task_overrides = compose_train(overrides, run_dir)
@@ -92,6 +72,6 @@ def train(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> T
                            hydra_dir / "overrides.yaml")
         metrics = train_cfg(cfg)
     except BaseException:
-        _drop_unused_run_dir(cfg)
+        drop_unused_run_dir(cfg)
         raise
     return TrainResult(directory, dict(metrics))

@@ -5,14 +5,16 @@ so ``--help``, ``--cfg job``, ``-m`` (multirun) and every override work the Hydr
 """
 from __future__ import annotations
 
-import glob
 import importlib
 import logging
 import os
-import shutil
 import sys
-from pathlib import Path
+import warnings
 
+import hydra
+
+from .config.overrides import absolute_paths, check_keys, prepare
+from .config.schema import register_schemas
 from .network import is_network_error, network_error_message, network_errors
 
 # errors caused by the user's input or config; anything else is a bug and keeps its traceback
@@ -47,22 +49,6 @@ Examples:
 Set HYDRA_FULL_ERROR=1 for a full traceback."""
 
 
-#: what Hydra and the data stage write into a run directory before training starts
-_BEFORE_TRAINING = {".hydra", "train.log", "tokenizer.json", ".lock", "components.json"}
-
-
-def _drop_unused_run_dir(cfg) -> None:
-    """A new run that stopped on bad input before training would leave a run directory holding only
-    Hydra's files: remove it (a resumed run's directory is never touched)."""
-    try:
-        run_dir = Path(str(cfg.run_dir))
-        resumed = bool(cfg.get("ckpt_path"))
-    except Exception:  # no run_dir in this config
-        return
-    if not resumed and run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= _BEFORE_TRAINING:
-        shutil.rmtree(run_dir, ignore_errors=True)
-
-
 #: Lightning's lines that say nothing about this run (hardware it does not use, an advert)
 _NOISE = ("GPU available:", "TPU available:", "HPU available:", "\U0001f4a1 Tip:", "💡")
 #: warnings every run printed that are not the user's to act on: (message regex, module regex)
@@ -87,8 +73,6 @@ def _setup_logging(command: str) -> None:
     """Lightning's info lines (why early stopping stopped, DDP start-up) go through Hydra's handlers,
     to the console and ``<run dir>/<command>.log``, once; its hardware banner, advert and the
     warnings listed in ``_WARNINGS`` are dropped."""
-    import warnings
-
     if command == "train":
         import lightning  # noqa: F401  (its import adds the console handlers removed here)
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
@@ -104,46 +88,6 @@ def _setup_logging(command: str) -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
-#: keys holding file paths that are read, resolved against the directory the command was started in
-#: when ``hydra.job.chdir=true`` moved the process into the run directory
-PATH_KEYS = ("data.path", "data.files", "data.train", "data.validation", "data.test", "tokenizer.path",
-             "ckpt_path", "prompts_file", "output_file", "report", "out")
-WRITTEN_KEYS = ("output_file", "report", "out")
-
-
-def _absolute_paths(cfg) -> None:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.utils import get_original_cwd
-    from omegaconf import ListConfig, OmegaConf, open_dict
-
-    try:
-        if not HydraConfig.get().job.chdir:
-            return
-    except ValueError:
-        return
-    base = Path(get_original_cwd())
-
-    def fix(key, value):
-        if not isinstance(value, str) or not value or "://" in value or os.path.isabs(os.path.expanduser(value)):
-            return value
-        local = base / value
-        # a read path that is not here may be a Hub dataset/repo id (data.path=wikitext): left as given
-        if key in WRITTEN_KEYS or local.exists() or glob.glob(str(local)):
-            return str(local)
-        return value
-
-    with open_dict(cfg):
-        for key in PATH_KEYS:
-            try:
-                value = OmegaConf.select(cfg, key)
-            except Exception:
-                continue
-            if isinstance(value, (list, ListConfig)):
-                OmegaConf.update(cfg, key, [fix(key, v) for v in value], merge=False)
-            elif isinstance(value, str):
-                OmegaConf.update(cfg, key, fix(key, value), merge=False)
-
-
 def _optimized_metric(cfg, result):
     """``optimized_metric=<name>``: return that metric as a float, as Hydra's sweepers (Optuna, Ax,
     Nevergrad, the basic one) need; else the dict of metrics."""
@@ -156,200 +100,60 @@ def _optimized_metric(cfg, result):
     return float(result[name])
 
 
+def _claim_run_dir(args: list[str]) -> list[str]:
+    from .training.rundir import claim_run_dir  # lightning: imported by train only
+
+    return claim_run_dir(args)  # a run directory of its own, one writer (a resume's overrides included)
+
+
+def _drop_unused_run_dir(cfg) -> None:
+    from .training.rundir import drop_unused_run_dir
+
+    drop_unused_run_dir(cfg)
+
+
+#: command -> (overrides -> overrides before Hydra runs, (cfg, result) -> what Hydra returns,
+#: cfg -> cleanup after bad input); the commands without an entry need none of them
+HOOKS = {"train": (_claim_run_dir, _optimized_metric, _drop_unused_run_dir)}
+_NO_HOOKS = (lambda args: args, lambda cfg, result: result, lambda cfg: None)
+
+
+def _user_message(exc: Exception) -> str | None:
+    """The one line to print for an error that is the user's to fix (bad input, an unreachable
+    network); None for a bug, which keeps its traceback."""
+    # a user error that wraps a network failure already says what to do
+    if is_network_error(exc) or (not isinstance(exc, USER_ERRORS) and network_errors(exc)):
+        return network_error_message(exc)
+    return str(exc) if isinstance(exc, USER_ERRORS) else None
+
+
+def _fail(command: str, message: str) -> int:
+    print(f"lstm-pipeline {command}: error: {message}", file=sys.stderr)
+    return 1
+
+
 def _hydra_app(config_name: str, fn):
-    import hydra
-
-    from .config.schema import register_schemas
-
     register_schemas(config_name)
+    _, on_result, on_error = HOOKS.get(config_name, _NO_HOOKS)
 
     @hydra.main(version_base="1.3", config_path="pkg://lstm_pipeline.conf", config_name=config_name)
     def app(cfg):
         _setup_logging(config_name)
         try:
-            _absolute_paths(cfg)
-            result = fn(cfg)
-            if config_name == "train":
-                return _optimized_metric(cfg, result)
-            return result
+            absolute_paths(cfg)  # read paths from where the command started (hydra.job.chdir=true)
+            return on_result(cfg, fn(cfg))
         except BrokenPipeError:  # the reader went away (`lstm-pipeline generate ... | head`): stop quietly
             sys.exit(_closed_pipe())
         except Exception as exc:
-            # a connection failure (the Hub, a download) is the user's to fix too: it says what could not
-            # be reached and how to work offline; a user error that wraps one already says what to do
-            if is_network_error(exc) or (not isinstance(exc, USER_ERRORS) and network_errors(exc)):
-                message = network_error_message(exc)
-            elif isinstance(exc, USER_ERRORS):
-                message = str(exc)
-            else:
+            message = _user_message(exc)
+            if message is None:
                 raise
-            if config_name == "train":
-                _drop_unused_run_dir(cfg)
+            on_error(cfg)
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            # bad input: the message says what is wrong and what to do; no traceback
-            print(f"lstm-pipeline {config_name}: error: {message}\n(Set HYDRA_FULL_ERROR=1 for the traceback.)",
-                  file=sys.stderr)
-            sys.exit(1)
+            sys.exit(_fail(config_name, f"{message}\n(Set HYDRA_FULL_ERROR=1 for the traceback.)"))
 
     return app
-
-
-def _resume_overrides(args: list[str]) -> list[str]:
-    """``train ckpt_path=<run>``: compose the original run's config again (its recorded overrides
-    first, yours after) and write into the same run directory."""
-    ckpt = next((a.split("=", 1)[1] for a in args if a.startswith("ckpt_path=")), None)
-    if not ckpt or ckpt in ("null", "None"):
-        return args
-    from omegaconf import OmegaConf
-
-    from .training.safety import check_recorded_overrides
-    from .config.checks import check_ckpt_path
-
-    check_ckpt_path(ckpt)
-    from .training.train import resolve_checkpoint, run_dir_of_checkpoint
-
-    run_dir = run_dir_of_checkpoint(resolve_checkpoint(ckpt)).resolve()
-    recorded = run_dir / ".hydra" / "overrides.yaml"
-    previous = [o for o in OmegaConf.load(recorded) if not str(o).startswith(("ckpt_path=", "hydra.run.dir="))] \
-        if recorded.is_file() else []
-    check_recorded_overrides(previous, recorded)  # recorded configs are data: no code is replayed
-    given_keys = {a.split("=", 1)[0].lstrip("+~") for a in args}
-    previous = [o for o in previous if o.split("=", 1)[0].lstrip("+~") not in given_keys]
-    extra = [] if any(a.startswith("hydra.run.dir=") for a in args) else [f"hydra.run.dir={run_dir}"]
-    return previous + args + extra
-
-
-#: keys whose values are free text: quoted for Hydra so that any character (spaces, accents,
-#: brackets, '=') reaches the program as typed, e.g. prompt="Où est-il ? [enter]"
-FREE_TEXT_KEYS = ("prompt", "sample.prompt", "checkpoint.filename")
-
-
-def _escape_quoted(value: str) -> str:
-    """Hydra quoted-string escaping: backslashes before a quote (or at the end) are doubled,
-    quotes are escaped; other backslashes stay as typed."""
-    import re
-
-    value = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value)
-    return value.replace("'", "\\'")
-
-
-#: keys whose values are tokens or short texts that are quoted for Hydra only where its grammar cannot
-#: read them as typed (eos_token=<eos>), so that null and none keep their meaning
-TOKEN_KEYS = ("eos_token", "data.eos_token", "data.document_separator", "tokenizer.unk_token",
-              "generation.prompt")
-#: list-valued keys whose items are such texts: stop_strings=[<eos>,"\n"] quotes the items it must
-TOKEN_LIST_KEYS = ("stop_strings", "tokenizer.special_tokens")
-
-
-def _quoted(value: str) -> bool:
-    return len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""
-
-
-def _parses(arg: str) -> bool:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    try:
-        OverridesParser.create().parse_override(arg)
-        return True
-    except HydraException:  # OverrideParseException, or the lexer's "token recognition error"
-        return False
-
-
-def _split_items(inner: str) -> list[str]:
-    """The items of a list's inside, split at commas outside quotes."""
-    items, cur, quote = [], "", None
-    for ch in inner:
-        if quote:
-            quote = None if ch == quote and not cur.endswith("\\") else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch == ",":
-            items.append(cur)
-            cur = ""
-            continue
-        cur += ch
-    return items + [cur] if cur or items else items
-
-
-def _quote_free_text(args: list[str]) -> list[str]:
-    out = []
-    for a in args:
-        key, sep, value = a.partition("=")
-        bare = key.lstrip("+")
-        if sep and bare in FREE_TEXT_KEYS and not _quoted(value):
-            value = "'" + _escape_quoted(value) + "'"
-        elif sep and bare in TOKEN_KEYS and not _quoted(value) and not _parses(a):
-            value = "'" + _escape_quoted(value) + "'"
-        elif sep and bare in TOKEN_LIST_KEYS and value.startswith("[") and value.endswith("]") and not _parses(a):
-            items = [i.strip() for i in _split_items(value[1:-1])]
-            value = "[" + ",".join(i if _quoted(i) else "'" + _escape_quoted(i) + "'" for i in items) + "]"
-        out.append(f"{key}{sep}{value}" if sep else a)
-    return out
-
-
-def _check_overrides_parse(args: list[str]) -> None:
-    """An override Hydra's grammar cannot read (``key=<a b>``): one line naming it and how to quote,
-    instead of Hydra's LexerNoViableAltException and its grammar link."""
-    for a in args:
-        if a.startswith("-") or "=" not in a or _parses(a):
-            continue
-        key, _, value = a.partition("=")
-        raise ValueError(f"{a}: Hydra cannot read this value as typed. Quote it for Hydra inside shell quotes: "
-                         f"\"{key}='{_escape_quoted(value)}'\" (characters such as < > [ ] , = and spaces need it).")
-
-
-#: groups with a ``none`` option: ``group=null`` means it (Hydra refuses null for a group that a preset,
-#: such as the default recipe conf/experiment/default.yaml, overrides in its defaults list)
-_NONE_OPTIONS = ("scheduler", "callbacks", "experiment")
-
-
-def _null_groups(args: list[str]) -> list[str]:
-    """``scheduler=null`` -> ``scheduler=none`` (see :data:`_NONE_OPTIONS`)."""
-    return [f"{a.partition('=')[0]}=none" if a.partition("=")[0] in _NONE_OPTIONS
-            and a.partition("=")[2] in ("null", "~") else a for a in args]
-
-
-def _trainer_overrides(args: list[str]) -> list[str]:
-    """``trainer.X=v`` for any ``lightning.Trainer`` argument X, whether or not the trainer file sets
-    it: passed to Hydra as ``++trainer.X=v`` (add or override). Names that are not Trainer arguments
-    are left alone, so Hydra and the validation still reject them by name."""
-    if not any(a.startswith(("trainer.", "+trainer.")) for a in args):
-        return args
-    import inspect
-
-    import lightning as L
-
-    params = set(inspect.signature(L.Trainer).parameters)
-    out = []
-    for a in args:
-        key, sep, value = a.partition("=")
-        bare = key.lstrip("+")
-        if sep and bare.startswith("trainer.") and bare.count(".") == 1 and bare.split(".")[1] in params:
-            a = f"++{bare}={value}"
-        out.append(a)
-    return out
-
-
-def _data_overrides(command: str, args: list[str]) -> list[str]:
-    """``data.X=v`` for any setting X of the data source, whether or not the chosen ``data=<preset>``
-    file lists it (``data=text`` lists only ``path``): passed to Hydra as ``++data.X=v`` (add or
-    override), so every ``data.*`` setting a message advises (``data.encoding_errors=replace``) works
-    as printed. A name the source does not take is still an error naming it (the validation's "Did
-    you mean"). evaluate has no data node unless ``data=<preset>`` is given: left alone there."""
-    if command not in ("train", "evaluate"):
-        return args
-    if command == "evaluate" and not any(a.partition("=")[0].lstrip("+") == "data" for a in args):
-        return args
-    out = []
-    for a in args:
-        key, sep, value = a.partition("=")
-        bare = key.lstrip("+")
-        if sep and bare.startswith("data.") and bare.count(".") == 1 and not key.startswith("~"):
-            a = f"++{bare}={value}"
-        out.append(a)
-    return out
 
 
 def _complete(argv: list[str]) -> int:
@@ -371,67 +175,6 @@ def _complete(argv: list[str]) -> int:
     sys.argv = [sys.argv[0], *argv]
     _hydra_app(command, lambda cfg: None)()
     return 0
-
-
-def _check_component_choices(args: list[str]) -> None:
-    """``model/cell=<x>`` (and data=, tokenizer=, decoding=) where no config file ``<x>.yaml`` is
-    installed: fail with the registry's message (unknown cell, available: ...) instead of Hydra's
-    missing-file error, or say how to select a component that is registered but ships no file."""
-    from .registry import (
-        CELLS,
-        DATA_SOURCES,
-        DECODERS,
-        TOKENIZERS,
-        UnknownComponentError,
-        config_options,
-    )
-
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        key = key.lstrip("+~")
-        reg = next((r for r in (CELLS, DATA_SOURCES, TOKENIZERS, DECODERS) if r.config_group == key), None)
-        if not sep or reg is None or not value or value == "null":
-            continue
-        options = config_options(key)
-        if value in options:
-            continue
-        field = key.replace("/", ".")
-        if value in reg:
-            raise UnknownComponentError(
-                f"{reg.kind} '{value}' is installed ({reg.entries()[value].distribution}) but ships no config file "
-                f"{key}/{value}.yaml: select it with {field}.name={value}. Config files in {key}: {', '.join(options)}.")
-        try:
-            reg.entry(value)  # raises: unknown <kind> '<value>'. Available ...: ...
-        except UnknownComponentError as exc:
-            raise UnknownComponentError(f"{exc} Config files in {key}: {', '.join(options)}.") from None
-
-
-def _check_recorded_components(command: str, args: list[str]) -> None:
-    """A command that uses a run (``run=<dir>``, ``ckpt_path=<dir or .ckpt>``): the components the
-    run recorded (``components.json``) that the command loads must still be installed (train and
-    evaluate: all; generate, export, push: the cell); else one error naming the distribution to
-    install. The records also make any later unknown-component error say so."""
-    from .registry import (
-        UnknownComponentError,
-        expect_components,
-        missing_components,
-        read_provenance,
-    )
-
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if key not in ("run", "ckpt_path") or not sep or value in ("", "null", "None"):
-            continue
-        value = value.strip("'\"")
-        records = read_provenance(value)
-        if not records:
-            continue
-        expect_components(records, source=f"The run {value}")
-        if command not in ("train", "evaluate"):  # generate, export, push: only the model's cell is loaded
-            records = {k: v for k, v in records.items() if k == "model.cell"}
-        missing = missing_components(records, source=f"The run {value}")
-        if missing:
-            raise UnknownComponentError(" ".join(missing))
 
 
 def _tolerant_stdio() -> None:
@@ -483,34 +226,18 @@ def _main(argv: list[str] | None = None) -> int | None:
         return 2
     if command == "plugins":
         try:
-            from .commands.plugins import run as plugins_run
-
-            return plugins_run(rest)
+            return importlib.import_module(".commands.plugins", __package__).run(rest)
         except BrokenPipeError:  # `lstm-pipeline plugins | head`: stop quietly
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
-    rest = _data_overrides(command, _quote_free_text(rest))
-    # `train x=1 -m y=2,3`: Hydra's parser takes flags only before the overrides
-    rest = [a for a in rest if a in ("-m", "--multirun")] + [a for a in rest if a not in ("-m", "--multirun")]
+            return _closed_pipe()
+    before_hydra = HOOKS.get(command, _NO_HOOKS)[0]
     try:
-        _check_overrides_parse(rest)
-        _check_recorded_components(command, rest)
-        _check_component_choices(rest)
-        if command == "train":
-            # ckpt_path missing, or not a checkpoint, or a refused overrides.yaml: before any directory is made
-            rest = _null_groups(_resume_overrides(_trainer_overrides(_null_groups(rest))))
-            _check_component_choices(rest)  # the resumed run's own choices (model/cell=<plugin>) too
+        # a ckpt_path that is not a checkpoint, a refused overrides.yaml, a misspelt key: before any directory is made
+        rest = prepare(command, rest)
+        check_keys(command, rest)
+        rest = before_hydra(rest)
     except USER_ERRORS as exc:
-        print(f"lstm-pipeline {command}: error: {exc}", file=sys.stderr)
-        return 1
-    if command == "train":
-        try:
-            from .training.rundir import claim_run_dir
+        return _fail(command, str(exc))
 
-            rest = claim_run_dir(rest)  # a run directory of its own, one writer (rest: resumed overrides included)
-        except USER_ERRORS as exc:
-            print(f"lstm-pipeline train: error: {exc}", file=sys.stderr)
-            return 1
     def fn(cfg):  # the command's module is imported only once Hydra runs it (not for --help)
         return importlib.import_module(f"lstm_pipeline.commands.{command}").run(cfg)
 

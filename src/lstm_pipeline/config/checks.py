@@ -236,9 +236,9 @@ def check_ckpt_path(ckpt_path: Any) -> None:
     if not ckpt_path:
         return
     p = Path(str(ckpt_path)).expanduser()
-    if p.is_dir():
-        if not (p / "checkpoints" / "last.ckpt").is_file():
-            raise ConfigError(f"ckpt_path={ckpt_path}: the directory has no checkpoints/last.ckpt to resume from; "
+    if p.is_dir():  # training.train.resolve_checkpoint picks last.ckpt, else the newest complete checkpoint
+        if not any((p / "checkpoints").glob("*.ckpt")):
+            raise ConfigError(f"ckpt_path={ckpt_path}: the directory has no checkpoints/last.ckpt (nor another .ckpt) to resume from; "
                               f"pass a run directory written by 'lstm-pipeline train' or a .ckpt file.")
     elif not p.exists():
         raise ConfigError(f"ckpt_path={ckpt_path} does not exist: pass a run directory or a .ckpt file.")

@@ -13,6 +13,12 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+#: field metadata of the settings that hold text a user types (prompts, stop strings, special tokens):
+#: kept literal by :mod:`lstm_pipeline.config.overrides`, never interpolated (``${...}`` stays as typed)
+TEXT = {"text": True}
+#: settings of components (data, tokenizer, decoding nodes) that hold such text, whichever component it is
+TEXT_SETTINGS = ("eos_token", "document_separator", "special_tokens", "unk_token", "filename")
+
 
 # The job settings of every command, with their defaults: the one place they are written. The
 # command's YAML file (conf/<command>.yaml) extends its schema and adds only interpolations and
@@ -36,7 +42,7 @@ class BatchingSchema:
 
 @dataclass
 class SampleSchema:                 # the sample printed when training ends (and the model's default decoding)
-    prompt: str = "ROMEO:"
+    prompt: str = field(default="ROMEO:", metadata=TEXT)
     max_new_tokens: int = 200
     temperature: float = 0.8
 
@@ -72,7 +78,7 @@ class TrainJob:
 @dataclass
 class GenerateJob:
     run: str = MISSING              # a run directory (or its model/ directory), or a Hub repo id
-    prompt: str = ""                # empty: start from the start-of-text state (bos_token_id)
+    prompt: str = field(default="", metadata=TEXT)  # empty: start from the start-of-text state (bos_token_id)
     max_new_tokens: int = 300
     num_samples: int = 1            # rows generated from the same prompt
     seed: Optional[int] = None      # an int gives identical output across runs
@@ -83,8 +89,8 @@ class GenerateJob:
     output_file: Optional[str] = None   # with prompts_file: write JSON lines here (default: stdout)
     interactive: bool = False       # a prompt loop reading lines from stdin until end of input
     batch_size: int = 32            # prompts generated together with prompts_file
-    eos_token: Optional[str] = None  # null: the model's own end-of-text token (if any); none: never stop at a token
-    stop_strings: list = field(default_factory=list)  # stop a row once its text contains one ("\\n" is a newline)
+    eos_token: Optional[str] = field(default=None, metadata=TEXT)  # null: the model's own end-of-text token (if any); none: never stop at a token
+    stop_strings: list = field(default_factory=list, metadata=TEXT)  # stop a row once its text contains one ("\\n" is a newline)
     max_time: Optional[float] = None  # seconds: stop every row after this long
     decoding: Any = None            # null: the model's generation_config.json; decoding=<strategy> to choose
     quantize: Optional[str] = None  # int8: dynamic int8 steps on the CPU (faster at small batches; docs/generation.md)
@@ -112,7 +118,7 @@ class GenerationEvalSchema:         # quality of sampled continuations
     enabled: bool = False
     num_samples: int = 8
     max_new_tokens: int = 200
-    prompt: str = ""                # empty: from the start-of-text state
+    prompt: str = field(default="", metadata=TEXT)  # empty: from the start-of-text state
     seed: int = 0
     max_n: int = 4                  # distinct-1..n, repetition rate and self-BLEU use n-grams up to this
     decoding: Any = field(default_factory=lambda: {"name": "sample"})
@@ -174,7 +180,7 @@ class ServeJob:
     max_tokens: int = 2048          # the largest max_tokens a request may ask for
     default_max_tokens: int = 16    # max_tokens when a request leaves it out (OpenAI's default)
     max_n: int = 16                 # the largest n
-    eos_token: Optional[str] = None  # null: the model's own end-of-text token (as generate); none: no token ends a row
+    eos_token: Optional[str] = field(default=None, metadata=TEXT)  # null: the model's own end-of-text token (as generate); none: no token ends a row
     on_unknown: str = "error"       # prompt characters the tokenizer never saw: error | replace | skip
     log_level: str = "info"         # uvicorn's: critical | error | warning | info | debug
     engine_process: bool = True     # the batching loop in its own process (false: a thread here, slower under load)

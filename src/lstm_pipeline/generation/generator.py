@@ -52,13 +52,29 @@ def resolve_eos_token_id(tokenizer: TextTokenizer, config: Mapping[str, Any], eo
     return tid
 
 
-def model_default_decoding(model_dir: str | Path | None, given: Mapping[str, Any] | None = None) -> dict:
+def decoding_settings(decoding: str | Mapping[str, Any] | None) -> dict:
+    """A ``decoding`` argument as the settings mapping the registry builds from, in the forms the CLI
+    takes: a decoder's name (``"greedy"``, as ``decoding=greedy``), a mapping (``{"name": "sample",
+    "temperature": 0.7}``; settings without a ``name`` change the model's default), or None (the
+    model's default). Raises ValueError, naming these forms, for anything else."""
+    if decoding is None:
+        return {}
+    if isinstance(decoding, str):
+        return {"name": decoding}
+    if isinstance(decoding, Mapping):
+        return dict(decoding)
+    raise ValueError(f"decoding={decoding!r} is not a decoding: pass a decoder's name (decoding=\"greedy\"), "
+                     f"a mapping of settings (decoding={{\"name\": \"sample\", \"temperature\": 0.7}}), "
+                     f"a DecodingStrategy, or None for the model's default.")
+
+
+def model_default_decoding(model_dir: str | Path | None, given: str | Mapping[str, Any] | None = None) -> dict:
     """The decoding to use: ``given`` if it names a strategy; else the model's own (its
     ``generation_config.json``'s ``decoding``, or :data:`DEFAULT_DECODING`) with ``given``'s settings
     on top (``{"temperature": 0.5}`` cools the model's default)."""
     import json
 
-    given = dict(given or {})
+    given = decoding_settings(given)
     if "name" in given:
         return given
     own = dict(DEFAULT_DECODING)
@@ -116,14 +132,16 @@ class TextGenerator:
         """The model's default decoding: its ``generation_config.json``'s ``decoding``."""
         return model_default_decoding(self.model_dir)
 
-    def decoder(self, decoding: Mapping[str, Any] | DecodingStrategy | None = None) -> DecodingStrategy:
-        """A decoder from a registered name and its settings; settings without a ``name`` change the
-        model's default decoding (``{"temperature": 0.5}``); ``None`` is the default itself."""
+    def decoder(self, decoding: str | Mapping[str, Any] | DecodingStrategy | None = None) -> DecodingStrategy:
+        """A decoder from a registered name (``"greedy"``) or a mapping of its settings; settings without
+        a ``name`` change the model's default decoding (``{"temperature": 0.5}``); ``None`` is the
+        default itself; a built decoder is used as it is. Other values: ValueError (see
+        :func:`decoding_settings`)."""
         from ..registry import DECODERS
 
         if isinstance(decoding, DecodingStrategy):
             return decoding
-        decoding = dict(decoding or {})
+        decoding = decoding_settings(decoding)
         if "name" not in decoding:
             decoding = {**self.default_decoding(), **decoding}
         return DECODERS.build(decoding)
@@ -148,7 +166,8 @@ class TextGenerator:
                              "learning rate.")
         return result
 
-    def generate(self, prompts: str | Sequence[str], *, decoding: Mapping[str, Any] | DecodingStrategy | None = None,
+    def generate(self, prompts: str | Sequence[str], *,
+                 decoding: str | Mapping[str, Any] | DecodingStrategy | None = None,
                  max_new_tokens: int = 100, seed: int | None = None, generator: torch.Generator | None = None,
                  eos_token: str | None = None, stop_strings: Sequence[str] = (), max_time: float | None = None,
                  on_unknown: str = "error", stream: TextIO | None = None, what: str = "prompt") -> list[Completion]:
@@ -158,6 +177,7 @@ class TextGenerator:
         ``seed`` seeds a fresh ``torch.Generator`` (the same seed gives the same text); or pass a
         ``generator`` to continue its stream. ``stream``: a text file (the terminal) the first prompt and
         its new text are written to as tokens are produced (decoders that stream, one prompt only).
+        ``decoding``: a decoder's name, a mapping of its settings, a built decoder or None (see :meth:`decoder`).
         Raises ValueError for bad settings, unknown characters (``on_unknown="error"``) and a model
         whose outputs are not finite."""
         single = isinstance(prompts, str)

@@ -19,6 +19,7 @@ from ..kernels.int8 import quantize_model
 from ..models.lm import RecurrentLM
 from ..tokenization.base import TextTokenizer
 from .generator import TextGenerator
+from .strategies import DecodingStrategy
 
 
 def card_sample(model, tokenizer, config: Mapping[str, Any], decoding: Mapping[str, Any]) -> tuple[str, str]:
@@ -57,10 +58,13 @@ class PretrainedLM:
         entry point, which :meth:`generate` uses)."""
         return TextGenerator(self.model, self.tokenizer, self.config, self.model_dir)
 
-    def generate(self, prompt: str = "", max_new_tokens: int = 100, decoding: Mapping[str, Any] | None = None,
+    def generate(self, prompt: str = "", max_new_tokens: int = 100,
+                 decoding: str | Mapping[str, Any] | DecodingStrategy | None = None,
                  seed: int | None = None, on_unknown: str = "error", eos_token: str | None = None) -> str:
-        """Text after ``prompt`` (``prompt + result`` is the whole) with the given decoding (default: the
-        model's generation_config.json; settings without a ``name`` change that default). Generation
+        """Text after ``prompt`` (``prompt + result`` is the whole) with the given decoding: a decoder's
+        name (``"greedy"``), a mapping of its settings (``{"name": "sample", "temperature": 0.7}``;
+        settings without a ``name`` change the model's default, its generation_config.json), a built
+        decoder, or None (the default); another value raises ValueError naming these forms. Generation
         stops at the model's end-of-text token (if it was trained with one; ``eos_token="none"`` opts
         out), which is not part of the text."""
         return self.text_generator().generate(prompt, decoding=decoding, max_new_tokens=max_new_tokens, seed=seed,

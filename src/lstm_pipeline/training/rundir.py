@@ -84,6 +84,22 @@ def claim_run_dir(args: list[str], now: datetime | None = None) -> list[str]:
     raise RunDirError(f"could not find a free run directory under {parent}")
 
 
+#: what Hydra and the data stage write into a run directory before training starts
+BEFORE_TRAINING = {".hydra", "train.log", "tokenizer.json", LOCK_NAME, "components.json"}
+
+
+def drop_unused_run_dir(cfg) -> None:
+    """A new run that stopped on bad input before training would leave a run directory holding only
+    Hydra's files (:data:`BEFORE_TRAINING`): remove it. A resumed run's directory is never touched."""
+    try:
+        run_dir = Path(str(cfg.run_dir))
+        resumed = bool(cfg.get("ckpt_path"))
+    except Exception:  # no run_dir in this config
+        return
+    if not resumed and run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= BEFORE_TRAINING:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def _remove_at_exit_if_empty(*paths: Path) -> None:
     """A run stopped by bad input before Hydra wrote anything (a misspelt key) leaves no empty directory."""
     import atexit
