@@ -79,9 +79,11 @@ def train(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> T
     from omegaconf import OmegaConf
 
     from .cli import _drop_unused_run_dir
+    from .config.checks import check
     from .training.train import train as train_cfg
 
     cfg, task_overrides = compose_train(overrides, run_dir)
+    check("train", cfg)  # before the run directory is made
     directory = Path(cfg.run_dir)
     try:
         hydra_dir = directory / ".hydra"  # as the CLI records it: `train ckpt_path=<run dir>` resumes it later

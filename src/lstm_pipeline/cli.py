@@ -159,6 +159,7 @@ def _optimized_metric(cfg, result):
 def _hydra_app(config_name: str, fn):
     import hydra
 
+    from .config.checks import check
     from .config.schema import register_schemas
 
     register_schemas(config_name)
@@ -168,6 +169,7 @@ def _hydra_app(config_name: str, fn):
         _setup_logging(config_name)
         try:
             _absolute_paths(cfg)
+            check(config_name, cfg)
             result = fn(cfg)
             if config_name == "train":
                 return _optimized_metric(cfg, result)

@@ -15,14 +15,14 @@ from omegaconf import DictConfig
 
 from ..artifacts.integrity import check_finite, json_safe
 from ..artifacts.model_dir import MODEL_DIRNAME, save_pretrained
-from ..config.schema import to_dict, validate_train_config
+from ..config.schema import to_dict
 from ..data.datamodule import StreamDataModule
 from ..data.pipeline import prepare_corpus
 from ..generation.generator import TextGenerator
 from ..generation.pretrained import card_sample
 from ..registry import CALLBACKS, run_components
 from .checkpoint_io import AtomicCheckpointIO
-from .module import LanguageModelTask, check_component_settings
+from .module import LanguageModelTask
 from .run_callbacks import run_callbacks
 from .rundir import (
     RecordRun,
@@ -32,7 +32,7 @@ from .rundir import (
     clean_stale_temp_files,
     hydra_records_itself,
 )
-from .safety import check_targets, load_checkpoint
+from .safety import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -261,10 +261,8 @@ def train(cfg: DictConfig) -> dict:
 
     The run directory has one writer: its lock is held throughout (:class:`~.rundir.RunLock`), a new
     run refuses a directory another run used, and a run that fails before its first training step
-    leaves the directory as it found it. Raises ``ValueError`` subclasses (one line each) for bad input."""
-    check_targets(cfg, "the train config")  # before anything is built: a config is data, not code
-    validate_train_config(cfg)
-    check_component_settings(cfg)
+    leaves the directory as it found it. Raises ``ValueError`` subclasses (one line each) for bad input.
+    ``cfg`` is checked by its caller (``config.checks.check("train", cfg)``: the CLI and ``api.train``)."""
     ckpt = resolve_checkpoint(cfg.ckpt_path) if cfg.ckpt_path else None
     # refused (one line) before anything is prepared if it is not plain weights
     ckpt_state = {"state": load_checkpoint(ckpt)} if ckpt is not None else {}  # handed on, then dropped
