@@ -386,7 +386,9 @@ def _check_train(cfg: DictConfig, problems: _Problems) -> None:
         check_targets,  # torch: loaded only when a train config is checked
     )
 
-    check_targets(cfg, "the train config")  # first, alone: nothing is imported for a refused _target_
+    written = OmegaConf.to_container(cfg, resolve=False)  # a _target_ as written; Hydra's own node is not ours
+    written.pop("hydra", None)
+    check_targets(written, "the train config")  # first, alone: nothing is imported for a refused _target_
     problems(_check_component, DATA_SOURCES, cfg.data, "data")
     problems(_check_component, TOKENIZERS, cfg.tokenizer, "tokenizer")
     model = dict(_plain(cfg.model))
