@@ -486,10 +486,11 @@ def _read_json(path: Path, kind: type) -> Any:
 
 
 def _check_token_ids(tokenizer: Any, vocab: int, path: Path) -> None:
-    """Every id of the tokenizer (added tokens too) is a row of the model's embedding (< ``vocab``)."""
+    """Every id of the tokenizer (added tokens too) is a row of the model's embedding (< ``vocab``).
+    A tokenizer with more tokens than that is ``integrity.check_loaded_model``'s to name, after loading."""
     ids = tokenizer.get_vocab(with_added_tokens=True)
     token, top = max(ids.items(), key=lambda kv: kv[1], default=(None, -1))
-    if top >= vocab:
+    if top >= vocab and len(ids) <= vocab:
         raise _damaged(path, f"token {token!r} has id {top}, beyond the model's vocabulary of {vocab} "
                              f"(ids 0..{vocab - 1}, config.json vocab_size): the tokenizer is not this model's")
 
