@@ -498,23 +498,29 @@ def _check_token_ids(tokenizer: Any, vocab: int, path: Path) -> None:
 def check_model_dir(model_dir: str | Path, map_location: Any = "cpu") -> tuple[dict, Any]:
     """Check an exported model directory before it is loaded: ``config.json`` (a JSON object whose
     ``vocab_size`` is an integer and whose ``model`` settings fit ``RecurrentLM``), ``tokenizer.json``
-    (a tokenizer the ``tokenizers`` library reads), ``model.safetensors`` (a readable header whose
-    tensors have exactly the names and shapes of the model the config describes), and the device.
+    (a tokenizer the ``tokenizers`` library reads, whose ids fit the model's vocabulary),
+    ``model.safetensors`` (a readable header whose tensors have exactly the names and shapes of the
+    model the config describes), and the device.
     Returns what it read, so the loader reads nothing twice: the config (a dict) and the
     ``tokenizers.Tokenizer`` (None where there is no tokenizer.json). Raises :class:`ConfigError`
     naming the file and what to do."""
-    import torch
-    from safetensors import SafetensorError, safe_open
-
-    from ..models.lm import RecurrentLM
-    from ..registry import CELLS
-
     model_dir = Path(model_dir)
     check_device(map_location)
-    config_path = model_dir / "config.json"
-    config = _read_json(config_path, dict)
+    config = _read_json(model_dir / "config.json", dict)
     if config.get("format") not in (None, "lstm-pipeline"):
         return config, None  # not ours: the loader says so
+    _check_model_config(config, model_dir / "config.json")
+    tokenizer = _read_tokenizer(model_dir / "tokenizer.json", config["vocab_size"])
+    weights = model_dir / "model.safetensors"
+    if weights.is_file():  # else the loader names the missing file
+        _check_weights(weights, config, model_dir / "config.json")
+    return config, tokenizer
+
+
+def _check_model_config(config: dict, config_path: Path) -> None:
+    """``config.json``: ``vocab_size`` a positive integer, ``model`` settings of this ``RecurrentLM``."""
+    from ..models.lm import RecurrentLM
+
     vocab = config.get("vocab_size")
     if not isinstance(vocab, int) or isinstance(vocab, bool) or vocab <= 0:
         raise _damaged(config_path, f"vocab_size must be a positive integer, found {vocab!r}")
@@ -529,28 +535,33 @@ def check_model_dir(model_dir: str | Path, map_location: Any = "cpu") -> tuple[d
                                     f"from a newer lstm-pipeline: upgrade, or remove the field")
     try:
         check_types(RecurrentLM, {k: v for k, v in model_cfg.items() if k != "cell"}, "model", "RecurrentLM")
-        cell = dict(model_cfg.get("cell") or {})
-        name = cell.pop("name", None)
-        if name is not None and name in CELLS:
-            check_types(CELLS.get(name), cell, "model.cell", f"cell '{name}'")
+        _check_cell_types(model_cfg.get("cell"))
     except ConfigError as exc:
         raise _damaged(config_path, str(exc).split(" Set ")[0]) from None
 
-    tok_path = model_dir / "tokenizer.json"
-    tokenizer = None
-    if tok_path.is_file():
-        _read_json(tok_path, dict)
-        from tokenizers import Tokenizer
 
-        try:
-            tokenizer = Tokenizer.from_file(str(tok_path))
-        except Exception as exc:  # the Rust library's error: not a tokenizer it can read
-            raise _damaged(tok_path, f"not a tokenizer the tokenizers library can read: {exc}") from None
-        _check_token_ids(tokenizer, vocab, tok_path)
+def _read_tokenizer(tok_path: Path, vocab: int) -> Any:
+    """``tokenizer.json`` read by the ``tokenizers`` library, its ids checked; None where there is none."""
+    if not tok_path.is_file():
+        return None
+    _read_json(tok_path, dict)
+    from tokenizers import Tokenizer
 
-    weights = model_dir / "model.safetensors"
-    if not weights.is_file():
-        return config, tokenizer  # the loader names the missing file
+    try:
+        tokenizer = Tokenizer.from_file(str(tok_path))
+    except Exception as exc:  # the Rust library's error: not a tokenizer it can read
+        raise _damaged(tok_path, f"not a tokenizer the tokenizers library can read: {exc}") from None
+    _check_token_ids(tokenizer, vocab, tok_path)
+    return tokenizer
+
+
+def _check_weights(weights: Path, config: dict, config_path: Path) -> None:
+    """``model.safetensors``: a readable header, the tensor names and shapes of the configured model."""
+    import torch
+    from safetensors import SafetensorError, safe_open
+
+    from ..models.lm import RecurrentLM
+
     try:
         with safe_open(str(weights), framework="pt") as f:
             found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
@@ -558,7 +569,7 @@ def check_model_dir(model_dir: str | Path, map_location: Any = "cpu") -> tuple[d
         raise _damaged(weights, f"not a readable safetensors file: {exc}") from None
     try:
         with torch.device("meta"):
-            model = RecurrentLM(vocab, **model_cfg)
+            model = RecurrentLM(config["vocab_size"], **config["model"])
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     except (TypeError, ValueError) as exc:
         raise _damaged(config_path, f"its model settings do not build a model: {exc}") from None
@@ -586,7 +597,6 @@ def check_model_dir(model_dir: str | Path, map_location: Any = "cpu") -> tuple[d
         k = wrong[0]
         raise _damaged(weights, f"tensor '{k}' has shape {list(found[k])}, the model config.json describes "
                                 f"needs {list(expected[k])}")
-    return config, tokenizer
 
 
 # -- generate, evaluate, export, serve ---------------------------------------------------------
