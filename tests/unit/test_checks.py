@@ -93,3 +93,12 @@ def test_evaluate_export_serve_checks(tmp_path):
     check("export", _compose("export", "run=r"))
     check("plot", _compose("plot", "run=r"))
     check("plugins", None)  # no config: nothing to check
+
+
+def test_api_train_runs_the_check_pass_before_making_the_run_directory(tmp_path):
+    from lstm_pipeline.api import train
+
+    with pytest.raises(ConfigError, match="2 problems in the train config") as info:
+        train(["data=text", f"data.path={tmp_path / 'x.txt'}", "trainer.max_steps=-5", "optim.lr=abc"],
+              run_dir=tmp_path / "run")
+    assert "optim.lr='abc'" in str(info.value) and not (tmp_path / "run").exists()
