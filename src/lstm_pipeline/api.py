@@ -59,9 +59,11 @@ def train(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> T
     Raises ``ValueError``/``LookupError``/``FileNotFoundError`` naming the bad setting, before any
     work; no run directory is left behind then."""
     from .training.rundir import drop_unused_run_dir  # lightning: imported when training
+    from .config.checks import check
     from .training.train import train as train_cfg
 
     cfg, task_overrides = compose_train(overrides, run_dir)
+    check("train", cfg)  # before the run directory is made
     directory = Path(cfg.run_dir)
     try:
         hydra_dir = directory / ".hydra"  # as the CLI records it: `train ckpt_path=<run dir>` resumes it later

@@ -13,6 +13,7 @@ import warnings
 
 import hydra
 
+from .config.checks import check
 from .config.overrides import absolute_paths, check_keys, prepare
 from .config.schema import register_schemas
 from .network import is_network_error, network_error_message, network_errors
@@ -141,6 +142,7 @@ def _hydra_app(config_name: str, fn):
         _setup_logging(config_name)
         try:
             absolute_paths(cfg)  # read paths from where the command started (hydra.job.chdir=true)
+            check(config_name, cfg)  # the one check pass, before anything is built or written
             return on_result(cfg, fn(cfg))
         except BrokenPipeError:  # the reader went away (`lstm-pipeline generate ... | head`): stop quietly
             sys.exit(_closed_pipe())

@@ -109,7 +109,7 @@ def test_bad_format_is_a_clear_error(tiny_run, capsys):
     with pytest.raises(SystemExit) as info:
         main(["export", f"run={tiny_run}", "format=tflite"])
     assert info.value.code == 1
-    assert "format must be one of torchscript, onnx, got 'tflite'" in capsys.readouterr().err
+    assert "format=tflite is not an export format: use one of format=torchscript, format=onnx" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("cell", ["lstm_cell", "gru_cell"])

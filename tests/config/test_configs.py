@@ -6,7 +6,8 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from lstm_pipeline.config.schema import _missing_keys, register_schemas, validate_train_config
+from lstm_pipeline.config.checks import check
+from lstm_pipeline.config.schema import _missing_keys, register_schemas
 
 CONF = Path(__file__).resolve().parents[2] / "src" / "lstm_pipeline" / "conf"
 TOP = {"train.yaml", "generate.yaml", "evaluate.yaml", "export.yaml", "plot.yaml", "push.yaml", "serve.yaml"}
@@ -43,9 +44,9 @@ def test_every_group_option_composes_and_validates(group, option):
 
     if group == "trainer" and option == "gpu" and not torch.cuda.is_available():  # the hardware is checked too
         with pytest.raises(ValueError, match="trainer.accelerator=gpu but this machine has no usable GPU"):
-            validate_train_config(cfg)
+            check("train", cfg)
         return
-    validate_train_config(cfg)
+    check("train", cfg)
 
 
 def test_typo_in_job_key_is_rejected_naming_it():
@@ -57,18 +58,18 @@ def test_typo_in_component_key_is_rejected_naming_it():
     cfg = _compose("train", ["+model.hiden_size=3"])
     cfg.run_dir = "/tmp/x"
     with pytest.raises(TypeError, match="hiden_size.*Did you mean 'hidden_size'"):
-        validate_train_config(cfg)
+        check("train", cfg)
     cfg = _compose("train", ["+trainer.max_step=3"])
     cfg.run_dir = "/tmp/x"
     with pytest.raises(TypeError, match="max_step"):
-        validate_train_config(cfg)
+        check("train", cfg)
 
 
 def test_unknown_cell_lists_available():
     cfg = _compose("train", ["model.cell.name=lsmt"])
     cfg.run_dir = "/tmp/x"
     with pytest.raises(LookupError, match="Available cells: .*lstm"):
-        validate_train_config(cfg)
+        check("train", cfg)
 
 
 def test_seed_keras_preset():
@@ -94,7 +95,7 @@ def test_a_value_left_missing_by_a_preset_is_named():
     cfg = _compose("train", ["data=ptb"])  # ptb needs data.data_dir
     cfg.run_dir = "/tmp/x"
     with pytest.raises(ValueError, match=r"data\.data_dir must be set: add data\.data_dir=<value>"):
-        validate_train_config(cfg)
+        check("train", cfg)
 
 
 def test_xlstm_char_preset():
@@ -105,7 +106,7 @@ def test_xlstm_char_preset():
     assert cell.name == "xlstm" and list(cell.slstm_at) == [1] and cfg.model.num_layers == 4
     assert cfg.model.embedding_dim == cfg.model.hidden_size  # the residual stream is the embedding width
     cfg.run_dir = "/tmp/x"
-    validate_train_config(cfg)
+    check("train", cfg)
     from lstm_pipeline.cells.xlstm import MLSTMBlock, SLSTMBlock
     from lstm_pipeline.models.lm import RecurrentLM
 
@@ -125,7 +126,7 @@ def test_adaptive_softmax_settings_compose_with_their_defaults():
     cfg = _compose("train", ["model.output=adaptive", "model.adaptive_cutoffs=[10,30]", "model.adaptive_div_value=2",
                              "model.adaptive_head_bias=true"])
     cfg.run_dir = "/tmp/x"
-    validate_train_config(cfg)
+    check("train", cfg)
     model = RecurrentLM(100, **OmegaConf.to_container(cfg.model))
     assert model.adaptive.cutoffs == [10, 30, 100] and model.adaptive.head.bias is not None
     assert model.adaptive.tail[0][0].out_features == model.adaptive.in_features // 2

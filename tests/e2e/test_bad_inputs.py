@@ -71,6 +71,16 @@ def _edit_config(**changes):
     return edit
 
 
+def _token_beyond_vocab(model):
+    """A token's id moved past the model's embedding rows, the count of tokens unchanged (was: torch's
+    "index out of range in self" when the token is used)."""
+    vocab = json.loads((model / "config.json").read_text())["vocab_size"]
+    tok = json.loads((model / "tokenizer.json").read_text())
+    ids = tok["model"]["vocab"]
+    ids[max(ids, key=ids.get)] = vocab + 3  # the last token: its id 3 past the last row
+    (model / "tokenizer.json").write_text(json.dumps(tok))
+
+
 # (id, command, overrides, damage, expected fragment of the one error line)
 CASES = [
     # value types, before anything runs
@@ -171,6 +181,30 @@ CASES = [
     ("max_row_chars_tiny", "train", ["data.max_row_chars=5"], None, "data.max_row_chars=5 is not valid"),
     ("empty_text_column", "train", ["data=files", "data.path=EMPTYCOL"], None,
      "The train split's column 'text' (EMPTYCOL) is empty (no text in any row)"),
+    # issue 24 case 4: were tracebacks (and left the run directory with its .lock), now one line
+    ("lr_not_a_number", "train", ["optim.lr=abc"], None,
+     "optim.lr='abc' is not valid: torch.optim.AdamW takes a number for 'lr'. Set optim.lr=<a number>."),
+    ("max_steps_negative", "train", ["trainer.max_steps=-5"], None,
+     "trainer.max_steps=-5 is not valid: give a number >= 0, or -1 for no limit"),
+    ("val_check_interval_negative", "train", ["trainer.val_check_interval=-3"], None,
+     "trainer.val_check_interval=-3 is not valid: give a positive number of training batches"),
+    ("bpe_vocab_negative", "train", ["tokenizer=bpe", "tokenizer.vocab_size=-5"], None,
+     "tokenizer.vocab_size=-5 is not valid: it must be a positive integer"),
+    ("generate_output_file_directory", "generate", ["prompts_file=PROMPTS", "output_file=EMPTYDIR"], None,
+     "output_file=EMPTYDIR is a directory: give a file name"),
+    ("export_out_directory", "export", ["out=EMPTYDIR"], None, "out=EMPTYDIR is a directory: give a file name"),
+    ("export_format_unknown", "export", ["format=tflite"], None,
+     "format=tflite is not an export format: use one of format=torchscript, format=onnx"),
+    # issue 24 case 5: the message names the setting, the file, the line
+    ("embedding_dim_zero", "train", ["model.embedding_dim=0"], None,
+     "model.embedding_dim=0 is not valid: it must be a positive integer (the width of the token embeddings"),
+    ("tokenizer_id_beyond_vocab", "generate", [], _token_beyond_vocab,
+     "beyond the model's vocabulary of"),
+    ("prompts_file_not_utf8", "generate", ["prompts_file=LATIN1"], None,
+     "prompts_file=LATIN1 is not valid UTF-8: line 2, byte offset 10 (invalid start byte)"),
+    # every problem at once, one a line
+    ("two_bad_settings", "train", ["trainer.max_steps=-5", "model.embedding_dim=0"], None,
+     "2 problems in the train config, one a line:"),
     ("override_unreadable", "generate", ["decoding=<x>"], None,
      "decoding=<x>: Hydra cannot read this value as typed. Quote it for Hydra inside shell quotes: \"decoding='<x>'\""),
 ]
@@ -195,11 +229,14 @@ def _bad_data(tmp_path, tiny_corpus):
     (tmp_path / "emptycol.jsonl").write_text("".join(json.dumps({"text": "", "x": "a"}) + "\n" for _ in range(100)))
     (tmp_path / "baddir").mkdir()
     (tmp_path / "baddir" / "bad.txt").write_bytes((tmp_path / "bad.txt").read_bytes())
+    (tmp_path / "prompts.txt").write_text("ROMEO:\nJULIET:\n")
+    (tmp_path / "latin1.txt").write_bytes(b"ROMEO:\ncaf\xff au lait\n")
     # longest names first: NUMS must not eat the start of another placeholder
     return {"UNFINISHED": tmp_path / "unfinished", "EMPTYDIR": tmp_path / "empty", "TEXTDIR": tmp_path / "texts",
             "BADUTF8": tmp_path / "bad.txt", "BADDIR": tmp_path / "baddir", "CORPUS": tiny_corpus,
             "MIXED": tmp_path / "mixed.jsonl", "NUMS": tmp_path / "nums.jsonl", "ONELINE": tmp_path / "oneline.txt",
-            "EMPTYCOL": tmp_path / "emptycol.jsonl"}
+            "EMPTYCOL": tmp_path / "emptycol.jsonl", "PROMPTS": tmp_path / "prompts.txt",
+            "LATIN1": tmp_path / "latin1.txt"}
 
 
 def _bad_input(command, overrides, damage, expected, tiny_run, tiny_corpus, tmp_path):
@@ -279,3 +316,16 @@ def test_the_utf8_errors_advice_works_as_printed(command, tiny_run, tiny_corpus,
     assert advice == "data.encoding_errors=replace"
     proc = cli_in_process(command, *args, advice, cwd=tmp_path, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_every_problem_is_reported_at_once(tiny_corpus, tmp_path, cli_in_process):
+    """Two bad settings: one error that lists both, a line each, and no run directory (issue 24)."""
+    run_dir = tmp_path / "run"
+    proc = cli_in_process("train", *TRAIN, f"data.path={tiny_corpus}", "trainer.max_steps=-5", "model.embedding_dim=0",
+                          "optim.lr=abc", f"hydra.run.dir={run_dir}", cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = proc.stderr.splitlines()
+    assert "lstm-pipeline train: error: 3 problems in the train config, one a line:" in lines[0]
+    assert lines[1].startswith("  - ") and "model.embedding_dim=0 is not valid" in proc.stderr
+    assert "\n  - trainer.max_steps=-5 is not valid" in proc.stderr and not run_dir.exists()
+    assert any(line.startswith("  - optim.lr='abc' is not valid") for line in lines)

@@ -7,6 +7,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
+from lstm_pipeline.config.checks import check
 from lstm_pipeline.config.schema import register_schemas
 from lstm_pipeline.generation.beam import BeamSearch
 from lstm_pipeline.commands.generate import run as generate_cmd
@@ -85,8 +86,9 @@ def test_stop_strings_and_eos_token_from_the_command_line(tiny_run, capsys):
     (["prompts_file=x", "interactive=true"], "choose one"),
 ])
 def test_bad_input_names_the_setting(overrides, match):
+    """The check pass (config.checks.check, run by the CLI before the command) names the setting."""
     with pytest.raises((ValueError, FileNotFoundError), match=match):
-        generate_cmd(cfg_for("run=/nonexistent/run", *overrides))
+        check("generate", cfg_for("run=/nonexistent/run", *overrides))
 
 
 def test_the_decoder_and_its_processors_are_built_once_per_command(tiny_run, monkeypatch, capsys):

@@ -17,7 +17,8 @@ from hydra.core.global_hydra import GlobalHydra
 from helpers import make_dist
 from lstm_pipeline import registry
 from lstm_pipeline.cli import main
-from lstm_pipeline.config.schema import register_schemas, validate_train_config
+from lstm_pipeline.config.checks import check
+from lstm_pipeline.config.schema import register_schemas
 from lstm_pipeline.registry import CELLS, DuplicateComponentError, PluginAPIError, UnknownComponentError, declared_api
 
 SRC = Path(registry.__file__).resolve().parents[1]
@@ -52,11 +53,11 @@ def test_two_packages_registering_one_cell_break_only_that_cell(site, tiny_corpu
     make_dist(site, "trustplug-a", "[lstm_pipeline.cells]\nsru = trustplug_a:Sru\n", {"trustplug_a.py": SRU})
     make_dist(site, "trustplug-b", "[lstm_pipeline.cells]\nsru = trustplug_b:Sru\n", {"trustplug_b.py": SRU})
     # every other cell, built-ins included, still trains
-    validate_train_config(compose_train("model/cell=gru", "data=text", f"data.path={tiny_corpus}"))
+    check("train", compose_train("model/cell=gru", "data=text", f"data.path={tiny_corpus}"))
     assert CELLS.build({"name": "lstm"}, input_size=2, hidden_size=3).hidden_size == 3
     # selecting the duplicate is the error, naming both distributions
     with pytest.raises(DuplicateComponentError, match="trustplug-a.*trustplug-b"):
-        validate_train_config(compose_train("model.cell.name=sru", "data=text", f"data.path={tiny_corpus}"))
+        check("train", compose_train("model.cell.name=sru", "data=text", f"data.path={tiny_corpus}"))
     # and `plugins --check` reports it
     assert main(["plugins", "--check"]) == 1
     out = capsys.readouterr().out
@@ -194,7 +195,7 @@ def test_plugin_source_takes_the_shared_data_settings(site, tmp_path, tiny_corpu
             "document_separator": None, "cache_dir": str(tmp_path / "cache")}
     cfg = compose_train("data=text", f"data.path={corpus}")
     cfg.data = node
-    validate_train_config(cfg)  # the shared settings are accepted for a source that does not take them
+    check("train", cfg)  # the shared settings are accepted for a source that does not take them
     tokenizer = {"name": "char"}
     c = prepare_corpus(node, tokenizer)
     assert c.eos_token == "<eos>" and c.tokenizer.token_to_id("<eos>") is not None

@@ -98,10 +98,12 @@ def test_switching_a_presets_optimizer_drops_its_settings():
 
 
 def test_a_leftover_optimizer_setting_is_named_before_the_data_is_prepared(tmp_path):
+    from lstm_pipeline.config.checks import check
+
     cfg = compose_train(["optim=adam", "+optim.nonmono=5", f"run_dir={tmp_path / 'run'}", "data=text",
                          f"data.path={tmp_path / 'missing.txt'}"])
     with pytest.raises(ConfigError, match=r"optim \(torch.optim.Adam\) does not take the setting 'nonmono'.*~optim.nonmono"):
-        train(cfg)
+        check("train", cfg)
     cfg = compose_train(["scheduler=step", "+scheduler.T_max=5", f"run_dir={tmp_path / 'run'}"])
     with pytest.raises(ConfigError, match=r"~scheduler.T_max"):
-        train(cfg)
+        check("train", cfg)

@@ -87,19 +87,19 @@ def test_every_shipped_config_target_is_allowed():
 def test_composed_config_with_a_foreign_target_is_refused_before_anything_runs(tmp_path, tiny_corpus):
     from test_training_resume import compose_train
 
-    from lstm_pipeline.training.train import train
+    from lstm_pipeline.config.checks import check
 
     dst = tmp_path / "copied"
     cfg = compose_train(["data=text", f"data.path={tiny_corpus}", f"run_dir={tmp_path / 'run'}",
                          "+callbacks.x._target_=shutil.copyfile", f"+callbacks.x.src={tiny_corpus}",
                          f"+callbacks.x.dst={dst}"])
     with pytest.raises(UnsafeConfigError, match=r"callbacks\.x\._target_=shutil\.copyfile .* is refused"):
-        train(cfg)
+        check("train", cfg)  # the check pass the CLI and api.train run before training
     assert not dst.exists() and not (tmp_path / "run").exists()
     cfg = compose_train(["data=text", f"data.path={tiny_corpus}", f"run_dir={tmp_path / 'run'}",
                          "optim._target_=torch.load", "+optim.f=/etc/hostname"])
     with pytest.raises(UnsafeConfigError, match=r"optim\._target_=torch\.load"):
-        train(cfg)
+        check("train", cfg)
 
 
 @pytest.mark.parametrize("line,names", [

@@ -9,6 +9,7 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
+from lstm_pipeline.config.checks import check
 from lstm_pipeline.config.schema import register_schemas
 from lstm_pipeline.training.train import train
 
@@ -29,6 +30,7 @@ def compose_train(overrides):
 def run(run_dir, corpus, *extra):
     cfg = compose_train(["data=text", f"data.path={corpus}", *TINY, "sample.max_new_tokens=0",
                          f"run_dir={run_dir}", *BUDGET, *extra])
+    check("train", cfg)  # as api.train and the CLI do
     return train(cfg)
 
 

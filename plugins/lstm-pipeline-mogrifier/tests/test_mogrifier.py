@@ -7,7 +7,8 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from lstm_pipeline.config.schema import register_schemas, validate_train_config
+from lstm_pipeline.config.checks import check
+from lstm_pipeline.config.schema import register_schemas
 from lstm_pipeline.registry import CELLS
 from lstm_pipeline.testing import CellContract
 from lstm_pipeline_mogrifier.cell import MogrifierLSTM
@@ -132,11 +133,11 @@ def _compose(overrides):
 def test_cell_config_composes_through_the_search_path_plugin():
     cfg = _compose(["model/cell=mogrifier"])
     assert OmegaConf.to_container(cfg.model.cell) == {"name": "mogrifier", "rounds": 5, "rank": 0}
-    validate_train_config(cfg)
+    check("train", cfg)
 
 
 def test_ptb_preset_composes_and_validates():
     cfg = _compose(["experiment=mogrifier_ptb", "data.data_dir=/data/ptb"])
     assert cfg.model.cell.name == "mogrifier" and cfg.model.cell.rounds == 6
     assert cfg.batching.bptt == 70 and cfg.model.tie_weights
-    validate_train_config(cfg)
+    check("train", cfg)

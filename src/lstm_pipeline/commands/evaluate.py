@@ -11,7 +11,6 @@ from omegaconf import DictConfig
 from ..artifacts.hub import resolve_pretrained
 from ..artifacts.integrity import json_safe
 from ..artifacts.model_dir import load_pretrained
-from ..config.checks import check_positive_settings
 from ..config.schema import to_dict
 from ..data.pipeline import prepare_corpus
 from ..data.sources import DataError
@@ -37,7 +36,6 @@ def run(cfg: DictConfig) -> dict:
     from ..evaluation.cache import cache_evaluate
     from ..evaluation.dynamic import dynamic_evaluate
 
-    check_positive_settings(cfg, "batch_size", "bptt")
     model_dir = resolve_pretrained(cfg.run)  # a run, a model directory, or a Hub repo id (cached or downloaded)
     model, tokenizer, config = load_pretrained(model_dir, map_location=cfg.device)
     data_cfg = to_dict(cfg.data) or recorded_data(model_dir, config)

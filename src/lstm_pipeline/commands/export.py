@@ -6,16 +6,13 @@ import json
 import os
 from pathlib import Path
 
-from ..artifacts.export import FORMATS, SUFFIX, export_step, state_names
+from ..artifacts.export import SUFFIX, export_step, state_names
 from ..artifacts.model_dir import load_pretrained, resolve_model_dir
 
 
 def run(cfg) -> Path:
     """Export ``cfg.run``'s model as a step module; writes it and a ``.json`` beside it; returns its path."""
-
-    fmt = str(cfg.format)
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    fmt = str(cfg.format)  # one of FORMATS (config.checks.check)
     model_dir = resolve_model_dir(cfg.run)
     model, tokenizer, config = load_pretrained(model_dir)
     name = "model.step" + (".int8" if cfg.quantize else "") + SUFFIX[fmt]

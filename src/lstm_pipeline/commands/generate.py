@@ -14,24 +14,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config.schema import to_dict
 from ..generation.generator import TextGenerator
-from ..registry import DECODERS
-
-
-def _check(cfg: DictConfig) -> None:
-    if cfg.max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {cfg.max_new_tokens}")
-    if cfg.num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {cfg.num_samples}")
-    if cfg.batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
-    if cfg.prompts_file is not None and cfg.interactive:
-        raise ValueError("prompts_file= and interactive=true are two different modes: choose one.")
-    if cfg.output_file is not None and cfg.prompts_file is None:
-        raise ValueError("output_file= is written in prompts_file mode only: also pass prompts_file=<file>.")
-    if cfg.prompts_file is not None and Path(cfg.prompts_file).is_dir():
-        raise FileNotFoundError(f"prompts_file={cfg.prompts_file} is a directory, not a text file (one prompt a line).")
-    if cfg.prompts_file is not None and not Path(cfg.prompts_file).is_file():
-        raise FileNotFoundError(f"prompts_file={cfg.prompts_file}: no such file (one prompt a line).")
 
 
 def interpret_escapes(text: str) -> str:
@@ -47,13 +29,10 @@ class Generator:
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
-        decoding = to_dict(cfg.decoding)
-        # the decoder is built once per command: a named one before the model loads (bad settings fail
-        # first), settings over the model's default decoding once it is loaded; generate reuses it
-        decoder = DECODERS.build(decoding) if decoding and "name" in decoding else decoding
-        _check(cfg)
+        decoding = to_dict(cfg.decoding)  # checked with the rest of cfg (config.checks.check) before this;
+        # the decoder is built once, here, over the model's default decoding
         self.gen = TextGenerator.load(str(cfg.run), device=cfg.device, quantize=cfg.quantize)
-        self.decoder = self.gen.decoder(decoder)
+        self.decoder = self.gen.decoder(decoding)
         self.tokenizer, self.config = self.gen.tokenizer, self.gen.config
         self.eos_token_id = self.gen.eos_token_id(cfg.eos_token)
         self.rng = torch.Generator(device=cfg.device)

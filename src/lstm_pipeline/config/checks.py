@@ -1,37 +1,54 @@
-"""Up-front checks of a composed ``train`` config, before any data is read or directory written.
+"""The one check pass over a composed config (torchtune's ``validate`` is the model).
 
-``config.validate_train_config`` checks that every key of a component node is a parameter of what
-it feeds; :func:`validate_train` (called from there) adds what names alone cannot catch:
+:func:`check` (``check(command, cfg)``) runs once per command, before anything is built, read or
+written: the CLI calls it right before the command's ``run(cfg)``, and ``api.train`` before the run
+directory is made. It gathers every problem, not just the first, and raises one error that lists
+each on its own line (what is wrong, what to do). Per command:
 
-* value types against the annotations of what each node feeds (``lightning.Trainer``,
-  ``RecurrentLM``, the cell), e.g. ``trainer.max_steps=abc`` or ``model.hidden_size=32.5``;
-* every ``_target_`` node (optimizer, scheduler, logger, callbacks): its keys against the target's
-  signature, e.g. ``+optim.lrr=1``, before anything is built;
-* the hardware the trainer asks for (``trainer.accelerator=gpu`` without a GPU, ``devices=0``);
-* ranges: ``batching.bptt`` / ``batch_size`` > 0, ``sample.max_new_tokens`` >= 0,
-  ``sample.temperature`` > 0 (the sample printed after training is checked before it);
-* ``ckpt_path`` names a checkpoint that exists; ``checkpoint.*`` fits ``ModelCheckpoint``;
-  ``optimized_metric`` is a metric a run reports.
+* ``train``: a preset's ``'???'`` values; every ``_target_`` against the allow-list
+  (``training.safety``, first and alone: nothing is imported for a refused one); the component
+  nodes (``data``, ``tokenizer``, ``model``, ``model.cell``, callbacks) against what they feed;
+  value types against the annotations of ``lightning.Trainer``, ``RecurrentLM``, the cell and each
+  ``_target_`` node (``trainer.max_steps=abc``, ``optim.lr=abc``, ``+optim.lrr=1``); the hardware
+  the trainer asks for; ranges (sizes > 0, ``trainer.max_steps`` >= -1, ``val_check_interval``,
+  the end-of-run sample); ``budget``; ``ckpt_path``; ``checkpoint.*``; ``optimized_metric``;
+* ``generate``: the decoding, counts, the mode, ``prompts_file`` (a UTF-8 file; a bad byte named by
+  line) and ``output_file`` (not a directory);
+* ``evaluate``: ``batch_size`` and ``bptt``; ``export``: ``format`` and ``out``; ``serve``: the
+  decoding and the port; ``plot``, ``push``: their schema's types only.
 
-:func:`check_model_dir` (called by ``hub.load_pretrained``, so by generate, evaluate, export) checks
-an exported model directory before loading it: ``config.json``, ``tokenizer.json`` and
-``model.safetensors`` (header, tensor names and shapes against the config) and the device.
+:func:`check_model_dir` (called by ``artifacts.model_dir.load_pretrained``, so by generate, evaluate,
+export, serve) checks an exported model directory when it is loaded: ``config.json``,
+``tokenizer.json`` (its ids fit the model's vocabulary), ``model.safetensors`` (header, tensor
+names and shapes against the config) and the device.
 
-Every failure raises :class:`ConfigError` (a ``ValueError``) with one line that names the setting
-and says what to do; the CLI prints it without a traceback.
+Each problem is a :class:`ConfigError` (a ``ValueError``) or a ``LookupError``/``FileNotFoundError``
+with one line that names the setting or file and says what to do; the CLI prints it without a
+traceback.
 """
 from __future__ import annotations
 
 import collections.abc
 import importlib
 import inspect
+import types
 import typing
 from pathlib import Path
 from typing import Any, Mapping
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ..registry import ConfigError, check_settings
+from ..registry import (
+    CALLBACKS,
+    CELLS,
+    DATA_SOURCES,
+    DECODERS,
+    TOKENIZERS,
+    ConfigError,
+    check_settings,
+    validate_kwargs,
+)
+from .schema import _missing_keys
 
 #: keys Hydra's ``instantiate`` reads itself; never parameters of the target
 _HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
@@ -72,6 +89,8 @@ def _matches(value: Any, tp: Any) -> bool:
         return all(_matches(v, inner) for v in value)
     if origin in (dict, collections.abc.Mapping) or tp in (dict, collections.abc.Mapping):
         return isinstance(value, Mapping)
+    if _is_tensor(tp):
+        return False  # a config gives numbers, never tensors: lr=abc against float | Tensor is wrong
     if isinstance(tp, type):
         # a class a config cannot spell (Accelerator, Logger, timedelta, ...): primitives that are
         # not plain strings/numbers for it would fail inside the callee, which says so itself
@@ -79,10 +98,14 @@ def _matches(value: Any, tp: Any) -> bool:
     return True
 
 
+def _is_tensor(tp: Any) -> bool:
+    return isinstance(tp, type) and tp.__name__ == "Tensor" and tp.__module__.startswith("torch")
+
+
 def _describe(tp: Any) -> str:
     origin = typing.get_origin(tp)
-    if origin is typing.Union:
-        parts = [_describe(a) for a in typing.get_args(tp)]
+    if origin is typing.Union or origin is types.UnionType:
+        parts = [_describe(a) for a in typing.get_args(tp) if not _is_tensor(a)]
         return " or ".join(dict.fromkeys(p for p in parts if p))
     if origin is typing.Literal:
         return "one of " + ", ".join(map(str, typing.get_args(tp)))
@@ -195,25 +218,70 @@ def check_devices(trainer: Mapping[str, Any]) -> None:
 
 
 # -- ranges -----------------------------------------------------------------------------------
-def _positive(cfg: DictConfig, key: str, hint: str) -> None:
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _positive(cfg: Any, key: str, hint: str = "") -> None:
+    """``key`` (a dotted path in ``cfg``) is a positive integer where set; a value of another type is
+    left to the type checks, which name what it must be."""
+    value = OmegaConf.select(cfg, key) if isinstance(cfg, DictConfig) else cfg.get(key)
+    if _number(value) and value <= 0:
+        raise ConfigError(f"{key}={value} is not valid: it must be a positive integer" + (f" ({hint})." if hint else "."))
+
+
+#: (key, what it is) of the train settings that must be positive integers where set
+POSITIVE_TRAIN = (
+    ("batching.batch_size", "the number of parallel token streams per process, e.g. 32"),
+    ("batching.bptt", "the length of a training window in tokens, e.g. 128"),
+    ("batching.eval_batch_size", "the number of streams used for validation, e.g. 16"),
+    ("model.embedding_dim", "the width of the token embeddings, e.g. 64"),
+    ("model.hidden_size", "the recurrent width, e.g. 256"),
+    ("model.num_layers", "the number of stacked layers, e.g. 2"),
+    ("tokenizer.vocab_size", "the number of tokens the tokenizer learns, e.g. 8000"),
+    ("trainer.accumulate_grad_batches", "batches per optimizer step, e.g. 1"),
+)
+
+
+def _step_limit(cfg: DictConfig, key: str) -> None:
+    """``trainer.max_steps`` / ``max_epochs``: -1 (no limit) or >= 0 (Lightning refuses other negatives)."""
     value = OmegaConf.select(cfg, key)
-    if value is not None and value <= 0:
-        raise ConfigError(f"{key}={value} is not valid: it must be a positive integer ({hint}).")
+    if _number(value) and value < -1:
+        raise ConfigError(f"{key}={value} is not valid: give a number >= 0, or -1 for no limit "
+                          f"(e.g. {key}=1000).")
 
 
-def check_ranges(cfg: DictConfig) -> None:
-    _positive(cfg, "batching.batch_size", "the number of parallel token streams per process, e.g. 32")
-    _positive(cfg, "batching.bptt", "the length of a training window in tokens, e.g. 128")
-    _positive(cfg, "batching.eval_batch_size", "the number of streams used for validation, e.g. 16")
-    sample = cfg.get("sample")
-    if sample is not None:
-        if sample.max_new_tokens < 0:
-            raise ConfigError(f"sample.max_new_tokens={sample.max_new_tokens} is not valid: give the number of "
-                              f"tokens to print after training (>= 0; 0 prints no sample).")
-        if sample.max_new_tokens > 0 and not sample.temperature > 0:
-            raise ConfigError(f"sample.temperature={sample.temperature} is not valid: it must be > 0 "
-                              f"(e.g. 0.8; lower is more conservative), or set sample.max_new_tokens=0 "
-                              f"to print no sample after training.")
+def _val_check_interval(cfg: DictConfig) -> None:
+    """``trainer.val_check_interval``: a positive number of batches, or a fraction of an epoch in (0, 1]."""
+    value = OmegaConf.select(cfg, "trainer.val_check_interval")
+    if not _number(value):
+        return
+    if (isinstance(value, int) and value <= 0) or (isinstance(value, float) and not 0 < value <= 1):
+        raise ConfigError(f"trainer.val_check_interval={value} is not valid: give a positive number of training "
+                          f"batches between validations (e.g. 200), or a fraction of an epoch in (0, 1] (e.g. 0.25).")
+
+
+def check_sample(sample: Any) -> None:
+    """``sample.*``, the sample printed after training: checked before training."""
+    if sample is None:
+        return
+    if _number(sample.max_new_tokens) and sample.max_new_tokens < 0:
+        raise ConfigError(f"sample.max_new_tokens={sample.max_new_tokens} is not valid: give the number of "
+                          f"tokens to print after training (>= 0; 0 prints no sample).")
+    if _number(sample.max_new_tokens) and sample.max_new_tokens > 0 and \
+            not (_number(sample.temperature) and sample.temperature > 0):
+        raise ConfigError(f"sample.temperature={sample.temperature} is not valid: it must be > 0 "
+                          f"(e.g. 0.8; lower is more conservative), or set sample.max_new_tokens=0 "
+                          f"to print no sample after training.")
+
+
+def _check_ranges(cfg: DictConfig, problems: _Problems) -> None:
+    for key, hint in POSITIVE_TRAIN:
+        problems(_positive, cfg, key, hint)
+    problems(_step_limit, cfg, "trainer.max_steps")
+    problems(_step_limit, cfg, "trainer.max_epochs")
+    problems(_val_check_interval, cfg)
+    problems(check_sample, cfg.get("sample"))
 
 
 def check_budget(cfg: DictConfig) -> None:
@@ -276,27 +344,70 @@ def _plain(node: Any) -> Any:
     return node
 
 
-def validate_train(cfg: DictConfig) -> None:
-    """Everything :func:`config.validate_train_config` does not check by key names; raises
-    :class:`ConfigError` naming the setting."""
-    from ..models.lm import RecurrentLM
-    from ..registry import CELLS
+def _check_component(registry: Any, node: Any, what: str, **runtime: Any) -> None:
+    """A component node (``data``, ``tokenizer``, ``model.cell``, a callback): its ``name`` is
+    registered and its keys are settings of what it names."""
+    node = dict(_plain(node) or {})
+    name = node.pop("name", None)
+    if name is None:
+        raise ConfigError(f"The {what} config needs a 'name' (one of: {', '.join(registry.names())}).")
+    registry.validate(name, node, f"{registry.kind} '{name}' ({what})", **runtime)
 
-    check_ranges(cfg)
-    check_trainer(_plain(cfg.trainer))
-    model = dict(_plain(cfg.model))
+
+def _check_model(model: dict) -> None:
+    """``model.*``: settings of ``RecurrentLM`` and values of the types it takes (the cell's too)."""
+    from ..models.lm import RecurrentLM
+
+    validate_kwargs(RecurrentLM, {"vocab_size": 1, **model}, "model")
     check_types(RecurrentLM, {k: v for k, v in model.items() if k != "cell"}, "model", "the model (RecurrentLM)")
-    cell = dict(model.get("cell") or {})
+
+
+def _check_cell_types(cell: dict) -> None:
+    cell = dict(cell or {})
     name = cell.pop("name", None)
     if name is not None and name in CELLS:
         check_types(CELLS.get(name), cell, "model.cell", f"cell '{name}'")
+
+
+def _check_train_trainer(trainer: dict) -> None:
+    import lightning as L
+
+    validate_kwargs(L.Trainer, trainer, "trainer (lightning.Trainer)")
+    check_trainer(trainer)
+
+
+def _check_train(cfg: DictConfig, problems: _Problems) -> None:
+    """Every check of a composed ``train`` config (see the module docstring)."""
+    missing = _missing_keys(cfg)
+    if missing:  # a preset's '???': nothing else can be read until it is set
+        raise ConfigError(f"{', '.join(missing)} must be set: add {missing[0]}=<value> to the command line "
+                          f"(the chosen config leaves {'it' if len(missing) == 1 else 'them'} as '???').")
+    from ..training.safety import (
+        check_targets,  # torch: loaded only when a train config is checked
+    )
+
+    written = OmegaConf.to_container(cfg, resolve=False)  # a _target_ as written; Hydra's own node is not ours
+    written.pop("hydra", None)
+    check_targets(written, "the train config")  # first, alone: nothing is imported for a refused _target_
+    problems(_check_component, DATA_SOURCES, cfg.data, "data")
+    problems(_check_component, TOKENIZERS, cfg.tokenizer, "tokenizer")
+    model = dict(_plain(cfg.model))
+    problems(_check_model, model)
+    problems(_check_component, CELLS, model.get("cell"), "model.cell",
+             input_size=1, hidden_size=1, num_layers=1, dropout=0.0)
+    problems(_check_cell_types, model.get("cell"))
+    problems(_check_train_trainer, dict(_plain(cfg.trainer)))
+    for key, node in (_plain(cfg.get("callbacks")) or {}).items():
+        if node is not None and "_target_" not in node:
+            problems(_check_component, CALLBACKS, node, f"callbacks.{key}")
     for key in ("optim", "scheduler", "logger", "callbacks"):
         for path, node in _target_nodes(_plain(cfg.get(key)), key):
-            check_target_node(node, path)
-    check_budget(cfg)
-    check_ckpt_path(cfg.get("ckpt_path"))
-    check_checkpoint(_plain(cfg.get("checkpoint")))
-    check_optimized_metric(cfg.get("optimized_metric"))
+            problems(check_target_node, node, path)
+    _check_ranges(cfg, problems)
+    problems(check_budget, cfg)
+    problems(check_ckpt_path, cfg.get("ckpt_path"))
+    problems(check_checkpoint, _plain(cfg.get("checkpoint")))
+    problems(check_optimized_metric, cfg.get("optimized_metric"))
 
 
 #: what ``train`` returns (its ``optimized_metric`` picks one): the last logged value of each, and
@@ -374,26 +485,42 @@ def _read_json(path: Path, kind: type) -> Any:
     return value
 
 
+def _check_token_ids(tokenizer: Any, vocab: int, path: Path) -> None:
+    """Every id of the tokenizer (added tokens too) is a row of the model's embedding (< ``vocab``).
+    A tokenizer with more tokens than that is ``integrity.check_loaded_model``'s to name, after loading."""
+    ids = tokenizer.get_vocab(with_added_tokens=True)
+    token, top = max(ids.items(), key=lambda kv: kv[1], default=(None, -1))
+    if top >= vocab and len(ids) <= vocab:
+        raise _damaged(path, f"token {token!r} has id {top}, beyond the model's vocabulary of {vocab} "
+                             f"(ids 0..{vocab - 1}, config.json vocab_size): the tokenizer is not this model's")
+
+
 def check_model_dir(model_dir: str | Path, map_location: Any = "cpu") -> tuple[dict, Any]:
     """Check an exported model directory before it is loaded: ``config.json`` (a JSON object whose
     ``vocab_size`` is an integer and whose ``model`` settings fit ``RecurrentLM``), ``tokenizer.json``
-    (a tokenizer the ``tokenizers`` library reads), ``model.safetensors`` (a readable header whose
-    tensors have exactly the names and shapes of the model the config describes), and the device.
+    (a tokenizer the ``tokenizers`` library reads, whose ids fit the model's vocabulary),
+    ``model.safetensors`` (a readable header whose tensors have exactly the names and shapes of the
+    model the config describes), and the device.
     Returns what it read, so the loader reads nothing twice: the config (a dict) and the
     ``tokenizers.Tokenizer`` (None where there is no tokenizer.json). Raises :class:`ConfigError`
     naming the file and what to do."""
-    import torch
-    from safetensors import SafetensorError, safe_open
-
-    from ..models.lm import RecurrentLM
-    from ..registry import CELLS
-
     model_dir = Path(model_dir)
     check_device(map_location)
-    config_path = model_dir / "config.json"
-    config = _read_json(config_path, dict)
+    config = _read_json(model_dir / "config.json", dict)
     if config.get("format") not in (None, "lstm-pipeline"):
         return config, None  # not ours: the loader says so
+    _check_model_config(config, model_dir / "config.json")
+    tokenizer = _read_tokenizer(model_dir / "tokenizer.json", config["vocab_size"])
+    weights = model_dir / "model.safetensors"
+    if weights.is_file():  # else the loader names the missing file
+        _check_weights(weights, config, model_dir / "config.json")
+    return config, tokenizer
+
+
+def _check_model_config(config: dict, config_path: Path) -> None:
+    """``config.json``: ``vocab_size`` a positive integer, ``model`` settings of this ``RecurrentLM``."""
+    from ..models.lm import RecurrentLM
+
     vocab = config.get("vocab_size")
     if not isinstance(vocab, int) or isinstance(vocab, bool) or vocab <= 0:
         raise _damaged(config_path, f"vocab_size must be a positive integer, found {vocab!r}")
@@ -408,27 +535,33 @@ def check_model_dir(model_dir: str | Path, map_location: Any = "cpu") -> tuple[d
                                     f"from a newer lstm-pipeline: upgrade, or remove the field")
     try:
         check_types(RecurrentLM, {k: v for k, v in model_cfg.items() if k != "cell"}, "model", "RecurrentLM")
-        cell = dict(model_cfg.get("cell") or {})
-        name = cell.pop("name", None)
-        if name is not None and name in CELLS:
-            check_types(CELLS.get(name), cell, "model.cell", f"cell '{name}'")
+        _check_cell_types(model_cfg.get("cell"))
     except ConfigError as exc:
         raise _damaged(config_path, str(exc).split(" Set ")[0]) from None
 
-    tok_path = model_dir / "tokenizer.json"
-    tokenizer = None
-    if tok_path.is_file():
-        _read_json(tok_path, dict)
-        from tokenizers import Tokenizer
 
-        try:
-            tokenizer = Tokenizer.from_file(str(tok_path))
-        except Exception as exc:  # the Rust library's error: not a tokenizer it can read
-            raise _damaged(tok_path, f"not a tokenizer the tokenizers library can read: {exc}") from None
+def _read_tokenizer(tok_path: Path, vocab: int) -> Any:
+    """``tokenizer.json`` read by the ``tokenizers`` library, its ids checked; None where there is none."""
+    if not tok_path.is_file():
+        return None
+    _read_json(tok_path, dict)
+    from tokenizers import Tokenizer
 
-    weights = model_dir / "model.safetensors"
-    if not weights.is_file():
-        return config, tokenizer  # the loader names the missing file
+    try:
+        tokenizer = Tokenizer.from_file(str(tok_path))
+    except Exception as exc:  # the Rust library's error: not a tokenizer it can read
+        raise _damaged(tok_path, f"not a tokenizer the tokenizers library can read: {exc}") from None
+    _check_token_ids(tokenizer, vocab, tok_path)
+    return tokenizer
+
+
+def _check_weights(weights: Path, config: dict, config_path: Path) -> None:
+    """``model.safetensors``: a readable header, the tensor names and shapes of the configured model."""
+    import torch
+    from safetensors import SafetensorError, safe_open
+
+    from ..models.lm import RecurrentLM
+
     try:
         with safe_open(str(weights), framework="pt") as f:
             found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
@@ -436,7 +569,7 @@ def check_model_dir(model_dir: str | Path, map_location: Any = "cpu") -> tuple[d
         raise _damaged(weights, f"not a readable safetensors file: {exc}") from None
     try:
         with torch.device("meta"):
-            model = RecurrentLM(vocab, **model_cfg)
+            model = RecurrentLM(config["vocab_size"], **config["model"])
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     except (TypeError, ValueError) as exc:
         raise _damaged(config_path, f"its model settings do not build a model: {exc}") from None
@@ -464,12 +597,133 @@ def check_model_dir(model_dir: str | Path, map_location: Any = "cpu") -> tuple[d
         k = wrong[0]
         raise _damaged(weights, f"tensor '{k}' has shape {list(found[k])}, the model config.json describes "
                                 f"needs {list(expected[k])}")
-    return config, tokenizer
 
 
-def check_positive_settings(cfg: Any, *keys: str) -> None:
-    """``evaluate batch_size=0`` and the like: one line naming the setting."""
-    for key in keys:
-        value = OmegaConf.select(cfg, key) if isinstance(cfg, DictConfig) else cfg.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-            raise ConfigError(f"{key}={value} is not valid: it must be a positive integer.")
+# -- generate, evaluate, export, serve ---------------------------------------------------------
+def _not_a_directory(path: Any, key: str, what: str) -> None:
+    if path is not None and Path(str(path)).expanduser().is_dir():
+        raise ConfigError(f"{key}={path} is a directory: give a file name ({what}), e.g. {key}={Path(str(path)) / 'out'}"
+                          f"{'.jsonl' if key == 'output_file' else '.onnx'}.")
+
+
+def _check_prompts_file(path: Any) -> None:
+    """``prompts_file``: an existing UTF-8 text file, one prompt a line; a bad byte is named by line."""
+    if path is None:
+        return
+    p = Path(str(path)).expanduser()
+    if p.is_dir():
+        raise FileNotFoundError(f"prompts_file={path} is a directory, not a text file (one prompt a line).")
+    if not p.is_file():
+        raise FileNotFoundError(f"prompts_file={path}: no such file (one prompt a line).")
+    data = p.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"prompts_file={path} is not valid UTF-8: line {line}, byte offset {exc.start} "
+                          f"({exc.reason}). Save the file as UTF-8 text (one prompt a line).") from None
+
+
+def _check_generate_modes(cfg: DictConfig) -> None:
+    if cfg.prompts_file is not None and cfg.interactive:
+        raise ConfigError("prompts_file= and interactive=true are two different modes: choose one.")
+    if cfg.output_file is not None and cfg.prompts_file is None:
+        raise ConfigError("output_file= is written in prompts_file mode only: also pass prompts_file=<file>.")
+
+
+def _at_least(cfg: DictConfig, key: str, low: int) -> None:
+    value = cfg.get(key)
+    if _number(value) and value < low:
+        raise ConfigError(f"{key}={value} is not valid: it must be >= {low}.")
+
+
+def _check_decoding(node: Any) -> None:
+    decoding = _plain(node)
+    if decoding and "name" in decoding:
+        DECODERS.build(decoding)  # builds nothing heavy: a strategy and its processors
+
+
+def _check_generate(cfg: DictConfig, problems: _Problems) -> None:
+    problems(_check_decoding, cfg.get("decoding"))
+    problems(_at_least, cfg, "max_new_tokens", 0)
+    problems(_at_least, cfg, "num_samples", 1)
+    problems(_at_least, cfg, "batch_size", 1)
+    problems(_check_generate_modes, cfg)
+    problems(_check_prompts_file, cfg.prompts_file)
+    problems(_not_a_directory, cfg.output_file, "output_file", "the JSON lines written in prompts_file mode")
+
+
+def _check_evaluate(cfg: DictConfig, problems: _Problems) -> None:
+    problems(_positive, cfg, "batch_size")
+    problems(_positive, cfg, "bptt")
+
+
+def _check_export_format(fmt: Any) -> None:
+    from ..artifacts.export import (
+        FORMATS,  # torch: loaded only when an export config is checked
+    )
+
+    if str(fmt) not in FORMATS:
+        raise ConfigError(f"format={fmt} is not an export format: use one of format={', format='.join(FORMATS)}.")
+
+
+def _check_export(cfg: DictConfig, problems: _Problems) -> None:
+    problems(_check_export_format, cfg.format)
+    problems(_not_a_directory, cfg.out, "out", "the step module written")
+
+
+def _check_serve(cfg: DictConfig, problems: _Problems) -> None:
+    problems(_check_decoding, cfg.get("decoding"))
+    port = cfg.get("port")
+    if _number(port) and not 0 <= port <= 65535:
+        problems.add(ConfigError(f"port={port} is not valid: give a TCP port from 0 to 65535 (e.g. port=8000)."))
+
+
+def _check_nothing(cfg: DictConfig, problems: _Problems) -> None:
+    """``plot`` and ``push``: their schema's types are all there is to check before they read the run."""
+
+
+# -- the one pass -----------------------------------------------------------------------------
+class _Problems:
+    """The problems found so far: each check runs, its one-line error is kept, and the next runs."""
+
+    def __init__(self) -> None:
+        self.errors: list[Exception] = []
+
+    def add(self, exc: Exception) -> None:
+        if str(exc) not in map(str, self.errors):
+            self.errors.append(exc)
+
+    def __call__(self, fn: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except (ValueError, LookupError, FileNotFoundError) as exc:  # ConfigError is a ValueError
+            self.add(exc)
+
+    def raise_them(self, command: str) -> None:
+        """One problem: its own error (its type kept). Several: one :class:`ConfigError`, a line each."""
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            lines = "\n".join(f"  - {e}" for e in self.errors)
+            raise ConfigError(f"{len(self.errors)} problems in the {command} config, one a line:\n{lines}")
+
+
+#: command -> its checks
+_CHECKS = {"train": _check_train, "generate": _check_generate, "evaluate": _check_evaluate,
+           "export": _check_export, "serve": _check_serve, "plot": _check_nothing, "push": _check_nothing}
+
+
+def check(command: str, cfg: DictConfig) -> None:
+    """The one check pass over ``command``'s composed config, before anything is built or written.
+
+    ``command``: train, generate, evaluate, export, plot, push or serve (another name: nothing to
+    check). Gathers every problem, not just the first. Raises the problem's own error (a
+    ``ValueError``, ``LookupError`` or ``FileNotFoundError``, one line: what is wrong, what to do)
+    where there is one, else one :class:`ConfigError` listing each on its own line."""
+    checks = _CHECKS.get(command)
+    if checks is None:
+        return
+    problems = _Problems()
+    checks(cfg, problems)
+    problems.raise_them(command)

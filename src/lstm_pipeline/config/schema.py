@@ -280,37 +280,3 @@ def _missing_keys(node: DictConfig, prefix: str = "") -> list[str]:
         elif isinstance(node[key], DictConfig):
             out += _missing_keys(node[key], path + ".")
     return out
-
-
-def validate_train_config(cfg: DictConfig) -> None:
-    """Check every component node against the signature it feeds; raise naming the bad key."""
-    import lightning as L
-
-    from ..models.lm import RecurrentLM
-    from ..registry import CALLBACKS, CELLS, DATA_SOURCES, TOKENIZERS, validate_kwargs
-
-    missing = _missing_keys(cfg)
-    if missing:  # a preset's '???': say which key, not a path with '???' in it later on
-        raise ValueError(f"{', '.join(missing)} must be set: add {missing[0]}=<value> to the command line "
-                         f"(the chosen config leaves {'it' if len(missing) == 1 else 'them'} as '???').")
-
-    def check(registry, node, what, **runtime):
-        node = dict(to_dict(node))
-        name = node.pop("name", None)
-        if name is None:
-            raise ValueError(f"The {what} config needs a 'name' (one of: {', '.join(registry.names())}).")
-        registry.validate(name, node, f"{registry.kind} '{name}' ({what})", **runtime)
-
-    check(DATA_SOURCES, cfg.data, "data")
-    check(TOKENIZERS, cfg.tokenizer, "tokenizer")
-    model = dict(to_dict(cfg.model))
-    cell = model.get("cell")
-    validate_kwargs(RecurrentLM, {"vocab_size": 1, **model}, "model")
-    check(CELLS, cell, "model.cell", input_size=1, hidden_size=1, num_layers=1, dropout=0.0)
-    trainer = dict(to_dict(cfg.trainer))
-    validate_kwargs(L.Trainer, trainer, "trainer (lightning.Trainer)")
-    for key, node in (to_dict(cfg.callbacks) or {}).items():
-        if node is not None and "_target_" not in node:
-            check(CALLBACKS, node, f"callbacks.{key}")
-    from .checks import validate_train  # value types, _target_ nodes, devices, ranges
-    validate_train(cfg)

@@ -12,7 +12,6 @@ from typing import Any, Mapping
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from ..data.resets import forward_with_resets
@@ -288,49 +287,6 @@ def _takes(factory, name: str) -> bool:
     except (TypeError, ValueError):
         return False
 
-
-def check_component_settings(cfg) -> None:
-    """``optim`` and ``scheduler`` settings their ``_target_`` does not take are an error naming them, before
-    the data is prepared. Typically a preset's optimizer replaced on the command line
-    (``experiment=awd_lstm_ptb optim=adam``) leaves a setting of the old one behind (NT-ASGD's ``nonmono``);
-    the message says to drop it with ``~optim.<key>``."""
-    import inspect
-
-    from hydra.utils import get_class, get_method
-    from omegaconf import OmegaConf
-
-    from ..registry import ConfigError
-
-    for group in ("optim", "scheduler"):
-        node = cfg.get(group)
-        if not node or "_target_" not in node:
-            continue
-        node = OmegaConf.to_container(node, resolve=True)
-        target = node["_target_"]
-        try:
-            factory = get_class(target)
-        except Exception:
-            try:
-                factory = get_method(target)
-            except Exception:
-                raise ConfigError(f"{group}._target_={target} cannot be imported: check the name.") from None
-        try:
-            params = inspect.signature(factory).parameters
-        except (TypeError, ValueError):
-            continue
-        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            continue
-        first = {"optim": "params", "scheduler": "optimizer"}[group]
-        accepted = [n for n, p in params.items() if n != first and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        extra = {"scheduler": ("interval", "monitor")}.get(group, ())
-        unknown = [k for k in node if not k.startswith("_") and k not in accepted and k not in extra]
-        if unknown:
-            drop = " ".join(f"~{group}.{k}" for k in unknown)
-            raise ConfigError(
-                f"{group}: {target} does not take the setting{'s' if len(unknown) > 1 else ''} "
-                f"{', '.join(unknown)} (left from another {'optimizer' if group == 'optim' else 'schedule'}, e.g. a "
-                f"preset's, when {group}= was changed on the command line). Drop {'them' if len(unknown) > 1 else 'it'} "
-                f"with {drop}; its settings are: {', '.join(accepted)}.")
 
 
 def _rng_state() -> dict:

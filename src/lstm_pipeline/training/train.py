@@ -20,14 +20,14 @@ from omegaconf import DictConfig
 
 from ..artifacts.integrity import check_finite, json_safe
 from ..artifacts.model_dir import MODEL_DIRNAME, save_pretrained
-from ..config.schema import to_dict, validate_train_config
+from ..config.schema import to_dict
 from ..data.datamodule import StreamDataModule
 from ..data.pipeline import Corpus, prepare_corpus
 from ..generation.generator import TextGenerator
 from ..generation.pretrained import card_sample
 from ..registry import CALLBACKS, run_components, write_provenance
 from .checkpoint_io import AtomicCheckpointIO
-from .module import LanguageModelTask, check_component_settings
+from .module import LanguageModelTask
 from .ntasgd import averaged_weights
 from .run_callbacks import batching_callbacks, run_callbacks
 from .rundir import (
@@ -270,10 +270,10 @@ def train(cfg: DictConfig) -> dict:
     :func:`build_task`, :func:`fit`, then on the global rank 0 :func:`export_model` and :func:`print_sample`.
     The run directory has one writer: its lock is held throughout (:class:`~.rundir.RunLock`), a new
     run refuses a directory another run used, and a run that fails before its first training step
-    leaves the directory as it found it. Raises ``ValueError`` subclasses (one line each) for bad input."""
-    check_targets(cfg, "the train config")  # before anything is built: a config is data, not code
-    validate_train_config(cfg)
-    check_component_settings(cfg)
+    leaves the directory as it found it. Raises ``ValueError`` subclasses (one line each) for bad input.
+    ``cfg`` is checked by its caller (``config.checks.check("train", cfg)``: the CLI and ``api.train``);
+    the ``_target_`` allow-list is applied here too, where the config is built: a config is data, not code."""
+    check_targets(cfg, "the train config")
     with open_run(cfg) as run:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         logger = build_logger(cfg.logger)  # before the data: a missing logger package fails at once
