@@ -14,7 +14,7 @@ import warnings
 import hydra
 
 from .config.checks import check
-from .config.overrides import absolute_paths, check_keys, prepare
+from .config.overrides import absolute_paths, compose_and_check, prepare
 from .config.schema import register_schemas
 from .network import is_network_error, network_error_message, network_errors
 
@@ -133,7 +133,8 @@ def _fail(command: str, message: str) -> int:
     return 1
 
 
-def _hydra_app(config_name: str, fn):
+def _hydra_app(config_name: str, fn, checked: bool = False):
+    """The command as a Hydra app running ``fn(cfg)``; ``checked``: the config was checked before Hydra ran."""
     register_schemas(config_name)
     _, on_result, on_error = HOOKS.get(config_name, _NO_HOOKS)
 
@@ -142,7 +143,8 @@ def _hydra_app(config_name: str, fn):
         _setup_logging(config_name)
         try:
             absolute_paths(cfg)  # read paths from where the command started (hydra.job.chdir=true)
-            check(config_name, cfg)  # the one check pass, before anything is built or written
+            if not checked:  # a sweep's job (-m), or a config only Hydra could compose
+                check(config_name, cfg)
             return on_result(cfg, fn(cfg))
         except BrokenPipeError:  # the reader went away (`lstm-pipeline generate ... | head`): stop quietly
             sys.exit(_closed_pipe())
@@ -235,7 +237,7 @@ def _main(argv: list[str] | None = None) -> int | None:
     try:
         # a ckpt_path that is not a checkpoint, a refused overrides.yaml, a misspelt key: before any directory is made
         rest = prepare(command, rest)
-        check_keys(command, rest)
+        checked = compose_and_check(command, rest)  # the one check pass: every problem, no directory made
         rest = before_hydra(rest)
     except USER_ERRORS as exc:
         return _fail(command, str(exc))
@@ -247,7 +249,7 @@ def _main(argv: list[str] | None = None) -> int | None:
     # reaches the re-executed workers through the environment
     os.environ["LSTM_PIPELINE_COMMAND"] = command
     sys.argv = [sys.argv[0], *rest]
-    _hydra_app(command, fn)()
+    _hydra_app(command, fn, checked)()
     return 0
 
 

@@ -93,5 +93,14 @@ def test_a_group_choice_and_an_existing_key_with_plus_are_accepted():
     assert cfg.batching.seed == 3
 
 
-def test_check_keys_leaves_help_and_multirun_to_hydra():
-    ov.check_keys("train", ["--cfg", "job", "model.hiden_size=3"])  # no error: Hydra reports it as it runs
+def test_compose_and_check_leaves_help_and_multirun_to_hydra():
+    assert ov.compose_and_check("train", ["--cfg", "job", "model.hiden_size=3"]) is False  # Hydra reports it
+
+
+def test_compose_and_check_reports_every_problem_before_hydra_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="2 problems in the train config") as info:
+        ov.compose_and_check("train", ov.prepare("train", ["optim.lr=abc", "trainer.max_steps=-5"]))
+    assert "optim.lr" in str(info.value) and "trainer.max_steps" in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # nothing made: no runs/, no run directory
+    assert ov.compose_and_check("generate", ov.prepare("generate", ["run=x"])) is True

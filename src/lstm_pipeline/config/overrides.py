@@ -37,7 +37,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, HydraException
 from hydra.utils import get_original_cwd
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from ..registry import (
@@ -53,7 +53,7 @@ from ..registry import (
     read_provenance,
 )
 from . import schema
-from .checks import check_ckpt_path
+from .checks import check, check_ckpt_path
 
 #: command -> its job schema (the dataclass its ``conf/<command>.yaml`` extends)
 JOB_SCHEMAS = {"train": schema.TrainJob, "generate": schema.GenerateJob, "evaluate": schema.EvaluateJob,
@@ -388,16 +388,24 @@ def _added_to_schema_nodes(cfg: DictConfig, args: list[str]) -> list[str]:
     return added
 
 
-def check_keys(command: str, args: list[str]) -> None:
-    """Compose once before Hydra runs the command, so that a key the config does not have gets
-    :func:`did_you_mean`'s one line (with or without ``+``) instead of Hydra's block advising ``+``.
-    Other composition errors are left for Hydra to report; ``--help``, ``--cfg`` and ``-m`` skip it."""
+def compose_and_check(command: str, args: list[str]) -> bool:
+    """Compose once before Hydra runs the command and run the one check pass on it
+    (:func:`~lstm_pipeline.config.checks.check`), so that every problem is reported before any
+    directory is made, and a key the config does not have gets :func:`did_you_mean`'s one line (with
+    or without ``+``) instead of Hydra's block advising ``+``. Returns whether the config was checked:
+    False for ``--help``, ``--cfg`` and ``-m`` (each job of a sweep is checked as Hydra composes it)
+    and for a composition error Hydra then reports itself. Raises ``ConfigError`` and the checks' errors."""
     if any(a.startswith("-") for a in args):
-        return
+        return False
     try:
-        compose(command, args)
+        cfg = compose(command, args, return_hydra_config=True)
     except (ConfigCompositionException, HydraException):
-        pass
+        return False
+    HydraConfig.instance().set_config(cfg)  # ${hydra:...} reads it (run_dir); Hydra sets its own when it runs
+    with open_dict(cfg):
+        del cfg["hydra"]
+    check(command, cfg)
+    return True
 
 
 def resolve_keeping_text(cfg: DictConfig) -> DictConfig:
