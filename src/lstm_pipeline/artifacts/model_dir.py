@@ -243,8 +243,13 @@ def resolve_model_dir(path: str | Path, setting: str = "run") -> Path:
         f"model/ directory.")
 
 
-def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu"
+def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu", action: str = "load"
                     ) -> tuple[RecurrentLM, TextTokenizer, dict]:
+    """``(model, tokenizer, config)`` of a run or model directory, after every check: the files
+    (``config.checks.check_model_dir``: JSON, tokenizer, safetensors header, names and shapes) and the
+    loaded model (:func:`.integrity.check_loaded_model`: finite weights, its own tokenizer). ``action``
+    names what a refusal refuses (``load``, ``push``). Raises :class:`ModelDirError`, ``ConfigError`` or
+    :class:`.integrity.ModelIntegrityError` (one line each)."""
     from ..config.checks import check_model_dir
 
     model_dir = resolve_model_dir(path)
@@ -255,5 +260,5 @@ def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu"
     load_model(model, str(model_dir / "model.safetensors"), device=str(map_location))
     model.eval()
     tokenizer = TextTokenizer(tk) if tk is not None else TextTokenizer.load(model_dir / "tokenizer.json")
-    check_loaded_model(model, tokenizer, model_dir)  # finite weights, the model's own tokenizer
+    check_loaded_model(model, tokenizer, model_dir, action)  # finite weights, the model's own tokenizer
     return model, tokenizer, config
