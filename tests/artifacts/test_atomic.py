@@ -122,3 +122,21 @@ def test_export_under_a_file_size_limit_leaves_no_corrupt_file(tiny_run, tmp_pat
     # without the limit the same export succeeds (the model is larger than 20 KiB, so the limit was the cause)
     run_cli("export", f"run={tmp_path / 'run'}", f"format={fmt}", cwd=tmp_path)
     assert max(p.stat().st_size for p in export.iterdir()) > 20 * 1024
+
+
+def test_a_full_disk_while_saving_the_model_keeps_the_old_one(tiny_run, tmp_path, monkeypatch):
+    """Training's export (save_pretrained): a full disk is a StorageError (one line), the old model/ stays."""
+    from lstm_pipeline.artifacts import model_dir as md
+
+    model, tokenizer, config = md.load_pretrained(tiny_run)
+    out = md.save_pretrained(model, config["model"], tokenizer, tmp_path / "model", model_card=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def full(*a, **k):
+        raise RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")  # safetensors'
+
+    monkeypatch.setattr(md, "save_model", full)
+    with pytest.raises(StorageError, match="the disk is full"):
+        md.save_pretrained(model, config["model"], tokenizer, out, model_card=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
