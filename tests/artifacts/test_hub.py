@@ -132,7 +132,7 @@ def test_push_sends_every_model_file(model_dir, tmp_path):
     assert [op.path_in_repo for op in push_operations(run)] == [op.path_in_repo for op in ops]
     lm = lstm_pipeline.from_pretrained(d)
     assert [op.path_in_repo for op in lm.push_to_hub("org/x", dry_run=True)] == [op.path_in_repo for op in ops]
-    with pytest.raises(ValueError, match="repo_id must look like"):
+    with pytest.raises(ValueError, match="repo_id=.a/b/c. is not a Hub repo id"):
         push_to_hub(d, "a/b/c", dry_run=True)
     with pytest.raises(ModelDirError, match="holds no exported model"):
         push_to_hub(tmp_path, "org/x", dry_run=True)

@@ -83,3 +83,28 @@ def test_num_proc_gives_the_same_ids(cache, tiny_corpus, tmp_path, monkeypatch):
 
 def test_dtype_is_compact():
     assert id_dtype(256) == np.uint16 and id_dtype(65536) == np.uint16 and id_dtype(65537) == np.int32
+
+
+@pytest.mark.parametrize("change", ["same size", "other size"])
+def test_changed_content_with_restored_mtime_is_prepared_again(cache, tmp_path, change):
+    """The cache key is the files' content (size + a streaming hash), not path and mtime: a file
+    replaced under the same name and mtime (``touch -r``, ``os.utime``, a restore from backup) is
+    read, tokenised and encoded again."""
+    import os
+
+    path = tmp_path / "corpus.txt"
+    path.write_text("abc abc abc\n" * 200)
+    stat = path.stat()
+    cfg = ({"name": "text", "path": str(path)}, {"name": "char"})
+    first = prepare_corpus(*cfg)
+    new = ("xyz xyz xyz\n" if change == "same size" else "xyz qrs tuv w\n") * 200
+    path.write_text(new)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_mtime_ns == stat.st_mtime_ns
+    second = prepare_corpus(*cfg)
+    vocab = set(second.tokenizer.tk.get_vocab())
+    assert {"x", "y", "z"} <= vocab and not ({"a", "b", "c"} & vocab)
+    assert second.tokenizer.decode(second.ids["train"][:12].tolist()) == new[:12]
+    # unchanged content: the cache is used again (same .bin file)
+    third = prepare_corpus(*cfg)
+    assert third.ids["train"].filename == second.ids["train"].filename

@@ -81,6 +81,17 @@ def _token_beyond_vocab(model):
     (model / "tokenizer.json").write_text(json.dumps(tok))
 
 
+def _nan_weights(model):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(model / "model.safetensors")
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name].clone().fill_(float("nan"))
+    save_file(tensors, model / "model.safetensors")
+
+
+PUSH = ["repo_id=org/name", "dry_run=true"]
+
 # (id, command, overrides, damage, expected fragment of the one error line)
 CASES = [
     # value types, before anything runs
@@ -207,6 +218,15 @@ CASES = [
      "2 problems in the train config, one a line:"),
     ("override_unreadable", "generate", ["decoding=<x>"], None,
      "decoding=<x>: Hydra cannot read this value as typed. Quote it for Hydra inside shell quotes: \"decoding='<x>'\""),
+    # push runs the checks load runs (issue 25): nothing load would refuse is uploaded, not even listed
+    ("push_safetensors_truncated", "push", PUSH, _truncate, "model.safetensors is damaged (not a readable safetensors file"),
+    ("push_nan_weights", "push", PUSH, _nan_weights, "the weights are not finite"),
+    ("push_config_not_json", "push", PUSH, _write("config.json", "{bad"), "config.json is damaged (not valid JSON"),
+    # and huggingface_hub's own repo id validation
+    ("push_repo_id_dotdot", "push", ["repo_id=..", "dry_run=true"], None, "repo_id='..' is not a Hub repo id"),
+    ("push_repo_id_parent", "push", ["repo_id=../x", "dry_run=true"], None, "repo_id='../x' is not a Hub repo id"),
+    ("push_repo_id_trailing_dotdot", "push", ["repo_id=a/..", "dry_run=true"], None, "repo_id='a/..' is not a Hub repo id"),
+    ("push_repo_id_space", "push", ["repo_id='org/na me'", "dry_run=true"], None, "repo_id='org/na me' is not a Hub repo id"),
 ]
 
 

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from .atomic import write_text
+
 #: ``(model, tokenizer, config, decoding) -> (prompt, text)``: the card's sample
 CardSample = Callable[..., tuple[str, str]]
 
@@ -145,5 +147,5 @@ def write_model_card(model_dir: Path, model, tokenizer, config: Mapping[str, Any
                      sample: CardSample | None = None) -> Path:
     gen = json.loads((Path(model_dir) / "generation_config.json").read_text())
     path = Path(model_dir) / "README.md"
-    path.write_text(render_model_card(model, tokenizer, config, gen["decoding"], sample=sample))
+    write_text(path, render_model_card(model, tokenizer, config, gen["decoding"], sample=sample))
     return path

@@ -14,6 +14,7 @@ the same code that generation runs, and nothing here knows how a cell is built.
 """
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 
 from ..kernels.int8 import quantize_dynamic_int8
 from ..models.lm import RecurrentLM
+from .atomic import atomic_path, temporary_sibling
 
 FORMATS = ("torchscript", "onnx")
 SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
@@ -64,9 +66,37 @@ def _keep_state_inputs(path: Path, names: list[str], state: tuple[Tensor, ...]) 
     onnx.save(model, str(path))
 
 
+def _export_onnx(model: RecurrentLM, path: Path, token: Tensor, state: tuple[Tensor, ...]) -> None:
+    """``torch.onnx.export`` of the step module to ``path`` (opset 17, dynamic batch), state inputs kept."""
+    ins, outs = state_names(len(state))
+    batch = {0: "batch"}
+    dynamic = {"token": batch, "logits": batch, **{n: {1: "batch"} for n in ins + outs}}
+    torch.onnx.export(StepModule(model), (token, *state), str(path), input_names=["token", *ins],
+                      output_names=["logits", *outs], dynamic_axes=dynamic, dynamo=False,
+                      opset_version=17, do_constant_folding=True)
+    _keep_state_inputs(path, ins, state)
+
+
+def _quantize_onnx(src: Path, dst: Path) -> None:
+    """ONNX Runtime's ``quantize_dynamic`` (int8 weights) of ``src`` into ``dst``, its log advice quiet."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))  # quiet its "pre-process" advice, for this call only
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+
+
 def export_step(model: RecurrentLM, out_path: str | Path, fmt: str = "onnx", quantize: bool = False,
                 batch_size: int = 1) -> Path:
-    """Write the step module of ``model`` to ``out_path`` in ``fmt`` (``torchscript`` or ``onnx``)."""
+    """Write the step module of ``model`` to ``out_path`` in ``fmt`` (``torchscript`` or ``onnx``), atomically
+    (:mod:`.atomic`: a failed or killed export leaves no partial file under ``out_path``). Raises
+    ``ValueError`` for an unknown format, :class:`.atomic.StorageError` when the disk or a limit is full."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out_path = Path(out_path)
@@ -74,34 +104,20 @@ def export_step(model: RecurrentLM, out_path: str | Path, fmt: str = "onnx", qua
     model = model.cpu().eval()
     token = torch.zeros(batch_size, dtype=torch.long)
     state = tuple(model.init_state(batch_size))
-    ins, outs = state_names(len(state))
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), atomic_path(out_path) as tmp:
         warnings.simplefilter("ignore")
         if fmt == "torchscript":
             module = StepModule(quantize_dynamic_int8(model) if quantize else model)
-            traced = torch.jit.trace(module, (token, *state), check_trace=False)
-            tmp = out_path.with_name(out_path.name + ".tmp")
-            torch.jit.save(traced, str(tmp))
-            tmp.replace(out_path)
+            buffer = io.BytesIO()  # torch.jit.save to a path fails with a RuntimeError; a Python write with errno
+            torch.jit.save(torch.jit.trace(module, (token, *state), check_trace=False), buffer)
+            tmp.write_bytes(buffer.getbuffer())
+        elif not quantize:
+            _export_onnx(model, tmp, token, state)
         else:
-            target = out_path.with_name(out_path.stem + ".fp32.onnx") if quantize else out_path
-            batch = {0: "batch"}
-            dynamic = {"token": batch, "logits": batch, **{n: {1: "batch"} for n in ins + outs}}
-            torch.onnx.export(StepModule(model), (token, *state), str(target), input_names=["token", *ins],
-                              output_names=["logits", *outs], dynamic_axes=dynamic, dynamo=False,
-                              opset_version=17, do_constant_folding=True)
-            _keep_state_inputs(target, ins, state)
-            if quantize:
-                import logging
-
-                from onnxruntime.quantization import QuantType, quantize_dynamic
-
-                root = logging.getLogger()
-                level = root.level
-                root.setLevel(max(level, logging.ERROR))  # quiet its "pre-process" advice, for this call only
-                try:
-                    quantize_dynamic(str(target), str(out_path), weight_type=QuantType.QInt8)
-                finally:
-                    root.setLevel(level)
-                target.unlink()
+            fp32 = temporary_sibling(out_path.with_name(out_path.stem + ".fp32.onnx"))
+            try:
+                _export_onnx(model, fp32, token, state)
+                _quantize_onnx(fp32, tmp)
+            finally:
+                fp32.unlink(missing_ok=True)
     return out_path

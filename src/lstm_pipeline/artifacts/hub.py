@@ -6,7 +6,28 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .model_dir import MODEL_FILES, ModelDirError, resolve_model_dir
+from .model_dir import MODEL_FILES, ModelDirError, load_pretrained, resolve_model_dir
+
+
+class RepoIdError(ValueError):
+    """A Hub repo id that the Hub would refuse (``huggingface_hub``'s own validation)."""
+
+
+def check_repo_id(repo_id: str) -> str:
+    """``repo_id`` when the Hub accepts it as a model repo id ('name' or 'org/name': letters, digits,
+    '-', '_', '.', no '..' or '--', at most 96 characters), by ``huggingface_hub.utils.validate_repo_id``.
+    Raises :class:`RepoIdError` saying what is wrong and what to use."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        if not isinstance(repo_id, str):
+            raise HFValidationError(f"it is a {type(repo_id).__name__}, not text")
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else "not a valid repo id"
+        raise RepoIdError(f"repo_id={repo_id!r} is not a Hub repo id ({reason.rstrip('.')}). Use 'name' or "
+                          f"'org/name' with letters, digits, '-', '_' or '.'.") from None
+    return repo_id
 
 
 def _looks_local(name: str) -> bool:
@@ -51,9 +72,13 @@ def push_to_hub(model_dir: str | Path, repo_id: str, revision: str | None = None
                 token: str | bool | None = None, commit_message: str | None = None, create_pr: bool = False,
                 dry_run: bool = False):
     """Upload a model directory (or a run's model/) to the Hub repo ``repo_id`` in one commit.
-    ``dry_run=True`` returns the operations without touching the network."""
-    if not repo_id or repo_id.count("/") > 1 or repo_id.strip() != repo_id:
-        raise ValueError(f"repo_id must look like 'name' or 'org/name', got {repo_id!r}")
+    ``dry_run=True`` returns the operations without touching the network. Before anything is sent (dry
+    run or not) the repo id is validated (:func:`check_repo_id`) and the directory gets every check that
+    loading runs (:func:`.model_dir.load_pretrained`): a model that ``load`` would refuse is not pushed.
+    Raises :class:`RepoIdError`, ``ModelDirError``, ``ConfigError`` or ``ModelIntegrityError``."""
+    check_repo_id(repo_id)
+    # what loading would refuse is never uploaded: the same checks (damaged files, NaN weights, a foreign tokenizer)
+    load_pretrained(model_dir, action="push")
     operations = push_operations(model_dir)
     if dry_run:
         return operations

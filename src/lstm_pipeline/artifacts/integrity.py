@@ -41,15 +41,16 @@ def check_finite(model: torch.nn.Module, what: str) -> None:
                                   f"(trainer.gradient_clip_val=0.25).")
 
 
-def check_loaded_model(model: torch.nn.Module, tokenizer: Any, path: str | Path) -> None:
+def check_loaded_model(model: torch.nn.Module, tokenizer: Any, path: str | Path, action: str = "load") -> None:
     """Refuse a loaded model whose weights are not finite, or whose tokenizer's vocabulary size is not
-    the model's (``vocab_size`` of config.json and of the output layer). Raises :class:`ModelIntegrityError`."""
-    check_finite(model, f"refused to load {path}")
+    the model's (``vocab_size`` of config.json and of the output layer). ``action`` names what is refused
+    in the message (``load``, ``push``). Raises :class:`ModelIntegrityError`."""
+    check_finite(model, f"refused to {action} {path}")
     model_vocab = getattr(model, "vocab_size", None)
     tok_vocab = getattr(tokenizer, "vocab_size", None)
     if model_vocab is not None and tok_vocab is not None and int(model_vocab) != int(tok_vocab):
         raise ModelIntegrityError(
-            f"refused to load {path}: its tokenizer.json has {tok_vocab} tokens but the model was trained with "
+            f"refused to {action} {path}: its tokenizer.json has {tok_vocab} tokens but the model was trained with "
             f"{model_vocab}; the tokenizer is not the model's own. Use the tokenizer.json exported with the model.")
 
 

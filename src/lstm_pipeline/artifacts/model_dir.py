@@ -23,6 +23,7 @@ from safetensors.torch import load_model, save_model
 
 from ..models.lm import RecurrentLM
 from ..tokenization.base import TextTokenizer
+from .atomic import as_storage_error, file_mode, remove_stale_temporaries
 from .card import CardSample, write_model_card
 from .integrity import check_loaded_model
 
@@ -141,57 +142,73 @@ def save_pretrained(model: RecurrentLM, model_cfg: Mapping[str, Any], tokenizer:
     (:func:`lstm_pipeline.generation.pretrained.card_sample`); without it the card has none."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir)  # .model.tmp-<pid>-* of an export that was killed
     # a sibling made with the user's umask (tempfile.mkdtemp would make it 0700: unreadable to the group)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
-    extra = dict(extra or {})
     try:
-        special = special_tokens(tokenizer, extra.pop("eos_token", None),
-                                 extra.get("bos_token_id"))
-        extra.update(bos_token_id=special["bos_token_id"], eos_token=special["eos_token"],
-                     eos_token_id=special["eos_token_id"], pad_token_id=special["pad_token_id"])
-        decoding = extra.pop("decoding", None)
-        if not decoding and (extra.get("sample") or {}).get("temperature"):
-            decoding = {"name": "sample", "temperature": float(extra["sample"]["temperature"])}
-        decoding = decoding or DEFAULT_DECODING
-        config = {  # the keys save_pretrained itself sets are _OWN_CONFIG_KEYS
-            "format": "lstm-pipeline",
-            "format_version": FORMAT_VERSION,
-            "architecture": "RecurrentLM",
-            "vocab_size": model.vocab_size,
-            # every setting, defaults included: a later change of a default never changes this model
-            "model": {**dict(model_cfg), **getattr(model, "config", {})},
-            **extra,
-            # what transformers needs (the adapter in lstm_pipeline.hf_adapter reads our keys above)
-            "model_type": HF_MODEL_TYPE,
-            "architectures": [HF_ARCHITECTURE],
-            "tie_word_embeddings": bool(model_cfg.get("tie_weights", False)),
-        }
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str, allow_nan=False))
-        save_model(model, str(tmp / "model.safetensors"))  # handles tied weights
-        tokenizer.save(tmp / "tokenizer.json")
-        (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(tokenizer, special), indent=2))
-        max_new = int((extra.get("sample") or {}).get("max_new_tokens", 200) or 200)
-        (tmp / "generation_config.json").write_text(json.dumps(
-            generation_config(decoding, special["bos_token_id"], special["eos_token_id"], max_new_tokens=max_new,
-                              pad_token_id=special["pad_token_id"]), indent=2))
-        if model_card:
-            write_model_card(tmp, model, tokenizer, config, sample)
-        # swap into place: the old directory (if any) is removed only after the new one is complete
-        if out_dir.exists() and _exchange(tmp, out_dir):
-            shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old model
-        else:
-            old = None
-            if out_dir.exists():
-                old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-                os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+        _write_model_files(tmp, model, model_cfg, tokenizer, dict(extra or {}), model_card, sample)
+        _swap_into_place(tmp, out_dir)
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        converted = as_storage_error(exc, out_dir)  # a full disk: one line, the old model kept
+        if converted is not exc:
+            raise converted from None
         raise
     return out_dir
+
+
+def _write_model_files(tmp: Path, model: RecurrentLM, model_cfg: Mapping[str, Any], tokenizer: TextTokenizer,
+                       extra: dict, model_card: bool, sample: CardSample | None) -> None:
+    """The files of a model directory (:data:`MODEL_FILES`) in directory ``tmp``, each with the umask's mode."""
+    special = special_tokens(tokenizer, extra.pop("eos_token", None),
+                             extra.get("bos_token_id"))
+    extra.update(bos_token_id=special["bos_token_id"], eos_token=special["eos_token"],
+                 eos_token_id=special["eos_token_id"], pad_token_id=special["pad_token_id"])
+    decoding = extra.pop("decoding", None)
+    if not decoding and (extra.get("sample") or {}).get("temperature"):
+        decoding = {"name": "sample", "temperature": float(extra["sample"]["temperature"])}
+    decoding = decoding or DEFAULT_DECODING
+    config = {  # the keys save_pretrained itself sets are _OWN_CONFIG_KEYS
+        "format": "lstm-pipeline",
+        "format_version": FORMAT_VERSION,
+        "architecture": "RecurrentLM",
+        "vocab_size": model.vocab_size,
+        # every setting, defaults included: a later change of a default never changes this model
+        "model": {**dict(model_cfg), **getattr(model, "config", {})},
+        **extra,
+        # what transformers needs (the adapter in lstm_pipeline.hf_adapter reads our keys above)
+        "model_type": HF_MODEL_TYPE,
+        "architectures": [HF_ARCHITECTURE],
+        "tie_word_embeddings": bool(model_cfg.get("tie_weights", False)),
+    }
+    (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str, allow_nan=False))
+    save_model(model, str(tmp / "model.safetensors"))  # handles tied weights
+    tokenizer.save(tmp / "tokenizer.json")
+    (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(tokenizer, special), indent=2))
+    max_new = int((extra.get("sample") or {}).get("max_new_tokens", 200) or 200)
+    (tmp / "generation_config.json").write_text(json.dumps(
+        generation_config(decoding, special["bos_token_id"], special["eos_token_id"], max_new_tokens=max_new,
+                          pad_token_id=special["pad_token_id"]), indent=2))
+    if model_card:
+        write_model_card(tmp, model, tokenizer, config, sample)
+    mode = file_mode()  # safetensors writes 0600: every file gets the user's umask, like any other file
+    for f in tmp.iterdir():
+        os.chmod(f, mode)
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    """Replace ``out_dir`` by the complete directory ``tmp``; the old one (if any) is removed only after."""
+    if out_dir.exists() and _exchange(tmp, out_dir):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old model
+        return
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def resolve_model_dir(path: str | Path, setting: str = "run") -> Path:
@@ -226,8 +243,13 @@ def resolve_model_dir(path: str | Path, setting: str = "run") -> Path:
         f"model/ directory.")
 
 
-def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu"
+def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu", action: str = "load"
                     ) -> tuple[RecurrentLM, TextTokenizer, dict]:
+    """``(model, tokenizer, config)`` of a run or model directory, after every check: the files
+    (``config.checks.check_model_dir``: JSON, tokenizer, safetensors header, names and shapes) and the
+    loaded model (:func:`.integrity.check_loaded_model`: finite weights, its own tokenizer). ``action``
+    names what a refusal refuses (``load``, ``push``). Raises :class:`ModelDirError`, ``ConfigError`` or
+    :class:`.integrity.ModelIntegrityError` (one line each)."""
     from ..config.checks import check_model_dir
 
     model_dir = resolve_model_dir(path)
@@ -238,5 +260,5 @@ def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu"
     load_model(model, str(model_dir / "model.safetensors"), device=str(map_location))
     model.eval()
     tokenizer = TextTokenizer(tk) if tk is not None else TextTokenizer.load(model_dir / "tokenizer.json")
-    check_loaded_model(model, tokenizer, model_dir)  # finite weights, the model's own tokenizer
+    check_loaded_model(model, tokenizer, model_dir, action)  # finite weights, the model's own tokenizer
     return model, tokenizer, config

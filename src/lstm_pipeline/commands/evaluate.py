@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from ..artifacts.atomic import write_text
 from ..artifacts.hub import resolve_pretrained
 from ..artifacts.integrity import json_safe
 from ..artifacts.model_dir import load_pretrained
@@ -80,7 +81,7 @@ def run(cfg: DictConfig) -> dict:
               + f"  rep-{n} {g[f'repetition_rate_{n}']:.3f}  self-BLEU-{n} {g[f'self_bleu_{n}']:.3f}"
               f"  own ppl {g['own_ppl']:.3f}  ({g['num_samples']} samples x {gen_cfg['max_new_tokens']} tokens)")
     out = Path(cfg.report) if cfg.report else run_dir / ("eval.json" if not cfg.data else f"eval-{_data_tag(data_cfg)}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False))  # valid JSON: NaN/inf written as null
+    # valid JSON (NaN/inf written as null), whole or not at all
+    write_text(out, json.dumps(json_safe(report), indent=2, allow_nan=False))
     print(f"report: {out}")
     return report

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from ..artifacts.atomic import write_text
 from ..artifacts.export import SUFFIX, export_step, state_names
 from ..artifacts.model_dir import load_pretrained, resolve_model_dir
 
@@ -25,7 +26,7 @@ def run(cfg) -> Path:
             "outputs": {"logits": "float32 (B, V)", **{n: f"float32, like {i}" for n, i in zip(outs, ins)}},
             "initial_state": "zeros", "bos_token_id": config.get("bos_token_id"),
             "tokenizer": os.path.relpath(model_dir / "tokenizer.json", out.parent)}  # relative to this file
-    (out.parent / (out.name + ".json")).write_text(json.dumps(meta, indent=2))
+    write_text(out.parent / (out.name + ".json"), json.dumps(meta, indent=2))
     print(f"Exported {fmt}{' (int8)' if cfg.quantize else ''} step module: {out}\n"
           f"  inputs:  token (B,) int64, {', '.join(f'{n} {s}' for n, s in zip(ins, shapes))} (zeros to start)\n"
           f"  outputs: logits (B, {model.vocab_size}), {', '.join(outs)}")

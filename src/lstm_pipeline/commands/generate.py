@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ..artifacts.atomic import atomic_write
 from ..config.schema import to_dict
 from ..generation.generator import TextGenerator
 
@@ -71,8 +73,8 @@ class Generator:
         for i, p in enumerate(lines):  # every line checked before any generation
             self.gen.encode(p, self.cfg.on_unknown, what=f"prompt on line {i + 1} of {self.cfg.prompts_file}")
         records = []
-        sink = open(self.cfg.output_file, "w", encoding="utf-8") if self.cfg.output_file else sys.stdout
-        try:
+        # the output file is whole or absent: written to a temporary sibling, renamed when every prompt is done
+        with atomic_write(self.cfg.output_file) if self.cfg.output_file else nullcontext(sys.stdout) as sink:
             # every prompt num_samples times, in batches of batch_size rows
             rows = [(i, s) for i in range(len(lines)) for s in range(self.cfg.num_samples)]
             for start in range(0, len(rows), self.cfg.batch_size):
@@ -86,9 +88,6 @@ class Generator:
                     sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
                     records.append(rec)
                 sink.flush()
-        finally:
-            if sink is not sys.stdout:
-                sink.close()
         return records
 
     def interactive(self) -> list[str]:

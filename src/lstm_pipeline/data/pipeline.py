@@ -3,8 +3,10 @@ evaluation and the benchmarks alike.
 
 Caching (both keyed by content fingerprints, under ``<datasets cache>/lstm_pipeline/``):
 
-* the trained tokenizer: key = the train split's ``datasets`` fingerprint + the tokenizer config;
-* every encoded split: key = the split's fingerprint + the tokenizer's JSON + the encoding options.
+* the trained tokenizer: key = the train split's ``datasets`` fingerprint + :func:`content_key`
+  (the files' size and content hash) + the tokenizer config;
+* every encoded split: key = the split's fingerprint + :func:`content_key` + the tokenizer's JSON +
+  the encoding options.
   Encoding runs with ``datasets.map`` (batched, ``num_proc`` workers), then the ids are written once
   to a flat ``.bin`` file (uint16 where the vocabulary fits, else int32; the map's arrow output is
   deleted then, not kept as a second copy) that every later run memory-maps (``np.memmap``):
@@ -29,6 +31,7 @@ import numpy as np
 
 from ..registry import DATA_SOURCES, TOKENIZERS
 from ..tokenization.base import TextTokenizer
+from .fingerprint import files_digest
 from .sources import SPLITS, DataError, check_column
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,17 @@ def _digest(*parts: Any) -> str:
                  (p.encode() if isinstance(p, str) else p))
         h.update(b"\0")
     return h.hexdigest()[:24]
+
+
+def content_key(ds, source=None) -> list:
+    """What a split's cache entries are keyed on besides its ``datasets`` fingerprint (which is path
+    and mtime for local files): the content digest of the source's files (size + streaming hash,
+    :mod:`.fingerprint`) and the arrow files the split is read from (whose directory is itself
+    per content, see ``sources.content_cache_dir``). A file changed under the same mtime changes both."""
+    files = getattr(source, "_files", None) if source is not None else None
+    digest = files_digest(files) if files else None
+    arrow = sorted(str(f.get("filename", "")) for f in (getattr(ds, "cache_files", None) or []))
+    return [digest, arrow]
 
 
 def describe_source(source) -> str:
@@ -124,7 +138,7 @@ def build_tokenizer(tokenizer_cfg: Mapping[str, Any], train, column: str, source
     fp = getattr(train, "_fingerprint", None)
     path = None
     if fp and not isinstance(train, datasets.IterableDataset) and train.cache_files:
-        key = _digest("tokenizer", fp, dict(tokenizer_cfg), column, sep, eos)
+        key = _digest("tokenizer", fp, content_key(train, source), dict(tokenizer_cfg), column, sep, eos)
         path = cache_root(source) / "tokenizers" / f"{key}.json"
         if path.is_file():
             try:
@@ -203,15 +217,15 @@ def _read_cache_entry(meta_path: Path, bin_path: Path, doc_path: Path, dtype):
 
 
 def encode_split(ds: datasets.Dataset, column: str, tk: TextTokenizer, num_proc: int | None = None,
-                 separator: str | None = None, eos_token: str | None = None, cache_dir: Path | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Encode a split with ``datasets.map`` (batched, cached by fingerprint) into one memory-mapped
-    id array. Returns (ids, document offsets (n_rows + 1,), number of characters)."""
+                 separator: str | None = None, eos_token: str | None = None, cache_dir: Path | None = None,
+                 source=None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Encode a split with ``datasets.map`` (batched, cached by fingerprint and :func:`content_key`)
+    into one memory-mapped id array. Returns (ids, document offsets (n_rows + 1,), number of characters)."""
     dtype = id_dtype(tk.vocab_size)
     if len(ds) == 0:  # e.g. val_fraction: 0
         return np.zeros(0, dtype=dtype), np.zeros(1, dtype=np.int64), 0
     eos_id = tk.token_to_id(eos_token) if eos_token else None
-    key = _digest("encoded", ds._fingerprint, tk.tk.to_str(), column, separator, eos_token, np.dtype(dtype).str)
+    key = _digest("encoded", ds._fingerprint, content_key(ds, source), tk.tk.to_str(), column, separator, eos_token, np.dtype(dtype).str)
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     out = root / "encoded"
     meta_path, bin_path, doc_path = out / f"{key}.json", out / f"{key}.bin", out / f"{key}.docs.npy"
@@ -298,7 +312,7 @@ def prepare_corpus(data_cfg: Mapping[str, Any], tokenizer_cfg: Mapping[str, Any]
     ids, chars, docs = {}, {}, {}
     for split in SPLITS:
         ids[split], docs[split], chars[split] = encode_split(dd[split], column, tk, num_proc, sep, eos,
-                                                             cache_root(source))
+                                                             cache_root(source), source)
     if len(ids["train"]) == 0:
         raise DataError(f"The train split ({describe_source(source)}) encodes to no tokens: its column '{column}' is "
                         f"empty or every row was filtered out. Check data.path, data.text_column and data.min_length.")

@@ -22,6 +22,8 @@ from typing import Any, Mapping, Sequence
 
 import datasets
 
+from .fingerprint import files_digest
+
 SPLITS = ("train", "validation", "test")
 
 #: names datasets use for our three splits (the first present wins)
@@ -184,6 +186,19 @@ def check_utf8(path: str, chunk_size: int = 1 << 22) -> None:
             offset += len(chunk)
 
 
+def content_cache_dir(files: Sequence[str], cache_dir: str | None = None) -> str:
+    """The ``datasets`` cache directory for local ``files``: ``<cache_dir or HF_DATASETS_CACHE>/
+    lstm_pipeline/files/<content digest>``, so that a file replaced under the same path and mtime is
+    read again (``datasets`` alone would reuse its old tables) and everything derived from it too."""
+    base = os.path.expanduser(str(cache_dir or datasets.config.HF_DATASETS_CACHE))
+    try:
+        digest = files_digest(files)
+    except OSError as e:
+        raise DataError(f"Cannot read data file {getattr(e, 'filename', None) or files[0]}: "
+                        f"{e.strerror or e}. Check data.path and the file's permissions.") from None
+    return os.path.join(base, "lstm_pipeline", "files", digest)
+
+
 def _load_files(fmt: str, data_files, files: Sequence[str], policy: str, streaming: bool = False, **kwargs):
     """``datasets.load_dataset`` on local files. With ``encoding_errors=strict`` a file that is not
     UTF-8 fails the load; only then is it read again by :func:`check_utf8`, for a message with the
@@ -194,6 +209,8 @@ def _load_files(fmt: str, data_files, files: Sequence[str], policy: str, streami
     if streaming or fmt == "json":
         for f in to_check:
             check_utf8(f)
+    if not streaming:  # datasets keys local files on path + mtime: its cache is kept per content instead
+        kwargs["cache_dir"] = content_cache_dir(files, kwargs.get("cache_dir"))
     try:
         return datasets.load_dataset(fmt, data_files=data_files, streaming=streaming, **kwargs)
     except datasets.exceptions.DatasetGenerationError as e:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..artifacts.atomic import atomic_write
 from ..data.sources import DataError
 from .metrics import ScoreTotals
 from .stream import carried_windows
@@ -43,8 +44,7 @@ def evaluate_ids(model, ids, batch_size: int = 16, bptt: int = 256, device: str 
 
 
 def write_logprobs(path: Path, ids, positions, logprobs, tokenizer) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
+    with atomic_write(path) as f:  # whole or not at all
         f.write("position\ttoken_id\ttoken\tlogprob\n")
         for pos, lp in zip(positions.tolist(), logprobs.tolist()):
             tid = int(ids[pos])

@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+from ..artifacts.atomic import atomic_path
+
 #: metric -> the CSV columns that feed it (prefix match for the learning-rate monitor's "lr-<optim>")
 METRIC_COLUMNS = {
     "loss": ("train_loss", "val_loss"),
@@ -169,6 +171,13 @@ def _draw(ax, metric: str, data: list[dict], labels: Sequence[str]) -> int:
     return drawn
 
 
+def _save(fig, path: Path) -> None:
+    """``fig.savefig`` whole or not at all (a temporary sibling renamed into place); the format is the
+    suffix's (png without one)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix[1:].lower() or "png")
+
+
 def _plot_files(plt, data: list[dict], labels: Sequence[str], metrics: Sequence[str], out_dir: Path) -> list[Path]:
     """One ``<metric>.png`` per metric found, in directory ``out_dir`` (created); the files written."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -180,7 +189,7 @@ def _plot_files(plt, data: list[dict], labels: Sequence[str], metrics: Sequence[
             continue
         fig.tight_layout()
         path = out_dir / f"{metric}.png"
-        fig.savefig(path)
+        _save(fig, path)
         plt.close(fig)
         written.append(path)
     return written
@@ -198,6 +207,6 @@ def _plot_panels(plt, data: list[dict], labels: Sequence[str], metrics: Sequence
         return []
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out)
+    _save(fig, out)
     plt.close(fig)
     return [out]
