@@ -268,11 +268,19 @@ def check_sample(sample: Any) -> None:
     if _number(sample.max_new_tokens) and sample.max_new_tokens < 0:
         raise ConfigError(f"sample.max_new_tokens={sample.max_new_tokens} is not valid: give the number of "
                           f"tokens to print after training (>= 0; 0 prints no sample).")
-    if _number(sample.max_new_tokens) and sample.max_new_tokens > 0 and \
-            not (_number(sample.temperature) and sample.temperature > 0):
+    # checked whatever max_new_tokens: the temperature is also the model's default decoding
+    # (generation_config.json) and its card's sample, written after training
+    if not (_number(sample.temperature) and sample.temperature > 0):
         raise ConfigError(f"sample.temperature={sample.temperature} is not valid: it must be > 0 "
-                          f"(e.g. 0.8; lower is more conservative), or set sample.max_new_tokens=0 "
-                          f"to print no sample after training.")
+                          f"(e.g. 0.8; lower is more conservative). It is also the exported model's default "
+                          f"decoding, so it is checked even with sample.max_new_tokens=0.")
+
+
+def _non_negative(cfg: DictConfig, key: str, hint: str) -> None:
+    """``key`` is >= 0 where set: a negative value is not a quiet "off"."""
+    value = OmegaConf.select(cfg, key)
+    if _number(value) and value < 0:
+        raise ConfigError(f"{key}={value} is not valid: it must be >= 0 ({hint}).")
 
 
 def _check_ranges(cfg: DictConfig, problems: _Problems) -> None:
@@ -281,6 +289,8 @@ def _check_ranges(cfg: DictConfig, problems: _Problems) -> None:
     problems(_step_limit, cfg, "trainer.max_steps")
     problems(_step_limit, cfg, "trainer.max_epochs")
     problems(_val_check_interval, cfg)
+    problems(_non_negative, cfg, "trainer.gradient_clip_val",
+             "the largest gradient norm or value kept, e.g. 0.25; 0 or null turns clipping off")
     problems(check_sample, cfg.get("sample"))
 
 
@@ -565,8 +575,10 @@ def _check_weights(weights: Path, config: dict, config_path: Path) -> None:
     try:
         with safe_open(str(weights), framework="pt") as f:
             found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise _damaged(weights, f"not a readable safetensors file: {exc}") from None
+    _check_dtypes(dtypes, weights)
     try:
         with torch.device("meta"):
             model = RecurrentLM(config["vocab_size"], **config["model"])
@@ -597,6 +609,18 @@ def _check_weights(weights: Path, config: dict, config_path: Path) -> None:
         k = wrong[0]
         raise _damaged(weights, f"tensor '{k}' has shape {list(found[k])}, the model config.json describes "
                                 f"needs {list(expected[k])}")
+
+
+#: safetensors dtype names of floating-point tensors (what a model's weights are)
+_FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4")
+
+
+def _check_dtypes(dtypes: Mapping[str, str], weights: Path) -> None:
+    """Every tensor is floating point: integer or boolean weights would be loaded, cast, and print garbage."""
+    bad = [k for k, d in dtypes.items() if d.upper() not in _FLOAT_DTYPES]
+    if bad:
+        raise _damaged(weights, f"tensor '{bad[0]}' has dtype {dtypes[bad[0]]}, not a floating-point type "
+                                f"({len(bad)} of {len(dtypes)} tensors are not floating point)")
 
 
 # -- generate, evaluate, export, serve ---------------------------------------------------------

@@ -123,6 +123,21 @@ class _Beams:
                 or bool(self.hits.all()))
 
 
+def _check_enough(returned: Tensor, R: int, longest: int) -> None:
+    """Refuse, in one line, a search that would return a placeholder: ``returned`` (B, R), the
+    scores of the hypotheses about to be returned, holds ``-BIG`` (or ``-inf``, a token every
+    processor excluded) where fewer than ``R`` real hypotheses exist (a small vocabulary, a short
+    budget or a filter such as ``top_k=1``). transformers returns those rows, repeating earlier
+    sequences with the score -1e9; here they are never returned."""
+    real = returned > -BIG / 2  # (B, R)
+    if bool(real.all()):
+        return
+    b = int((~real.all(-1)).nonzero()[0])
+    raise ValueError(f"decoding.num_return_sequences={R}, but prompt {b} has only {int(real[b].sum())} distinct "
+                     f"hypotheses (at most {longest} new tokens, given the vocabulary and the decoding's filters): "
+                     f"lower decoding.num_return_sequences (and decoding.num_beams), or raise max_new_tokens.")
+
+
 class BeamSearch(DecodingStrategy):
     """Beam search: ``num_beams`` hypotheses per prompt; returns the ``num_return_sequences`` best."""
 
@@ -197,6 +212,7 @@ class BeamSearch(DecodingStrategy):
         R = self.settings["num_return_sequences"]
         scores = fin_scores.view(B, G * K)
         order = torch.sort(scores, dim=-1, descending=True, stable=True).indices[:, :R]  # groups merged
+        _check_enough(scores.gather(1, order), R, int(fin_len.max()))
         seqs = _gather(fin_seqs.view(B, G * K, -1), order)
         lens = fin_len.view(B, G * K).gather(1, order)
         out, out_scores = [], []
