@@ -201,7 +201,7 @@ def check_has_text(ds: datasets.Dataset, column: str, where: str) -> None:
     if not longest or pc.max(pc.utf8_length(pc.utf8_trim_whitespace(col))).as_py():
         return
     breaks_only = not pc.max(pc.utf8_length(pc.utf8_trim(col, characters="\r\n"))).as_py()
-    what = "only line breaks" if breaks_only else "only whitespace (spaces, tabs and line breaks)"
+    what = "only line breaks" if breaks_only else "only spaces, tabs and line breaks"
     raise DataError(f"{where} holds {what} ({len(col)} rows): there is no text to learn from. "
                     f"Point data.path at a file with text in it.")
 
