@@ -111,6 +111,9 @@ def test_api_train_runs_the_check_pass_before_making_the_run_directory(tmp_path)
     # the temperature is the exported model's default decoding: checked even when no sample is printed
     (["sample.temperature=-1", "sample.max_new_tokens=0"], "sample.temperature=-1.0 is not valid: it must be > 0"),
     (["sample.temperature=0", "sample.max_new_tokens=0"], "sample.temperature=0.0 is not valid"),
+    # the same kind: negative values lightning.Trainer takes without a word
+    (["trainer.log_every_n_steps=-1"], "trainer.log_every_n_steps=-1 is not valid: it must be >= 0"),
+    (["trainer.check_val_every_n_epoch=-1"], "trainer.check_val_every_n_epoch=-1 is not valid: it must be a positive"),
 ])
 def test_a_setting_is_checked_whether_or_not_it_is_used(overrides, expected):
     with pytest.raises(ConfigError) as info:

@@ -240,6 +240,7 @@ POSITIVE_TRAIN = (
     ("model.num_layers", "the number of stacked layers, e.g. 2"),
     ("tokenizer.vocab_size", "the number of tokens the tokenizer learns, e.g. 8000"),
     ("trainer.accumulate_grad_batches", "batches per optimizer step, e.g. 1"),
+    ("trainer.check_val_every_n_epoch", "epochs between validations, e.g. 1; null validates by steps only"),
 )
 
 
@@ -291,6 +292,7 @@ def _check_ranges(cfg: DictConfig, problems: _Problems) -> None:
     problems(_val_check_interval, cfg)
     problems(_non_negative, cfg, "trainer.gradient_clip_val",
              "the largest gradient norm or value kept, e.g. 0.25; 0 or null turns clipping off")
+    problems(_non_negative, cfg, "trainer.log_every_n_steps", "training steps between logged metrics, e.g. 50")
     problems(check_sample, cfg.get("sample"))
 
 
