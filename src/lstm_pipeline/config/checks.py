@@ -11,7 +11,8 @@ each on its own line (what is wrong, what to do). Per command:
   value types against the annotations of ``lightning.Trainer``, ``RecurrentLM``, the cell and each
   ``_target_`` node (``trainer.max_steps=abc``, ``optim.lr=abc``, ``+optim.lrr=1``); the hardware
   the trainer asks for; ranges (sizes > 0, ``trainer.max_steps`` >= -1, ``val_check_interval``,
-  the end-of-run sample); ``budget``; ``ckpt_path``; ``checkpoint.*``; ``optimized_metric``;
+  ``gradient_clip_val`` >= 0, the end-of-run sample, its temperature whatever ``max_new_tokens``:
+  a setting is checked whether or not this run uses it); ``budget``; ``ckpt_path``; ``checkpoint.*``; ``optimized_metric``;
 * ``generate``: the decoding, counts, the mode, ``prompts_file`` (a UTF-8 file; a bad byte named by
   line) and ``output_file`` (not a directory);
 * ``evaluate``: ``batch_size`` and ``bptt``; ``export``: ``format`` and ``out``; ``serve``: the
@@ -20,7 +21,7 @@ each on its own line (what is wrong, what to do). Per command:
 :func:`check_model_dir` (called by ``artifacts.model_dir.load_pretrained``, so by generate, evaluate,
 export, serve) checks an exported model directory when it is loaded: ``config.json``,
 ``tokenizer.json`` (its ids fit the model's vocabulary), ``model.safetensors`` (header, tensor
-names and shapes against the config) and the device.
+names, shapes and floating-point dtypes against the config) and the device.
 
 Each problem is a :class:`ConfigError` (a ``ValueError``) or a ``LookupError``/``FileNotFoundError``
 with one line that names the setting or file and says what to do; the CLI prints it without a
