@@ -102,3 +102,50 @@ def test_api_train_runs_the_check_pass_before_making_the_run_directory(tmp_path)
         train(["data=text", f"data.path={tmp_path / 'x.txt'}", "trainer.max_steps=-5", "optim.lr=abc"],
               run_dir=tmp_path / "run")
     assert "optim.lr='abc'" in str(info.value) and not (tmp_path / "run").exists()
+
+
+# -- degenerate settings (issue 25, case 7) -------------------------------------------------------
+@pytest.mark.parametrize("overrides,expected", [
+    (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1 is not valid: it must be >= 0"),
+    (["trainer.gradient_clip_val=-0.5"], "trainer.gradient_clip_val=-0.5 is not valid"),
+    # the temperature is the exported model's default decoding: checked even when no sample is printed
+    (["sample.temperature=-1", "sample.max_new_tokens=0"], "sample.temperature=-1.0 is not valid: it must be > 0"),
+    (["sample.temperature=0", "sample.max_new_tokens=0"], "sample.temperature=0.0 is not valid"),
+    # the same kind: negative values lightning.Trainer takes without a word
+    (["trainer.log_every_n_steps=-1"], "trainer.log_every_n_steps=-1 is not valid: it must be >= 0"),
+    (["trainer.check_val_every_n_epoch=-1"], "trainer.check_val_every_n_epoch=-1 is not valid: it must be a positive"),
+])
+def test_a_setting_is_checked_whether_or_not_it_is_used(overrides, expected):
+    with pytest.raises(ConfigError) as info:
+        check("train", _train(*overrides))
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_clipping_off_is_zero_or_null():
+    check("train", _train("trainer.gradient_clip_val=0"))
+    check("train", _train("trainer.gradient_clip_val=null"))
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32", "bool", "uint8"])
+def test_weights_that_are_not_floating_point_are_refused_at_load(tmp_path, dtype):
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from lstm_pipeline.config.checks import check_model_dir
+    from lstm_pipeline.models.lm import RecurrentLM
+
+    settings = {"cell": {"name": "lstm"}, "embedding_dim": 4, "hidden_size": 8}
+    model = RecurrentLM(12, **settings)
+    (tmp_path / "config.json").write_text(json.dumps({"vocab_size": 12, "model": settings}))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "model.safetensors")
+    check_model_dir(tmp_path)  # float32: fine
+    tensors = load_file(tmp_path / "model.safetensors")
+    name = sorted(tensors)[1]
+    tensors[name] = tensors[name].to(getattr(torch, dtype))
+    save_file(tensors, tmp_path / "model.safetensors")
+    short = {"int64": "I64", "int32": "I32", "bool": "BOOL", "uint8": "U8"}[dtype]
+    with pytest.raises(ConfigError, match=rf"model.safetensors is damaged \(tensor '{name}' has dtype {short}, "
+                                          rf"not a floating-point type"):
+        check_model_dir(tmp_path)

@@ -276,3 +276,44 @@ def test_a_long_line_costs_the_memory_of_short_lines(tmp_path):
     grow_many, _ = _peak_growth_kib(many, small, tmp_path)
     assert tokens_one == len(book) + 1
     assert grow_one <= 1.3 * grow_many, (grow_one, grow_many)
+
+
+# -- degenerate text (issue 25, case 7) -----------------------------------------------------------
+@pytest.mark.parametrize("content,what", [("\n" * 500, "only line breaks"), ("\r\n" * 300, "only line breaks"),
+                                          (" \n  \n\t\n" * 200, "only spaces, tabs and line breaks")])
+@pytest.mark.parametrize("source", ["text", "files"])
+def test_a_corpus_of_only_whitespace_is_refused_naming_the_file(tmp_path, cache, content, what, source):
+    path = tmp_path / "blank.txt"
+    path.write_bytes(content.encode())
+    with pytest.raises(DataError, match=rf"blank.txt holds {what} \(\d+ rows\): there is no text to learn from"):
+        load_source({"name": source, "path": str(path)})
+
+
+def test_whitespace_rows_in_a_jsonl_column_are_refused_but_empty_rows_keep_their_message(tmp_path, cache):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": "  \n"} for _ in range(50)])
+    with pytest.raises(DataError, match=r"d.jsonl holds only spaces, tabs and line breaks"):
+        load_source({"name": "files", "path": str(path)})
+
+
+@pytest.mark.parametrize("name,body", [("bom.txt", "ROMEO: hello\nJULIET: hi\n" * 40),
+                                       ("bom.csv", "text,id\n" + "".join(f"line {i},{i}\n" for i in range(60)))])
+@pytest.mark.parametrize("source", ["text", "files"])
+def test_a_utf8_byte_order_mark_is_not_text(tmp_path, cache, name, body, source):
+    """Notepad's UTF-8 BOM (EF BB BF) was read as U+FEFF, the first character of the corpus, and so
+    became a token of the vocabulary."""
+    if source == "text" and name.endswith(".csv"):
+        pytest.skip("data=text reads plain text files")
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode())
+    dd, _ = load_source({"name": source, "path": str(path), "val_fraction": 0.1, "test_fraction": 0.1})
+    column = "text"
+    every = "".join(t for split in ("train", "validation", "test") for t in texts(dd, split, column))
+    assert "\ufeff" not in every
+    assert every.startswith("ROMEO: hello" if name.endswith(".txt") else "line 0")
+
+
+def test_a_byte_order_mark_never_reaches_the_vocabulary(tmp_path, cache):
+    path = tmp_path / "bom.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + ("abc abd\n" * 200).encode())
+    corpus = prepare_corpus({"name": "text", "path": str(path)}, {"name": "char"})
+    assert "\ufeff" not in corpus.tokenizer.tk.get_vocab()

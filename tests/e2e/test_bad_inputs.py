@@ -92,6 +92,16 @@ def _nan_weights(model):
 
 PUSH = ["repo_id=org/name", "dry_run=true"]
 
+
+def _integer_weights(model):
+    """Every tensor stored as int64 (was: loaded, cast, and printed garbage)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(model / "model.safetensors")
+    save_file({k: v.to(torch.int64) for k, v in tensors.items()}, model / "model.safetensors")
+
+
 # (id, command, overrides, damage, expected fragment of the one error line)
 CASES = [
     # value types, before anything runs
@@ -213,6 +223,20 @@ CASES = [
      "beyond the model's vocabulary of"),
     ("prompts_file_not_utf8", "generate", ["prompts_file=LATIN1"], None,
      "prompts_file=LATIN1 is not valid UTF-8: line 2, byte offset 10 (invalid start byte)"),
+    # issue 25 case 7: degenerate inputs that trained, loaded or generated silently
+    ("corpus_only_line_breaks", "train", ["data.path=NEWLINES"], None,
+     "NEWLINES holds only line breaks (400 rows): there is no text to learn from"),
+    ("corpus_only_spaces_and_line_breaks", "train", ["data=files", "data.path=BLANKS"], None,
+     "BLANKS holds only spaces, tabs and line breaks"),
+    ("gradient_clip_negative", "train", ["trainer.gradient_clip_val=-1"], None,
+     "trainer.gradient_clip_val=-1 is not valid: it must be >= 0"),
+    ("sample_temperature_negative_without_a_sample", "train", ["sample.temperature=-1", "sample.max_new_tokens=0"],
+     None, "sample.temperature=-1.0 is not valid: it must be > 0"),
+    ("safetensors_int64", "generate", [], _integer_weights, "has dtype I64, not a floating-point type"),
+    # issue 25 case 9: more hypotheses asked for than exist (top_k=1 leaves one continuation a step)
+    ("beam_more_sequences_than_hypotheses", "generate",
+     ["decoding=beam", "decoding.num_beams=8", "decoding.num_return_sequences=8", "decoding.processors={top_k: {top_k: 1}}"],
+     None, "decoding.num_return_sequences=8, but prompt 0 has only 1 distinct hypotheses"),
     # every problem at once, one a line
     ("two_bad_settings", "train", ["trainer.max_steps=-5", "model.embedding_dim=0"], None,
      "2 problems in the train config, one a line:"),
@@ -251,12 +275,14 @@ def _bad_data(tmp_path, tiny_corpus):
     (tmp_path / "baddir" / "bad.txt").write_bytes((tmp_path / "bad.txt").read_bytes())
     (tmp_path / "prompts.txt").write_text("ROMEO:\nJULIET:\n")
     (tmp_path / "latin1.txt").write_bytes(b"ROMEO:\ncaf\xff au lait\n")
+    (tmp_path / "newlines.txt").write_text("\n" * 400)
+    (tmp_path / "blanks.txt").write_text(" \n  \n\t \n" * 200)
     # longest names first: NUMS must not eat the start of another placeholder
     return {"UNFINISHED": tmp_path / "unfinished", "EMPTYDIR": tmp_path / "empty", "TEXTDIR": tmp_path / "texts",
             "BADUTF8": tmp_path / "bad.txt", "BADDIR": tmp_path / "baddir", "CORPUS": tiny_corpus,
             "MIXED": tmp_path / "mixed.jsonl", "NUMS": tmp_path / "nums.jsonl", "ONELINE": tmp_path / "oneline.txt",
             "EMPTYCOL": tmp_path / "emptycol.jsonl", "PROMPTS": tmp_path / "prompts.txt",
-            "LATIN1": tmp_path / "latin1.txt"}
+            "LATIN1": tmp_path / "latin1.txt", "NEWLINES": tmp_path / "newlines.txt", "BLANKS": tmp_path / "blanks.txt"}
 
 
 def _bad_input(command, overrides, damage, expected, tiny_run, tiny_corpus, tmp_path):
@@ -349,3 +375,12 @@ def test_every_problem_is_reported_at_once(tiny_corpus, tmp_path, cli_in_process
     assert lines[1].startswith("  - ") and "model.embedding_dim=0 is not valid" in proc.stderr
     assert "\n  - trainer.max_steps=-5 is not valid" in proc.stderr and not run_dir.exists()
     assert any(line.startswith("  - optim.lr='abc' is not valid") for line in lines)
+
+
+def test_a_temperature_near_zero_prints_what_greedy_prints(tiny_run, tmp_path, cli_in_process):
+    """Issue 25 case 8: decoding.temperature=1e-40 printed the last vocabulary id over and over
+    (logits / 1e-40 overflowed to inf, the probabilities were NaN); it now prints greedy's text."""
+    common = [f"run={tiny_run}", "prompt=ROMEO:", "max_new_tokens=40"]
+    greedy = cli_in_process("generate", *common, "decoding=greedy", cwd=tmp_path)
+    cold = cli_in_process("generate", *common, "decoding=sample", "decoding.temperature=1e-40", cwd=tmp_path)
+    assert cold.returncode == 0 and cold.stdout == greedy.stdout, (cold.stdout, greedy.stdout)

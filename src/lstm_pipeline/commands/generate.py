@@ -69,7 +69,7 @@ class Generator:
         return texts
 
     def prompts_file(self) -> list[dict]:
-        lines = Path(self.cfg.prompts_file).read_text(encoding="utf-8").splitlines()
+        lines = Path(self.cfg.prompts_file).read_text(encoding="utf-8-sig").splitlines()
         for i, p in enumerate(lines):  # every line checked before any generation
             self.gen.encode(p, self.cfg.on_unknown, what=f"prompt on line {i + 1} of {self.cfg.prompts_file}")
         records = []

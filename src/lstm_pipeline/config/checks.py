@@ -11,7 +11,8 @@ each on its own line (what is wrong, what to do). Per command:
   value types against the annotations of ``lightning.Trainer``, ``RecurrentLM``, the cell and each
   ``_target_`` node (``trainer.max_steps=abc``, ``optim.lr=abc``, ``+optim.lrr=1``); the hardware
   the trainer asks for; ranges (sizes > 0, ``trainer.max_steps`` >= -1, ``val_check_interval``,
-  the end-of-run sample); ``budget``; ``ckpt_path``; ``checkpoint.*``; ``optimized_metric``;
+  ``gradient_clip_val`` >= 0, the end-of-run sample, its temperature whatever ``max_new_tokens``:
+  a setting is checked whether or not this run uses it); ``budget``; ``ckpt_path``; ``checkpoint.*``; ``optimized_metric``;
 * ``generate``: the decoding, counts, the mode, ``prompts_file`` (a UTF-8 file; a bad byte named by
   line) and ``output_file`` (not a directory);
 * ``evaluate``: ``batch_size`` and ``bptt``; ``export``: ``format`` and ``out``; ``serve``: the
@@ -20,7 +21,7 @@ each on its own line (what is wrong, what to do). Per command:
 :func:`check_model_dir` (called by ``artifacts.model_dir.load_pretrained``, so by generate, evaluate,
 export, serve) checks an exported model directory when it is loaded: ``config.json``,
 ``tokenizer.json`` (its ids fit the model's vocabulary), ``model.safetensors`` (header, tensor
-names and shapes against the config) and the device.
+names, shapes and floating-point dtypes against the config) and the device.
 
 Each problem is a :class:`ConfigError` (a ``ValueError``) or a ``LookupError``/``FileNotFoundError``
 with one line that names the setting or file and says what to do; the CLI prints it without a
@@ -240,6 +241,7 @@ POSITIVE_TRAIN = (
     ("model.num_layers", "the number of stacked layers, e.g. 2"),
     ("tokenizer.vocab_size", "the number of tokens the tokenizer learns, e.g. 8000"),
     ("trainer.accumulate_grad_batches", "batches per optimizer step, e.g. 1"),
+    ("trainer.check_val_every_n_epoch", "epochs between validations, e.g. 1; null validates by steps only"),
 )
 
 
@@ -268,11 +270,19 @@ def check_sample(sample: Any) -> None:
     if _number(sample.max_new_tokens) and sample.max_new_tokens < 0:
         raise ConfigError(f"sample.max_new_tokens={sample.max_new_tokens} is not valid: give the number of "
                           f"tokens to print after training (>= 0; 0 prints no sample).")
-    if _number(sample.max_new_tokens) and sample.max_new_tokens > 0 and \
-            not (_number(sample.temperature) and sample.temperature > 0):
+    # checked whatever max_new_tokens: the temperature is also the model's default decoding
+    # (generation_config.json) and its card's sample, written after training
+    if not (_number(sample.temperature) and sample.temperature > 0):
         raise ConfigError(f"sample.temperature={sample.temperature} is not valid: it must be > 0 "
-                          f"(e.g. 0.8; lower is more conservative), or set sample.max_new_tokens=0 "
-                          f"to print no sample after training.")
+                          f"(e.g. 0.8; lower is more conservative). It is also the exported model's default "
+                          f"decoding, so it is checked even with sample.max_new_tokens=0.")
+
+
+def _non_negative(cfg: DictConfig, key: str, hint: str) -> None:
+    """``key`` is >= 0 where set: a negative value is not a quiet "off"."""
+    value = OmegaConf.select(cfg, key)
+    if _number(value) and value < 0:
+        raise ConfigError(f"{key}={value} is not valid: it must be >= 0 ({hint}).")
 
 
 def _check_ranges(cfg: DictConfig, problems: _Problems) -> None:
@@ -281,6 +291,9 @@ def _check_ranges(cfg: DictConfig, problems: _Problems) -> None:
     problems(_step_limit, cfg, "trainer.max_steps")
     problems(_step_limit, cfg, "trainer.max_epochs")
     problems(_val_check_interval, cfg)
+    problems(_non_negative, cfg, "trainer.gradient_clip_val",
+             "the largest gradient norm or value kept, e.g. 0.25; 0 or null turns clipping off")
+    problems(_non_negative, cfg, "trainer.log_every_n_steps", "training steps between logged metrics, e.g. 50")
     problems(check_sample, cfg.get("sample"))
 
 
@@ -565,8 +578,10 @@ def _check_weights(weights: Path, config: dict, config_path: Path) -> None:
     try:
         with safe_open(str(weights), framework="pt") as f:
             found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise _damaged(weights, f"not a readable safetensors file: {exc}") from None
+    _check_dtypes(dtypes, weights)
     try:
         with torch.device("meta"):
             model = RecurrentLM(config["vocab_size"], **config["model"])
@@ -597,6 +612,18 @@ def _check_weights(weights: Path, config: dict, config_path: Path) -> None:
         k = wrong[0]
         raise _damaged(weights, f"tensor '{k}' has shape {list(found[k])}, the model config.json describes "
                                 f"needs {list(expected[k])}")
+
+
+#: safetensors dtype names of floating-point tensors (what a model's weights are)
+_FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4")
+
+
+def _check_dtypes(dtypes: Mapping[str, str], weights: Path) -> None:
+    """Every tensor is floating point: integer or boolean weights would be loaded, cast, and print garbage."""
+    bad = [k for k, d in dtypes.items() if d.upper() not in _FLOAT_DTYPES]
+    if bad:
+        raise _damaged(weights, f"tensor '{bad[0]}' has dtype {dtypes[bad[0]]}, not a floating-point type "
+                                f"({len(bad)} of {len(dtypes)} tensors are not floating point)")
 
 
 # -- generate, evaluate, export, serve ---------------------------------------------------------

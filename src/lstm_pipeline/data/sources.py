@@ -39,6 +39,10 @@ FORMATS = {".txt": "text", ".text": "text", ".raw": "text", ".tokens": "text", "
 
 ENCODING_ERRORS = ("strict", "replace", "ignore")
 
+#: how text files are decoded: UTF-8, a leading byte-order mark dropped (Notepad writes one), so that
+#: it never becomes a token of the vocabulary
+TEXT_ENCODING = "utf-8-sig"
+
 
 class DataError(ValueError):
     """Bad input data: the message says what is wrong and what to do."""
@@ -199,6 +203,26 @@ def content_cache_dir(files: Sequence[str], cache_dir: str | None = None) -> str
     return os.path.join(base, "lstm_pipeline", "files", digest)
 
 
+def check_has_text(ds: datasets.Dataset, column: str, where: str) -> None:
+    """Raise a :class:`DataError` naming ``where`` (the files) when ``column`` holds characters but
+    all of them are whitespace: a corpus of only line breaks (or spaces and line breaks) has nothing
+    to learn. A column with no characters at all is left to the tokenizer step, which says so. One
+    pass over the Arrow column (``pyarrow.compute``), no Python loop over rows."""
+    import pyarrow.compute as pc
+
+    table = ds.data.table if hasattr(ds.data, "table") else ds.data
+    col = table.column(column)
+    if len(col) and pc.max(pc.utf8_length(pc.utf8_trim_whitespace(col.slice(0, 1000)))).as_py():
+        return  # the usual case, decided by the first rows
+    longest = pc.max(pc.utf8_length(col)).as_py() if len(col) else 0
+    if not longest or pc.max(pc.utf8_length(pc.utf8_trim_whitespace(col))).as_py():
+        return
+    breaks_only = not pc.max(pc.utf8_length(pc.utf8_trim(col, characters="\r\n"))).as_py()
+    what = "only line breaks" if breaks_only else "only spaces, tabs and line breaks"
+    raise DataError(f"{where} holds {what} ({len(col)} rows): there is no text to learn from. "
+                    f"Point data.path at a file with text in it.")
+
+
 def _load_files(fmt: str, data_files, files: Sequence[str], policy: str, streaming: bool = False, **kwargs):
     """``datasets.load_dataset`` on local files. With ``encoding_errors=strict`` a file that is not
     UTF-8 fails the load; only then is it read again by :func:`check_utf8`, for a message with the
@@ -307,6 +331,8 @@ class _SourceBase:
                              test_fraction=self.test_fraction, val_count=self.val_count,
                              test_count=self.test_count, shuffle=self.shuffle, seed=self.seed, where=self.describe())
         check_column(dd, self.text_column, self.describe())
+        if not self.streaming and "train" in dd:
+            check_has_text(dd["train"], self.text_column, self.describe())
         if self.min_length:
             col, m = self.text_column, self.min_length
             dd = type(dd)({k: v.filter(lambda b: [t is not None and len(t.strip()) >= m for t in b[col]],
@@ -431,9 +457,10 @@ class TextSource(_SourceBase):
         _check_policy(self.encoding_errors)
         self._files = files
         ds = _load_files("text", files, files, self.encoding_errors, split="train", keep_linebreaks=True,
-                         cache_dir=self.cache_dir, encoding_errors=self.encoding_errors)
+                         cache_dir=self.cache_dir, encoding_errors=self.encoding_errors, encoding=TEXT_ENCODING)
         if len(ds) == 0:
             raise DataError(f"No text in {self.describe()}: data.path names files without text.")
+        check_has_text(ds, "text", self.describe())
         ds = cut_long_rows(ds, "text", self.max_row_chars, self.describe())
         return contiguous_splits(ds, self.val_fraction, self.test_fraction, where=self.describe())
 
@@ -489,6 +516,8 @@ class FilesSource(_SourceBase):
         kwargs: dict[str, Any] = {}
         if fmt in ("text", "json", "csv"):
             kwargs["encoding_errors"] = self.encoding_errors
+        if fmt in ("text", "csv"):  # (the json reader drops a leading BOM itself)
+            kwargs["encoding"] = TEXT_ENCODING
         if fmt == "text":
             if self.sample_by not in ("line", "paragraph", "document"):
                 raise DataError(f"data.sample_by={self.sample_by!r}: use line, paragraph or document.")

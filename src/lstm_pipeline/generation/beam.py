@@ -123,6 +123,24 @@ class _Beams:
                 or bool(self.hits.all()))
 
 
+def _check_enough(returned: Tensor, lens: Tensor, length_penalty: float, R: int) -> None:
+    """Refuse, in one line, a search that would return a placeholder. ``returned`` (B, R): the
+    length-penalised scores of the hypotheses about to be returned, ``lens`` (B, R) their lengths.
+    A placeholder (no hypothesis ever finished there, or one carrying the ``-BIG`` start penalty of
+    an unused beam, or ``-inf`` from a token every processor excluded) is returned where fewer than
+    ``R`` real hypotheses exist: a small vocabulary, a short budget, a filter such as ``top_k=1``.
+    transformers returns those rows, repeating earlier sequences with a score near -1e9; here they
+    are refused."""
+    raw = returned * lens.clamp(min=1).float() ** float(length_penalty)  # back to log-prob sums
+    real = (lens > 0) & (raw > -BIG / 2)  # (B, R)
+    if bool(real.all()):
+        return
+    b = int((~real.all(-1)).nonzero()[0])
+    raise ValueError(f"decoding.num_return_sequences={R}, but prompt {b} has only {int(real[b].sum())} distinct "
+                     f"hypotheses (at most {int(lens.max())} new tokens, given the vocabulary and the decoding's "
+                     f"filters): lower decoding.num_return_sequences (and decoding.num_beams), or raise max_new_tokens.")
+
+
 class BeamSearch(DecodingStrategy):
     """Beam search: ``num_beams`` hypotheses per prompt; returns the ``num_return_sequences`` best."""
 
@@ -199,6 +217,7 @@ class BeamSearch(DecodingStrategy):
         order = torch.sort(scores, dim=-1, descending=True, stable=True).indices[:, :R]  # groups merged
         seqs = _gather(fin_seqs.view(B, G * K, -1), order)
         lens = fin_len.view(B, G * K).gather(1, order)
+        _check_enough(scores.gather(1, order), lens, self.settings["length_penalty"], R)
         out, out_scores = [], []
         for b in range(B):
             for r in range(R):

@@ -74,7 +74,11 @@ def token_counts(history: Tensor, vocab_size: int) -> Tensor:
 
 # -- distribution shape ------------------------------------------------------------------
 class Temperature(LogitsProcessor):
-    """Divide the logits by ``temperature`` (< 1 sharpens, > 1 flattens)."""
+    """Divide the logits by ``temperature`` (< 1 sharpens, > 1 flattens), as transformers'
+    ``TemperatureLogitsWarper``. Where that division overflows (a tiny temperature such as 1e-40,
+    or a small one in float16), the row's largest logit is subtracted first: the same distribution
+    (softmax ignores a constant), but finite, so a temperature near 0 samples what greedy picks
+    (transformers gives ``inf`` logits and NaN probabilities there)."""
 
     def __init__(self, temperature: float = 1.0):
         if not temperature > 0:
@@ -82,7 +86,23 @@ class Temperature(LogitsProcessor):
         self.temperature = float(temperature)
 
     def __call__(self, history: Tensor, logits: Tensor) -> Tensor:
-        return logits / self.temperature if self.temperature != 1.0 else logits
+        if self.temperature == 1.0:
+            return logits
+        out = logits / self.temperature
+        # inf, or NaN where a temperature below the dtype's smallest number became 0
+        overflow = (~torch.isfinite(out) & torch.isfinite(logits)).any(-1)  # (B,)
+        if bool(overflow.any()):  # in float64, where any positive Python float is not 0
+            safe = (shifted(logits).double() / self.temperature).to(logits.dtype)
+            return torch.where(overflow[:, None], safe, out)
+        return out
+
+
+def shifted(logits: Tensor) -> Tensor:
+    """``logits`` (B, V) minus each row's largest finite value (0 where a row has none): the same
+    softmax, with the largest logit 0, so scaling it up cannot overflow."""
+    finite = torch.where(torch.isfinite(logits), logits, torch.full_like(logits, NEG_INF))
+    top = finite.amax(-1, keepdim=True)
+    return logits - torch.where(torch.isfinite(top), top, torch.zeros_like(top))
 
 
 class TopK(LogitsProcessor):
@@ -293,6 +313,9 @@ class RepetitionPenalty(LogitsProcessor):
             return logits
         seen = token_counts(history, logits.size(-1)) > 0
         penalised = torch.where(logits < 0, logits * self.penalty, logits / self.penalty)
+        # a tiny penalty must not make a positive logit +inf (NaN probabilities): the largest finite
+        # value is the same limit, the seen positive tokens tied at the top
+        penalised = penalised.clamp(max=torch.finfo(penalised.dtype).max)
         return torch.where(seen, penalised, logits)
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..registry import check_settings
-from .processors import OFF, LogitsProcessor, build_processors, setup_processor
+from .processors import NEG_INF, OFF, LogitsProcessor, build_processors, setup_processor
 from .stopping import StoppingCriteria
 
 #: settings every strategy accepts (processor constraints), with their off values
@@ -44,8 +44,15 @@ def sample_from_logits(logits: Tensor, generator: torch.Generator | None = None,
     ``u``: the uniform numbers in [0, 1), (B, 1), drawn by the caller instead of from ``generator``
     (``torch.rand(B, 1, generator=generator)`` gives the same tokens). A batch whose rows belong to
     different requests (``lstm-pipeline serve``) draws each request's rows from the request's own
-    generator, so each gets the tokens it would get alone."""
-    probs = torch.softmax(logits.float(), dim=-1)
+    generator, so each gets the tokens it would get alone.
+
+    A row with ``+inf`` logits (a plugin processor's overflow) draws among those tokens only, the
+    limit of that distribution, never the last id that NaN probabilities would give."""
+    logits = logits.float()
+    top = torch.isposinf(logits)
+    if bool(top.any()):
+        logits = torch.where(top.any(-1, keepdim=True), torch.where(top, 0.0, NEG_INF), logits)
+    probs = torch.softmax(logits, dim=-1)
     cdf = probs.cumsum_(-1)  # (B, V)
     if u is None:
         u = torch.rand(cdf.size(0), 1, generator=generator, device=cdf.device)
