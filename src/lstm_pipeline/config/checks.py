@@ -408,6 +408,9 @@ def _check_train(cfg: DictConfig, problems: _Problems) -> None:
     problems(check_ckpt_path, cfg.get("ckpt_path"))
     problems(check_checkpoint, _plain(cfg.get("checkpoint")))
     problems(check_optimized_metric, cfg.get("optimized_metric"))
+    from ..artifacts.model_dir import check_chat_template
+
+    problems(check_chat_template, cfg.get("chat_template"))
 
 
 #: what ``train`` returns (its ``optimized_metric`` picks one): the last logged value of each, and
