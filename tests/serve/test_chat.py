@@ -195,3 +195,20 @@ def test_chat_errors_are_openai_shaped(client, kwargs, needle, param):
         client.chat.completions.create(**args)
     assert needle in info.value.message, info.value.message
     assert info.value.response.json()["error"]["param"] == param
+
+
+def test_train_records_the_chat_template_setting(tmp_path, tiny_corpus, cli_in_process):
+    """``train chat_template=<Jinja>`` as a shell passes it (one argument): recorded as typed in
+    tokenizer_config.json; an invalid template is refused before the run starts (tests/e2e's sweep)."""
+    from helpers import TINY
+
+    run = tmp_path / "run"
+    cli_in_process("train", "data=text", f"data.path={tiny_corpus}", *TINY, "trainer.max_steps=2",
+                   f"chat_template={SHAKESPEARE}", f"hydra.run.dir={run}", cwd=tmp_path)
+    config = json.loads((run / "model" / "tokenizer_config.json").read_text())
+    assert config["chat_template"] == SHAKESPEARE
+    assert ChatTemplate.of_model_dir(run / "model").render(MESSAGES) == "ROMEO:\nROMEO: what light\n\nJULIET:\n"
+    from lstm_pipeline.generation.pretrained import from_pretrained
+
+    copy = from_pretrained(run / "model").save_pretrained(tmp_path / "copy")  # a re-save keeps it
+    assert json.loads((copy / "tokenizer_config.json").read_text())["chat_template"] == SHAKESPEARE
