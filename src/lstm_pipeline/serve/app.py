@@ -709,7 +709,8 @@ def _chat_error(exc: APIError) -> APIError:
     """A completion's error said in chat's terms: the prompt is the rendered ``messages``, logprobs'
     limit is ``top_logprobs``'."""
     param = {"prompt": "messages", "logprobs": "top_logprobs"}.get(exc.param, exc.param)
-    message = exc.message.replace("prompt 0 ", "the rendered messages ").replace("logprobs must", "top_logprobs must")
+    message = (exc.message.replace("The prompt 0 ", "The rendered messages ").replace("prompt 0 ", "the rendered messages ")
+               .replace("logprobs must", "top_logprobs must"))
     if exc.param == "max_tokens" and message.startswith("max_tokens"):
         message = "max_tokens (max_completion_tokens)" + message[len("max_tokens"):]
     return APIError(exc.status, message, param, exc.code, exc.type)
