@@ -212,3 +212,9 @@ def test_train_records_the_chat_template_setting(tmp_path, tiny_corpus, cli_in_p
 
     copy = from_pretrained(run / "model").save_pretrained(tmp_path / "copy")  # a re-save keeps it
     assert json.loads((copy / "tokenizer_config.json").read_text())["chat_template"] == SHAKESPEARE
+
+
+def test_docs_show_the_tested_shakespeare_template():
+    from helpers import ROOT
+
+    assert f"chat_template='{SHAKESPEARE}'" in (ROOT / "docs" / "serve.md").read_text()
