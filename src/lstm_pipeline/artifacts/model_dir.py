@@ -120,23 +120,6 @@ DEFAULT_CHAT_TEMPLATE = ("{% for message in messages %}\n"
                          "{% if add_generation_prompt %}\nASSISTANT:\n{% endif %}\n")
 
 
-def check_chat_template(template: Any) -> None:
-    """Raises ``ValueError`` (one line) when ``template`` (the ``chat_template`` setting) is not Jinja
-    text that compiles; None (the built-in template) passes."""
-    if template is None:
-        return
-    if not isinstance(template, str) or not template.strip():
-        raise ValueError(f"chat_template must be Jinja text (or null for the built-in one), got {template!r}.")
-    from jinja2 import TemplateSyntaxError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    try:
-        ImmutableSandboxedEnvironment(extensions=["jinja2.ext.loopcontrols"]).parse(template)
-    except TemplateSyntaxError as exc:
-        raise ValueError(f"chat_template is not valid Jinja: {exc.message} (line {exc.lineno}); see docs/serve.md "
-                         f"'Chat' for an example.") from None
-
-
 def tokenizer_config(tokenizer: TextTokenizer, special: Mapping[str, Any] | None = None,
                      chat_template: str | None = None) -> dict:
     """``tokenizer_config.json``: what ``transformers.AutoTokenizer`` needs next to ``tokenizer.json``.
@@ -166,11 +149,10 @@ _OWN_CONFIG_KEYS = ("format", "format_version", "architecture", "vocab_size", "m
 def save_pretrained(model: RecurrentLM, model_cfg: Mapping[str, Any], tokenizer: TextTokenizer,
                     out_dir: str | Path, extra: Mapping[str, Any] | None = None,
                     model_card: bool = True, sample: CardSample | None = None) -> Path:
-    """Write the model directory atomically. ``extra`` adds keys to ``config.json`` (``metrics``,
-    ``data``, ``tokenizer``, ``bos_token_id``, ``decoding``, ``sample`` are used by the model card).
-    ``chat_template`` in ``extra`` goes to ``tokenizer_config.json`` (:func:`tokenizer_config`), not config.json.
-    ``sample(model, tokenizer, config, decoding) -> (prompt, text)`` writes the card's sample
-    (:func:`lstm_pipeline.generation.pretrained.card_sample`); without it the card has none."""
+    """Write the model directory atomically. ``extra`` adds keys to ``config.json`` (``metrics``, ``data``,
+    ``tokenizer``, ``bos_token_id``, ``decoding``, ``sample`` are used by the model card; ``chat_template``
+    goes to tokenizer_config.json). ``sample(model, tokenizer, config, decoding) -> (prompt, text)`` writes
+    the card's sample (:func:`lstm_pipeline.generation.pretrained.card_sample`); without it the card has none."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # a sibling made with the user's umask (tempfile.mkdtemp would make it 0700: unreadable to the group)
@@ -179,8 +161,7 @@ def save_pretrained(model: RecurrentLM, model_cfg: Mapping[str, Any], tokenizer:
     extra = dict(extra or {})
     try:
         chat_template = extra.pop("chat_template", None)
-        special = special_tokens(tokenizer, extra.pop("eos_token", None),
-                                 extra.get("bos_token_id"))
+        special = special_tokens(tokenizer, extra.pop("eos_token", None), extra.get("bos_token_id"))
         extra.update(bos_token_id=special["bos_token_id"], eos_token=special["eos_token"],
                      eos_token_id=special["eos_token_id"], pad_token_id=special["pad_token_id"])
         decoding = extra.pop("decoding", None)
@@ -203,8 +184,7 @@ def save_pretrained(model: RecurrentLM, model_cfg: Mapping[str, Any], tokenizer:
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str, allow_nan=False))
         save_model(model, str(tmp / "model.safetensors"))  # handles tied weights
         tokenizer.save(tmp / "tokenizer.json")
-        (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(tokenizer, special, chat_template),
-                                                                      indent=2))
+        (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(tokenizer, special, chat_template), indent=2))
         max_new = int((extra.get("sample") or {}).get("max_new_tokens", 200) or 200)
         (tmp / "generation_config.json").write_text(json.dumps(
             generation_config(decoding, special["bos_token_id"], special["eos_token_id"], max_new_tokens=max_new,
