@@ -116,6 +116,8 @@ CASES = [
      None, "callbacks.es.monitr"),
     ("target_unimportable", "train", ["optim._target_=torch.optim.Adamm"], None, "optim._target_=torch.optim.Adamm cannot be imported"),
     ("checkpoint_key_typo", "train", ["+checkpoint.every_n_train_step=3"], None, "Did you mean 'every_n_train_steps'?"),
+    ("chat_template_jinja", "train", ["chat_template={% for m in messages %}{{ m.content }}"], None,
+     "chat_template is not valid Jinja: Unexpected end of template"),
     ("trainer_logger", "train", ["trainer.logger=false"], None, "trainer.logger is set by the pipeline itself"),
     ("optimized_metric_unknown", "train", ["optimized_metric=val_losss", "trainer.max_steps=1"], None,
      "optimized_metric=val_losss is not a metric a run reports. Did you mean 'val_loss'?"),

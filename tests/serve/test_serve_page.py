@@ -77,3 +77,44 @@ def test_page_streams_generated_text(tiny_run, browser, tmp_path):
         assert shot.stat().st_size > 10_000
         if os.environ.get("LSTM_PIPELINE_SCREENSHOT"):
             shutil.copyfile(shot, Path(os.environ["LSTM_PIPELINE_SCREENSHOT"]))
+
+
+def test_page_chat_mode_keeps_the_conversation(tiny_run, browser):
+    """Chat mode: each message goes to /v1/chat/completions with the ones before it; the reply
+    streams into the conversation and equals the API's answer to the same messages."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    def send(text):
+        prompt = browser.find_element(By.ID, "prompt")
+        prompt.clear()
+        prompt.send_keys(text)
+        browser.find_element(By.ID, "generate").click()
+        WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "status").text.startswith(("done", "error")))
+        status = browser.find_element(By.ID, "status").text
+        assert status.startswith("done"), status
+        return browser.execute_script("return document.getElementById('generated').textContent")
+
+    # on_unknown=replace: the tiny model's replies may hold its unknown token, sent back with the conversation
+    with ServeProcess(f"run={tiny_run}", "model_name=tiny", "on_unknown=replace", env={"OMP_NUM_THREADS": "1"}) as server:
+        browser.get(server.url + "/")
+        Select(browser.find_element(By.ID, "mode")).select_by_value("chat")
+        assert browser.find_element(By.ID, "generate").text == "Send"
+        browser.find_element(By.ID, "stop_turn").click()  # off: the tiny model's replies run to max_tokens
+        for field, value in (("max_tokens", "60"), ("seed", "21")):
+            el = browser.find_element(By.ID, field)
+            el.clear()
+            el.send_keys(value)
+        settings = {"model": "tiny", "max_tokens": 60, "seed": 21, "temperature": 0.8, "top_p": 1.0}
+        messages = [{"role": "user", "content": "What light"}]
+        first = send("What light")
+        api = httpx.post(server.url + "/v1/chat/completions", timeout=60, json={**settings, "messages": messages})
+        assert first == api.json()["choices"][0]["message"]["content"] and len(first) > 10
+        messages += [{"role": "assistant", "content": first}, {"role": "user", "content": "Speak again"}]
+        second = send("Speak again")
+        api = httpx.post(server.url + "/v1/chat/completions", timeout=60, json={**settings, "messages": messages})
+        assert second == api.json()["choices"][0]["message"]["content"]
+        shown = [(e.get_attribute("class"), e.find_element(By.CLASS_NAME, "role").text)
+                 for e in browser.find_elements(By.CSS_SELECTOR, "#chat_log .msg")]
+        assert shown == [("msg user", "user"), ("msg assistant", "assistant")] * 2
+        assert not browser.find_element(By.ID, "output").is_displayed()

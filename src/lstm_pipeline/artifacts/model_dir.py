@@ -111,16 +111,30 @@ def generation_config(decoding: Mapping[str, Any] | None, bos_token_id: int | No
             "pad_token_id": pad_token_id, "decoder_start_token_id": bos_token_id, **hf}
 
 
-def tokenizer_config(tokenizer: TextTokenizer, special: Mapping[str, Any] | None = None) -> dict:
+#: the chat template a model records when its training sets none (``chat_template=``): each message as
+#: a speaker line (its role in capitals: ``USER:``, ``ASSISTANT:``, ``SYSTEM:``) and its text, a blank
+#: line after it, as in a play's script; the generation prompt is the assistant's speaker line. Jinja,
+#: as transformers renders it (``trim_blocks``: a newline after a block tag is dropped).
+DEFAULT_CHAT_TEMPLATE = ("{% for message in messages %}\n"
+                         "{{ message['role'] | upper }}:\n{{ message['content'] }}\n\n"
+                         "{% endfor %}\n"
+                         "{% if add_generation_prompt %}\nASSISTANT:\n{% endif %}\n")
+
+
+def tokenizer_config(tokenizer: TextTokenizer, special: Mapping[str, Any] | None = None,
+                     chat_template: str | None = None) -> dict:
     """``tokenizer_config.json``: what ``transformers.AutoTokenizer`` needs next to ``tokenizer.json``.
     The end-of-text token (if the model has one) is the eos and pad token; without one the unknown
     token pads. The start-of-text token (a newline for character models) is ordinary text, not a
     special token: declaring it bos/pad would make transformers drop it when decoding. Padding is on
-    the left, as generation needs (the adapter keeps the state unchanged over padding)."""
+    the left, as generation needs (the adapter keeps the state unchanged over padding). ``chat_template``
+    (Jinja; None: :data:`DEFAULT_CHAT_TEMPLATE`) is recorded where transformers' ``apply_chat_template``
+    and ``lstm-pipeline serve``'s chat completions read it."""
     special = dict(special or {})
     out = {"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": tokenizer.unk_token,
            "model_max_length": 1_000_000_000, "padding_side": "left",
-           "clean_up_tokenization_spaces": False, "add_bos_token": False}
+           "clean_up_tokenization_spaces": False, "add_bos_token": False,
+           "chat_template": chat_template or DEFAULT_CHAT_TEMPLATE}
     if special.get("eos_token"):
         out["eos_token"] = special["eos_token"]
     if special.get("pad_token"):
@@ -136,10 +150,10 @@ _OWN_CONFIG_KEYS = ("format", "format_version", "architecture", "vocab_size", "m
 def save_pretrained(model: RecurrentLM, model_cfg: Mapping[str, Any], tokenizer: TextTokenizer,
                     out_dir: str | Path, extra: Mapping[str, Any] | None = None,
                     model_card: bool = True, sample: CardSample | None = None) -> Path:
-    """Write the model directory atomically. ``extra`` adds keys to ``config.json`` (``metrics``,
-    ``data``, ``tokenizer``, ``bos_token_id``, ``decoding``, ``sample`` are used by the model card).
-    ``sample(model, tokenizer, config, decoding) -> (prompt, text)`` writes the card's sample
-    (:func:`lstm_pipeline.generation.pretrained.card_sample`); without it the card has none."""
+    """Write the model directory atomically. ``extra`` adds keys to ``config.json`` (``metrics``, ``data``,
+    ``tokenizer``, ``bos_token_id``, ``decoding``, ``sample`` are used by the model card; ``chat_template``
+    goes to tokenizer_config.json). ``sample(model, tokenizer, config, decoding) -> (prompt, text)`` writes
+    the card's sample (:func:`lstm_pipeline.generation.pretrained.card_sample`); without it the card has none."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir)  # .model.tmp-<pid>-* of an export that was killed
@@ -161,6 +175,7 @@ def save_pretrained(model: RecurrentLM, model_cfg: Mapping[str, Any], tokenizer:
 def _write_model_files(tmp: Path, model: RecurrentLM, model_cfg: Mapping[str, Any], tokenizer: TextTokenizer,
                        extra: dict, model_card: bool, sample: CardSample | None) -> None:
     """The files of a model directory (:data:`MODEL_FILES`) in directory ``tmp``, each with the umask's mode."""
+    chat_template = extra.pop("chat_template", None)  # tokenizer_config.json's, as transformers keeps it
     special = special_tokens(tokenizer, extra.pop("eos_token", None),
                              extra.get("bos_token_id"))
     extra.update(bos_token_id=special["bos_token_id"], eos_token=special["eos_token"],
@@ -185,7 +200,8 @@ def _write_model_files(tmp: Path, model: RecurrentLM, model_cfg: Mapping[str, An
     (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str, allow_nan=False))
     save_model(model, str(tmp / "model.safetensors"))  # handles tied weights
     tokenizer.save(tmp / "tokenizer.json")
-    (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(tokenizer, special), indent=2))
+    (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(tokenizer, special, chat_template),
+                                                                indent=2))
     max_new = int((extra.get("sample") or {}).get("max_new_tokens", 200) or 200)
     (tmp / "generation_config.json").write_text(json.dumps(
         generation_config(decoding, special["bos_token_id"], special["eos_token_id"], max_new_tokens=max_new,

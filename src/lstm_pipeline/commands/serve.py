@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from ..serve.app import Server, model_name_of
+from ..serve.chat import ChatTemplate
 
 
 def run(cfg):
@@ -35,7 +36,8 @@ def run(cfg):
                     default_max_tokens=cfg.default_max_tokens, max_n=cfg.max_n, max_streams=cfg.max_streams,
                     eos_token=cfg.eos_token, on_unknown=cfg.on_unknown,
                     model_dir=str(model_dir) if cfg.engine_process else None, device=cfg.device,
-                    stream_interval_ms=cfg.stream_interval_ms)
+                    stream_interval_ms=cfg.stream_interval_ms,
+                    chat_template=ChatTemplate.of_model_dir(model_dir))  # the default when it records none
     if cfg.engine_process:
         server.engine.start()  # loads the model in the engine process; a bad model directory fails here
     host = str(cfg.host)
@@ -43,7 +45,7 @@ def run(cfg):
         print(f"lstm-pipeline serve: warning: listening on {host} with no api_key: anyone who can reach this "
               f"machine can use the model. Set LSTM_PIPELINE_API_KEY (or api_key=).", flush=True)
     print(f"lstm-pipeline serve: model '{server.model_name}' at http://{host}:{cfg.port}/ "
-          f"(API: /v1/completions, max_batch={cfg.max_batch})", flush=True)
+          f"(API: /v1/completions, /v1/chat/completions, max_batch={cfg.max_batch})", flush=True)
     try:
         uvicorn.run(server.app(), host=host, port=int(cfg.port), log_level=str(cfg.log_level),
                     timeout_graceful_shutdown=3)

@@ -421,12 +421,30 @@ def _check_train(cfg: DictConfig, problems: _Problems) -> None:
     problems(check_ckpt_path, cfg.get("ckpt_path"))
     problems(check_checkpoint, _plain(cfg.get("checkpoint")))
     problems(check_optimized_metric, cfg.get("optimized_metric"))
+    problems(check_chat_template, cfg.get("chat_template"))
 
 
 #: what ``train`` returns (its ``optimized_metric`` picks one): the last logged value of each, and
 #: ``best_val_loss`` (the best checkpoint's)
 RUN_METRICS = ("best_val_loss", *(f"{split}_{m}" for split in ("val", "train")
                                   for m in ("loss", "ppl", "bpc", "bits_per_token", "acc")), "lr", "tokens_per_sec")
+
+
+def check_chat_template(template: Any) -> None:
+    """Raises ``ValueError`` (one line) when ``template`` (train's ``chat_template``) is not Jinja text
+    that compiles; None (the built-in template) passes."""
+    if template is None:
+        return
+    if not isinstance(template, str) or not template.strip():
+        raise ValueError(f"chat_template must be Jinja text (or null for the built-in one), got {template!r}.")
+    from jinja2 import TemplateSyntaxError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    try:
+        ImmutableSandboxedEnvironment(extensions=["jinja2.ext.loopcontrols"]).parse(template)
+    except TemplateSyntaxError as exc:
+        raise ValueError(f"chat_template is not valid Jinja: {exc.message} (line {exc.lineno}); see docs/serve.md "
+                         f"'Chat' for an example.") from None
 
 
 def check_optimized_metric(name: Any) -> None:

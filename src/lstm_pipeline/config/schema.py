@@ -73,6 +73,9 @@ class TrainJob:
         "mode": "min",
         "filename": "best-{step}"})
     optimized_metric: Optional[str] = None  # train returns this metric (e.g. best_val_loss) for Hydra sweepers (Optuna, Ax, ...)
+    # the Jinja chat template the model records in tokenizer_config.json (serve's /v1/chat/completions,
+    # transformers' apply_chat_template); null: the built-in one (USER: / ASSISTANT: lines; docs/serve.md "Chat")
+    chat_template: Optional[str] = field(default=None, metadata=TEXT)
 
 
 @dataclass

@@ -73,6 +73,8 @@ class PretrainedLM:
     def save_pretrained(self, out_dir: str | Path) -> Path:
         keep = {k: v for k, v in self.config.items() if k not in _OWN_CONFIG_KEYS}
         keep["decoding"] = self.generation_config().get("decoding")
+        tk_config = Path(self.model_dir) / "tokenizer_config.json"  # its chat template kept (none: the default)
+        keep["chat_template"] = json.loads(tk_config.read_text()).get("chat_template") if tk_config.is_file() else None
         return save_pretrained(self.model, self.config["model"], self.tokenizer, out_dir, extra=keep,
                                sample=card_sample)
 

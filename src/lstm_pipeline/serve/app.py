@@ -1,7 +1,8 @@
 """``lstm-pipeline serve``: an OpenAI-compatible completions API over one model, continuously batched.
 
 Endpoints: ``POST /v1/completions`` (OpenAI's shape, plus the project's decoding settings),
-``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus text format) and ``GET /`` (a page
+``POST /v1/chat/completions`` (messages rendered with the model's chat template, :mod:`.chat`, then
+answered as a completion of that text), ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus text format) and ``GET /`` (a page
 to try the model). The model is fixed when the server starts; no request can name a file.
 
 Errors are OpenAI-shaped: ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status.
@@ -22,6 +23,7 @@ import torch
 from ..generation.processors import OFF
 from ..generation.strategies import COMMON, SAMPLING, StepDecoding
 from .batcher import Engine, Group, request_rows
+from .chat import ChatError, ChatTemplate
 
 
 class MissingDependencyError(LookupError):
@@ -136,7 +138,7 @@ class _Guard:
     chunk of every stream through an extra task and memory stream: measured, a third of the web
     process's time under 64 streams.)"""
 
-    PATHS = ("/v1/completions", "/v1/models", "/health", "/metrics", "/")
+    PATHS = ("/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics", "/")
 
     def __init__(self, app, server: "Server"):
         self.app, self.server = app, server
@@ -179,13 +181,15 @@ class Server:
                  max_tokens: int = 2048, default_max_tokens: int = 16, max_n: int = 16, max_streams: int = 256,
                  max_logprobs: int = 5, eos_token: str | None = None, on_unknown: str = "error",
                  max_body_bytes: int = 1_000_000, model_dir: str | None = None, device: str = "cpu",
-                 stream_interval_ms: float = 0):
+                 stream_interval_ms: float = 0, chat_template: ChatTemplate | None = None):
         """``model_dir`` given: the batching engine runs in a child process that loads the model
         from there (``lstm-pipeline serve`` does this; ``model`` may then be None). Otherwise it
         runs in a thread of this process over ``model``. ``stream_interval_ms``: a stream gets at
         most one server-sent event per this many milliseconds (the tokens chosen meanwhile go out in
         it together; a stream's first event is never held); 0 sends each step's tokens at once (a
-        stream that fell behind still gets what is waiting as one event)."""
+        stream that fell behind still gets what is waiting as one event). ``chat_template``: how
+        chat messages become a prompt (None: the built-in default, said in each chat answer's
+        ``X-Chat-Template`` header)."""
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.model_name, self.api_key = model_name, api_key or None
         self.decoding = dict(decoding)
@@ -196,6 +200,7 @@ class Server:
             if not isinstance(v, int) or v < (0 if k == "max_logprobs" else 1):
                 raise ValueError(f"{k} must be a positive int, got {v!r}")
         self.on_unknown = on_unknown
+        self.chat_template = chat_template or ChatTemplate()
         if not isinstance(stream_interval_ms, (int, float)) or not 0 <= stream_interval_ms <= 10_000:
             raise ValueError(f"stream_interval_ms must be a number of milliseconds in [0, 10000], got {stream_interval_ms!r}")
         self.stream_interval = stream_interval_ms / 1000
@@ -448,6 +453,10 @@ def _add_routes(app: FastAPI, server: Server) -> None:
     async def completions(body: CompletionRequest, request: Request):
         return await server.complete(body, request)
 
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatRequest, request: Request):
+        return await chat_complete(server, body, request)
+
 
 _SERVER_FAILED = "the server failed while generating; see its log."
 
@@ -639,3 +648,154 @@ def model_name_of(run: str) -> str:
         p = p.resolve()
         return p.parent.name if p.name == "model" else p.name
     return str(run)
+
+
+# -- chat completions: a chat request is rendered to a prompt, then answered as a completion -------
+class ChatRequest(BaseModel):
+    """The body of ``POST /v1/chat/completions`` (OpenAI's fields and the project's decoding
+    settings, as :class:`CompletionRequest`). Unknown fields are an error."""
+    model_config = ConfigDict(extra="forbid")
+
+    model: Optional[str] = None
+    messages: list[dict]
+    max_tokens: Optional[int] = None
+    max_completion_tokens: Optional[int] = None  # OpenAI's newer name for max_tokens; wins when both are given
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    n: int = 1
+    stop: Union[str, list[str], None] = None
+    seed: Optional[int] = None
+    stream: bool = False
+    stream_options: Optional[dict] = None
+    logprobs: Optional[bool] = None
+    top_logprobs: Optional[int] = None
+    user: Optional[str] = None
+    decoding: Optional[str] = None
+    top_k: Optional[int] = None
+    min_p: Optional[float] = None
+    typical_p: Optional[float] = None
+    epsilon: Optional[float] = None
+    eta: Optional[float] = None
+    repetition_penalty: Optional[float] = None
+    frequency_penalty: Optional[float] = None
+    presence_penalty: Optional[float] = None
+    no_repeat_ngram_size: Optional[int] = None
+    bad_words_ids: Optional[list[list[int]]] = None
+    min_new_tokens: Optional[int] = None
+    forced_end: Optional[bool] = None
+
+
+#: chat fields -> the completion fields they become (the rest keep their names)
+_CHAT_ONLY = ("messages", "max_completion_tokens", "logprobs", "top_logprobs")
+
+
+def completion_of_chat(body: ChatRequest, prompt: str) -> CompletionRequest:
+    """The completion request that answers chat ``body`` whose messages rendered to ``prompt``:
+    ``max_completion_tokens`` (or ``max_tokens``) -> ``max_tokens``; ``logprobs: true`` with
+    ``top_logprobs: k`` -> ``logprobs: k``. Raises :class:`APIError` (400) for ``top_logprobs``
+    without ``logprobs``, as OpenAI does."""
+    if body.top_logprobs is not None and not body.logprobs:
+        raise APIError(400, "top_logprobs needs logprobs: true.", "top_logprobs")
+    fields = {k: v for k, v in body.model_dump(exclude_unset=True).items() if k not in _CHAT_ONLY}
+    fields["prompt"] = prompt
+    if body.max_completion_tokens is not None:
+        fields["max_tokens"] = body.max_completion_tokens
+    if body.logprobs:
+        fields["logprobs"] = body.top_logprobs or 0
+    return CompletionRequest(**fields)
+
+
+def _chat_error(exc: APIError) -> APIError:
+    """A completion's error said in chat's terms: the prompt is the rendered ``messages``, logprobs'
+    limit is ``top_logprobs``'."""
+    param = {"prompt": "messages", "logprobs": "top_logprobs"}.get(exc.param, exc.param)
+    message = (exc.message.replace("The prompt 0 ", "The rendered messages ").replace("prompt 0 ", "the rendered messages ")
+               .replace("logprobs must", "top_logprobs must"))
+    if exc.param == "max_tokens" and message.startswith("max_tokens"):
+        message = "max_tokens (max_completion_tokens)" + message[len("max_tokens"):]
+    return APIError(exc.status, message, param, exc.code, exc.type)
+
+
+async def chat_complete(server: Server, body: ChatRequest, request: Request):
+    """``POST /v1/chat/completions``: render ``body.messages`` with the server's chat template, then
+    answer as :meth:`Server.complete` does, in chat's shapes (``chat.completion``, or
+    ``chat.completion.chunk`` events). The ``X-Chat-Template`` header says whose template rendered
+    the prompt (``model`` or ``default``). Raises :class:`APIError` (4xx) for a bad request."""
+    if server.loop is None:
+        server.loop = asyncio.get_running_loop()
+    template = server.chat_template
+    try:
+        prompt = template.render(body.messages)
+    except ChatError as exc:
+        raise APIError(400, str(exc), "messages") from None
+    try:
+        call = _ChatCompletion(server, completion_of_chat(body, prompt))
+    except APIError as exc:
+        raise _chat_error(exc) from None
+    headers = {"X-Chat-Template": template.source}
+    if body.stream:
+        response = call.streaming_response()
+        response.headers.update(headers)
+        return response
+    answer = await call.gather(request)
+    return JSONResponse(answer, headers=headers) if isinstance(answer, dict) else answer
+
+
+def _chat_logprob(token: str, logprob: float, top: dict | None) -> dict:
+    """One entry of chat's ``logprobs.content``: the token, its log-probability, its UTF-8 bytes and
+    the most likely tokens at that step in the same form."""
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8")),
+            "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode("utf-8"))}
+                             for t, v in (top or {}).items()]}
+
+
+class _ChatCompletion(_Completion):
+    """A chat request in flight: the completion of its rendered prompt (:class:`_Completion`, the one
+    generation path), its answer in chat's shapes. Streamed: each choice's first delta carries
+    ``role``, later ones ``content``, its last one the ``finish_reason``."""
+
+    def __init__(self, server: Server, body: CompletionRequest):
+        super().__init__(server, body)
+        self.rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        self._spoke: set[int] = set()  # choices whose role went out
+        self._usage_null = bool(body.stream and (body.stream_options or {}).get("include_usage"))
+
+    def chunk(self, choices: list, usage: dict | None = None) -> dict:
+        out = super().chunk(choices, usage)
+        out["object"] = "chat.completion.chunk"
+        if self._usage_null:  # OpenAI: every chunk has "usage", null but in the last one
+            out.setdefault("usage", None)
+        return out
+
+    def _add_logprob(self, lp: dict, ev, offset: int) -> None:
+        lp.setdefault("content", []).append(
+            _chat_logprob(self.server.tokenizer.decode([ev.token_id]), ev.logprob, ev.top_logprobs))
+
+    def _event_of(self, rows: dict[int, list]) -> str | None:
+        choices = []
+        for index, (pieces, lp, finish) in rows.items():
+            text, content_lp = "".join(pieces), (lp or {}).get("content")
+            if not (text or finish or content_lp):
+                continue
+            delta = {} if index in self._spoke else {"role": "assistant"}
+            self._spoke.add(index)
+            if text or delta:
+                delta["content"] = text
+            choices.append({"index": index, "delta": delta,
+                            "logprobs": {"content": content_lp or []} if self.want_lp else None,
+                            "finish_reason": finish})
+        if not choices:
+            return None
+        return "data: " + json.dumps(self.chunk(choices), ensure_ascii=False) + "\n\n"
+
+    async def gather(self, request: Request):
+        """The answer as one ``chat.completion`` body (see :meth:`_Completion.gather`)."""
+        answer = await super().gather(request)
+        if not isinstance(answer, dict):
+            return answer
+        answer["object"] = "chat.completion"
+        answer["choices"] = [
+            {"index": c["index"], "message": {"role": "assistant", "content": c["text"]},
+             "logprobs": {"content": c["logprobs"].get("content", [])} if c["logprobs"] is not None else None,
+             "finish_reason": c["finish_reason"]} for c in answer["choices"]]
+        return answer

@@ -464,7 +464,7 @@ def export_model(cfg: DictConfig, run: RunSession, data: PreparedData, fitted: F
     out = save_pretrained(model, to_dict(cfg.model), data.tokenizer, run_dir / MODEL_DIRNAME, extra={
         "eos_token": data.corpus.eos_token, "metrics": metrics, "components": run_components(to_dict(cfg)),
         "data": to_dict(cfg.data), "tokenizer": to_dict(cfg.tokenizer), "sample": to_dict(cfg.sample),
-        **({"adaptive_order": adaptive_order} if adaptive_order else {})}, sample=card_sample)
+        "chat_template": cfg.get("chat_template"), **({"adaptive_order": adaptive_order} if adaptive_order else {})}, sample=card_sample)
     if before is not None and before != _weights_digest(out):
         retire_stale(run_dir)
     log.info("exported model to %s", out)
