@@ -22,6 +22,7 @@ import torch
 from ..generation.processors import OFF
 from ..generation.strategies import COMMON, SAMPLING, StepDecoding
 from .batcher import Engine, Group, request_rows
+from .sampling import token_text
 
 
 class MissingDependencyError(LookupError):
@@ -76,6 +77,7 @@ class CompletionRequest(BaseModel):
     seed: Optional[int] = None
     stream: bool = False
     logprobs: Optional[int] = None
+    echo: bool = False  # the prompt comes back before the completion (with its logprobs when logprobs is set)
     user: Optional[str] = None  # accepted and ignored, as OpenAI clients may send it
     stream_options: Optional[dict] = None  # {"include_usage": true}
     # the project's own decoding options (docs/generation.md)
@@ -136,7 +138,8 @@ class _Guard:
     chunk of every stream through an extra task and memory stream: measured, a third of the web
     process's time under 64 streams.)"""
 
-    PATHS = ("/v1/completions", "/v1/models", "/health", "/metrics", "/")
+    PATHS = ("/v1/completions", "/v1/models", "/health", "/metrics", "/", "/tokenize", "/detokenize",
+             "/tokenizer_info")
 
     def __init__(self, app, server: "Server"):
         self.app, self.server = app, server
@@ -148,7 +151,7 @@ class _Guard:
         path = scope["path"]
         headers = dict(scope["headers"])
         label = path if path in self.PATHS else "other"
-        protected = path.startswith("/v1") or path == "/metrics"
+        protected = path.startswith("/v1") or path in ("/metrics", "/tokenize", "/detokenize", "/tokenizer_info")
         if protected and server.api_key is not None:
             scheme, _, key = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
             if scheme.lower() != "bearer" or not secrets.compare_digest(key.strip().encode(), server.api_key.encode()):
@@ -315,9 +318,9 @@ class Server:
             raise APIError(404, f"The model '{body.model}' does not exist here; this server serves '{self.model_name}' "
                                 f"(GET /v1/models).", "model", "model_not_found")
         max_tokens = L["default_max_tokens"] if body.max_tokens is None else body.max_tokens
-        if not 1 <= max_tokens <= L["max_tokens"]:
-            raise APIError(400, f"max_tokens must be between 1 and {L['max_tokens']} on this server, got {max_tokens}.",
-                           "max_tokens")
+        if not (0 if body.echo else 1) <= max_tokens <= L["max_tokens"]:
+            raise APIError(400, f"max_tokens must be between 1 and {L['max_tokens']} on this server (0 with echo=true, "
+                                f"to score the prompt only), got {max_tokens}.", "max_tokens")
         if not 1 <= body.n <= L["max_n"]:
             raise APIError(400, f"n must be between 1 and {L['max_n']} on this server, got {body.n}.", "n")
         if body.logprobs is not None and not 0 <= body.logprobs <= L["max_logprobs"]:
@@ -339,7 +342,7 @@ class Server:
                            None, "server_busy", "rate_limit_error")
         seed = int(body.seed) if body.seed is not None else int(torch.randint(0, 2 ** 62, (1,), generator=self._seeds))
         group = Group(rows, decoder, max_tokens, emit=emit, stop=stop, logprobs=body.logprobs, seed=seed,
-                      settings=self._settings_of[id(decoder)])
+                      settings=self._settings_of[id(decoder)], echo=body.echo)
         self.metrics.prompt_tokens.inc(sum(len(r) for r in rows))
         return group, prompts
 
@@ -352,6 +355,7 @@ class Server:
         _add_error_handlers(app)
         app.add_middleware(_Guard, server=self)
         _add_routes(app, self)
+        _add_tokenizer_routes(app, self)
         return app
 
     async def complete(self, body: CompletionRequest, request: Request):
@@ -449,6 +453,56 @@ def _add_routes(app: FastAPI, server: Server) -> None:
         return await server.complete(body, request)
 
 
+class TokenizeRequest(BaseModel):
+    """The body of ``POST /tokenize`` (vLLM's shape)."""
+    model_config = ConfigDict(extra="ignore")
+
+    model: Optional[str] = None
+    prompt: str
+    add_special_tokens: bool = False  # accepted; this tokenizer adds none
+
+
+class DetokenizeRequest(BaseModel):
+    """The body of ``POST /detokenize`` (vLLM's shape)."""
+    model_config = ConfigDict(extra="ignore")
+
+    model: Optional[str] = None
+    tokens: list[int]
+
+
+def _add_tokenizer_routes(app: FastAPI, server: Server) -> None:
+    """vLLM's tokenizer endpoints, which lm-evaluation-harness's remote tokenizer reads:
+    ``POST /tokenize`` ({prompt} -> {count, max_model_len, tokens}), ``POST /detokenize``
+    ({tokens} -> {prompt}) and ``GET /tokenizer_info`` (the special tokens, as text)."""
+    tokenizer = server.tokenizer
+
+    def piece(token_id):
+        return None if token_id is None else tokenizer.decode([int(token_id)])
+
+    @app.post("/tokenize")
+    async def tokenize(body: TokenizeRequest):
+        try:
+            ids = tokenizer.encode_checked(body.prompt, on_unknown=server.on_unknown, what="prompt")
+        except ValueError as exc:
+            raise APIError(400, str(exc), "prompt") from None
+        return {"count": len(ids), "max_model_len": server.limits["max_prompt_tokens"], "tokens": ids}
+
+    @app.post("/detokenize")
+    async def detokenize(body: DetokenizeRequest):
+        V = int(server.config["vocab_size"])
+        bad = [t for t in body.tokens if not 0 <= t < V]
+        if bad:
+            raise APIError(400, f"tokens outside the vocabulary [0, {V}): {bad[:5]}", "tokens")
+        return {"prompt": tokenizer.decode(body.tokens)}
+
+    @app.get("/tokenizer_info")
+    async def tokenizer_info():
+        cfg = server.config
+        return {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": piece(cfg.get("bos_token_id")),
+                "eos_token": piece(cfg.get("eos_token_id")), "pad_token": piece(cfg.get("pad_token_id")),
+                "unk_token": tokenizer.unk_token, "model_max_length": server.limits["max_prompt_tokens"]}
+
+
 _SERVER_FAILED = "the server failed while generating; see its log."
 
 
@@ -470,9 +524,10 @@ class _Completion:
         self.rid, self.created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         self.started = time.perf_counter()
         server.engine.submit(self.group)
-        self.prompt_tokens = sum(len(p) for p in prompts) * body.n
+        self.prompt_tokens = sum(len(p) for p in prompts)  # each prompt once, whatever n (OpenAI's count)
         self.n_rows = self.group.rows
         self.want_lp = body.logprobs is not None
+        self.echo_text = _echo_texts(server.tokenizer, body, prompts) if body.echo else None
         self.completion_tokens = 0
 
     def _emit(self, group, events) -> None:
@@ -488,17 +543,31 @@ class _Completion:
         return out
 
     def usage(self) -> dict:
-        """Token counts so far: prompt (times n), completion, total."""
+        """Token counts so far: prompt (each prompt once), completion, total."""
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "total_tokens": self.prompt_tokens + self.completion_tokens}
 
     def _add_logprob(self, lp: dict, ev, offset: int) -> None:
         """Append token event ``ev`` to logprobs object ``lp``; ``offset``: the characters of its
         row's text before this token."""
-        lp["tokens"].append(self.server.tokenizer.decode([ev.token_id]))
+        lp["tokens"].append(token_text(self.server.tokenizer, ev.token_id))
         lp["token_logprobs"].append(ev.logprob)
         lp["top_logprobs"].append(ev.top_logprobs or {})
         lp["text_offset"].append(offset)
+
+    def _add_prompt(self, lp: dict | None, ev) -> str:
+        """A row's echoed prompt (its first event, ``ev.prompt``): its logprobs entries appended to
+        ``lp`` (the first token's logprob and top_logprobs are None, as OpenAI's); returns its text."""
+        if lp is not None:
+            offset = 0
+            for tid, logprob, top in ev.prompt:
+                name = token_text(self.server.tokenizer, tid)
+                lp["tokens"].append(name)
+                lp["token_logprobs"].append(logprob)
+                lp["top_logprobs"].append(top)
+                lp["text_offset"].append(offset)
+                offset += len(name)
+        return self.echo_text[ev.index // self.body.n]
 
     # -- streaming ------------------------------------------------------------------------
     def streaming_response(self) -> StreamingResponse:
@@ -560,6 +629,10 @@ class _Completion:
                 row = rows.get(ev.index)
                 if row is None:
                     row = rows[ev.index] = [[], _empty_logprobs() if self.want_lp else None, None]
+                if ev.prompt is not None:
+                    text = self._add_prompt(row[1], ev)
+                    row[0].append(text)
+                    self._offsets[ev.index] += len(text)
                 if ev.token_id is not None:
                     self.completion_tokens += 1
                     if self.want_lp:
@@ -622,6 +695,8 @@ class _Completion:
         for ev in events:
             if ev.finish_reason == "error":
                 raise APIError(500, _SERVER_FAILED, None, None, "server_error")
+            if ev.prompt is not None:
+                texts[ev.index] += self._add_prompt(lps[ev.index] if self.want_lp else None, ev)
             if ev.token_id is not None:
                 self.completion_tokens += 1
                 if self.want_lp:
@@ -631,6 +706,13 @@ class _Completion:
                 finish[ev.index] = ev.finish_reason
                 finished += 1
         return finished
+
+
+def _echo_texts(tokenizer, body: CompletionRequest, prompts: list[list[int]]) -> list[str]:
+    """Each prompt's text as ``echo`` returns it: the string sent, or the token ids decoded."""
+    given = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+    return [p if isinstance(p, str) else tokenizer.decode(ids) for p, ids in zip(given, prompts)] \
+        if len(given) == len(prompts) else [tokenizer.decode(ids) for ids in prompts]
 
 
 def model_name_of(run: str) -> str:
