@@ -275,9 +275,8 @@ class Server:
             settings["name"] = "greedy"
         else:
             settings = {**base, **given}
-            if settings.get("name") == "greedy" and any(k in SAMPLING and v != OFF[k] for k, v in given.items()):
-                settings["name"] = "sample"
-                settings = {k: v for k, v in settings.items() if k == "name" or k in COMMON or k in given}
+            if settings.get("name") == "greedy":
+                settings = _greedy_or_sample(settings, given)
         return self._build_decoder(settings, "decoding" if body.decoding else None)
 
     def encode_prompts(self, prompt) -> list[list[int]]:
@@ -368,6 +367,18 @@ class Server:
         if body.stream:
             return call.streaming_response()
         return await call.gather(request)
+
+
+def _greedy_or_sample(settings: dict, given: dict) -> dict:
+    """A request to a greedy server (``settings``: the server's with the request's ``given`` on top),
+    with OpenAI's meaning of its fields (TGI #687): a filter at its neutral value (``top_p: 1``,
+    ``top_k: 0``, ...) is off, so it is dropped; a ``temperature`` above 0, or a filter that is on,
+    means sampling (OpenAI samples at any temperature but 0)."""
+    neutral = {k for k, v in given.items() if k in SAMPLING and k != "temperature" and v == OFF[k]}
+    settings = {k: v for k, v in settings.items() if k not in neutral}
+    if "temperature" in given or any(k in SAMPLING for k in given if k not in neutral):
+        return {k: v for k, v in settings.items() if k == "name" or k in COMMON or k in given} | {"name": "sample"}
+    return settings
 
 
 def _lifespan(server: Server):
@@ -504,6 +515,7 @@ def _add_tokenizer_routes(app: FastAPI, server: Server) -> None:
 
 
 _SERVER_FAILED = "the server failed while generating; see its log."
+_GONE = object()  # in a request's inbox: its client disconnected
 
 
 def _empty_logprobs() -> dict:
@@ -665,28 +677,38 @@ class _Completion:
     # -- one body ---------------------------------------------------------------------------
     async def gather(self, request: Request):
         """The answer as one ``text_completion`` body, once every row finished. A client that
-        disconnects (checked each second) gets its rows cancelled and a bare 499; raises a 500
+        disconnects gets its rows out of the batch before the engine's next step (a task waits on the
+        connection's disconnect message; vLLM #9428) and a bare 499; raises a 500
         :class:`APIError` if the engine failed."""
         texts, finish = [""] * self.n_rows, [None] * self.n_rows
         lps = [_empty_logprobs() for _ in range(self.n_rows)]
         left = self.n_rows
+        watcher = asyncio.ensure_future(self._watch(request))
         try:
             while left > 0:
-                try:
-                    events = await asyncio.wait_for(self.inbox.get(), timeout=1.0)
-                except asyncio.TimeoutError:
-                    if await request.is_disconnected():
-                        self.server.engine.cancel(self.group)
-                        return JSONResponse({}, status_code=499)
-                    continue
+                events = await self.inbox.get()
+                if events is _GONE:
+                    return JSONResponse({}, status_code=499)
                 left -= self._take(events, texts, finish, lps)
         except asyncio.CancelledError:
             self.server.engine.cancel(self.group)
             raise
+        finally:
+            watcher.cancel()
         self.server.metrics.latency.observe(time.perf_counter() - self.started)
         choices = [{"text": t, "index": i, "logprobs": lps[i] if self.want_lp else None,
                     "finish_reason": f} for i, (t, f) in enumerate(zip(texts, finish))]
         return self.chunk(choices, self.usage())
+
+    async def _watch(self, request: Request) -> None:
+        """Until cancelled: on the client's disconnect (the body is read, so the next ASGI message is
+        that one), cancel the group at once and wake :meth:`gather`."""
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                self.server.engine.cancel(self.group)
+                self.inbox.put_nowait(_GONE)
+                return
 
     def _take(self, events, texts: list[str], finish: list, lps: list[dict]) -> int:
         """Add one step's ``events`` to the rows' texts, finish reasons and logprobs; returns how
