@@ -85,3 +85,39 @@ def test_byte_level_tokens_are_named_in_openai_bytes_form():
     assert names == ["bytes:\\xc3", "bytes:\\xa9"]
     assert token_text(tk, ord("a")) == "a"
     assert len({token_text(tk, b) for b in range(256)}) == 256  # no two tokens share a name
+
+
+def test_host_header_is_checked_on_a_loopback_server(tiny_run):
+    """DNS rebinding: a page on evil.example whose name resolves to 127.0.0.1 reaches a loopback
+    server with ``Host: evil.example``; only the loopback names are answered."""
+    with make_client(tiny_run, decoding={"name": "greedy"}, host="127.0.0.1") as client:
+        assert client.get("/health").status_code == 200
+        assert client.get("/health", headers={"Host": "localhost:8000"}).status_code == 200
+        assert client.get("/health", headers={"Host": "[::1]:8000"}).status_code == 200
+        bad = client.post("/v1/completions", json={"prompt": "ROMEO:"}, headers={"Host": "evil.example:8000"})
+        assert bad.status_code == 421 and bad.json()["error"]["code"] == "invalid_host"
+
+
+def test_chunked_body_over_the_limit_is_413(greedy):
+    """The size limit read only Content-Length; a chunked body had none and was read whole."""
+    def chunks():
+        for _ in range(40):
+            yield b"x" * 50_000  # 2 MB > max_body_bytes (1 MB)
+
+    r = greedy.post("/v1/completions", content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "larger than" in r.json()["error"]["message"]
+    small = b'{"prompt": "ROMEO:", "max_tokens": 2}'
+    ok = greedy.post("/v1/completions", content=iter([small[:10], small[10:]]), headers={"Content-Type": "application/json"})
+    assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 2
+
+
+def test_cors_is_off_by_default_and_follows_cors_origins(tiny_run, greedy):
+    preflight = {"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization,content-type"}
+    assert "access-control-allow-origin" not in greedy.options("/v1/completions", headers=preflight).headers
+    with make_client(tiny_run, decoding={"name": "greedy"}, cors_origins=["http://localhost:3000"],
+                     api_key="k") as client:
+        r = client.options("/v1/completions", headers=preflight)
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://localhost:3000"
+        other = client.options("/v1/completions", headers={**preflight, "Origin": "http://evil.example"})
+        assert other.headers.get("access-control-allow-origin") != "http://evil.example"

@@ -228,6 +228,12 @@ def test_disconnect_frees_the_row_of_a_plain_request(server):
     assert after["tokens"] - before < 5000
 
 
+def test_host_header_is_checked(server):
+    """serve binds 127.0.0.1 here: another name in the Host header (DNS rebinding) is refused."""
+    assert httpx.get(server.url + "/health", headers={"Host": f"localhost:{server.port}"}, timeout=10).status_code == 200
+    assert httpx.get(server.url + "/health", headers={"Host": "rebind.example"}, timeout=10).status_code == 421
+
+
 def test_slow_client_does_not_stall_others(server, client):
     """A client that sends a streaming request and never reads it: the others finish regardless."""
     body = json.dumps({"model": "tiny", "prompt": PROMPT, "max_tokens": 5000, "stream": True}).encode()

@@ -16,6 +16,7 @@ import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Optional, Union
+from urllib.parse import urlsplit
 
 import torch
 
@@ -43,6 +44,9 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise MissingDependencyError(
         f"lstm-pipeline serve needs the web stack ({exc.name} is missing): pip install 'lstm-pipeline[serve]'") from None
+
+#: the names a loopback-bound server answers to (the Host header's host; DNS-rebinding protection)
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 #: the project's decoding settings a request may set (besides OpenAI's temperature and top_p)
 DECODING_FIELDS = tuple(k for k in (*SAMPLING, *COMMON))
@@ -151,6 +155,10 @@ class _Guard:
         path = scope["path"]
         headers = dict(scope["headers"])
         label = path if path in self.PATHS else "other"
+        refused = self._refused_host(headers)
+        if refused is not None:
+            server.metrics.requests.labels(label, "421").inc()
+            return await refused(scope, receive, send)
         protected = path.startswith("/v1") or path in ("/metrics", "/tokenize", "/detokenize", "/tokenizer_info")
         if protected and server.api_key is not None:
             scheme, _, key = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
@@ -160,8 +168,12 @@ class _Guard:
                                             None, "invalid_api_key")(scope, receive, send)
         size = headers.get(b"content-length", b"").decode("latin-1")
         if size.isdigit() and int(size) > server.limits["max_body_bytes"]:
-            return await error_response(413, f"the request body is larger than {server.limits['max_body_bytes']} "
-                                             f"bytes.")(scope, receive, send)
+            return await self._too_large()(scope, receive, send)
+        if not size and scope["method"] in ("POST", "PUT", "PATCH"):  # chunked: counted as it arrives
+            receive = await self._buffered(receive)
+            if receive is None:
+                server.metrics.requests.labels(label, "413").inc()
+                return await self._too_large()(scope, _disconnected, send)
         counted = False
 
         async def counting_send(message):
@@ -173,6 +185,48 @@ class _Guard:
 
         await self.app(scope, receive, counting_send)
 
+    def _too_large(self) -> JSONResponse:
+        return error_response(413, f"the request body is larger than {self.server.limits['max_body_bytes']} bytes.")
+
+    def _refused_host(self, headers: dict):
+        """A 421 response when the server is bound to loopback and the ``Host`` header names another
+        host (DNS rebinding), else None."""
+        allowed = self.server.allowed_hosts
+        if allowed is None:
+            return None
+        host = headers.get(b"host", b"").decode("latin-1")
+        name = urlsplit("//" + host).hostname if host else None
+        if name in allowed:
+            return None
+        return error_response(421, f"this server answers to {', '.join(sorted(allowed))} only, not Host {host!r} "
+                                   f"(DNS-rebinding protection of a loopback server).", None, "invalid_host")
+
+    async def _buffered(self, receive):
+        """The whole body of a request without Content-Length (chunked), read up to the size limit:
+        a ``receive`` that gives it again and then passes on (the disconnect), or None when it is
+        larger than the limit."""
+        limit, chunks, size = self.server.limits["max_body_bytes"], [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            size += len(message.get("body", b""))
+            if size > limit:
+                return None
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replay():
+            return pending.pop() if pending else await receive()
+
+        return replay
+
+
+async def _disconnected():
+    return {"type": "http.disconnect"}
+
 
 class Server:
     """The model, the engine and the limits; builds the FastAPI app (:meth:`app`)."""
@@ -182,13 +236,17 @@ class Server:
                  max_tokens: int = 2048, default_max_tokens: int = 16, max_n: int = 16, max_streams: int = 256,
                  max_logprobs: int = 5, eos_token: str | None = None, on_unknown: str = "error",
                  max_body_bytes: int = 1_000_000, model_dir: str | None = None, device: str = "cpu",
-                 stream_interval_ms: float = 0):
+                 stream_interval_ms: float = 0, host: str | None = None, cors_origins: list[str] | None = None):
         """``model_dir`` given: the batching engine runs in a child process that loads the model
         from there (``lstm-pipeline serve`` does this; ``model`` may then be None). Otherwise it
         runs in a thread of this process over ``model``. ``stream_interval_ms``: a stream gets at
         most one server-sent event per this many milliseconds (the tokens chosen meanwhile go out in
         it together; a stream's first event is never held); 0 sends each step's tokens at once (a
-        stream that fell behind still gets what is waiting as one event)."""
+        stream that fell behind still gets what is waiting as one event). ``host``: the address the
+        server is bound to; a loopback one (127.0.0.1, localhost, ::1) makes requests whose ``Host``
+        header names another host a 421 (DNS rebinding: a web page on evil.com resolving its name to
+        127.0.0.1 must not reach this server); None checks nothing. ``cors_origins``: the origins whose
+        pages may call the API from a browser (none by default, ``["*"]`` any)."""
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.model_name, self.api_key = model_name, api_key or None
         self.decoding = dict(decoding)
@@ -199,6 +257,8 @@ class Server:
             if not isinstance(v, int) or v < (0 if k == "max_logprobs" else 1):
                 raise ValueError(f"{k} must be a positive int, got {v!r}")
         self.on_unknown = on_unknown
+        self.allowed_hosts = LOOPBACK if host in LOOPBACK else None
+        self.cors_origins = list(cors_origins or [])
         if not isinstance(stream_interval_ms, (int, float)) or not 0 <= stream_interval_ms <= 10_000:
             raise ValueError(f"stream_interval_ms must be a number of milliseconds in [0, 10000], got {stream_interval_ms!r}")
         self.stream_interval = stream_interval_ms / 1000
@@ -353,6 +413,11 @@ class Server:
                       openapi_url=None)
         _add_error_handlers(app)
         app.add_middleware(_Guard, server=self)
+        if self.cors_origins:  # outermost: it answers browsers' preflight requests (no API key in those)
+            from starlette.middleware.cors import CORSMiddleware
+
+            app.add_middleware(CORSMiddleware, allow_origins=self.cors_origins, allow_methods=["GET", "POST"],
+                               allow_headers=["*"])
         _add_routes(app, self)
         _add_tokenizer_routes(app, self)
         return app
