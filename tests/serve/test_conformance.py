@@ -121,3 +121,26 @@ def test_cors_is_off_by_default_and_follows_cors_origins(tiny_run, greedy):
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://localhost:3000"
         other = client.options("/v1/completions", headers={**preflight, "Origin": "http://evil.example"})
         assert other.headers.get("access-control-allow-origin") != "http://evil.example"
+
+
+def test_model_by_id_and_unknown_paths(greedy):
+    assert greedy.get("/v1/models/tiny").json() == {**greedy.get("/v1/models").json()["data"][0]}
+    missing = greedy.get("/v1/models/gpt-4")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+    unknown = greedy.post("/v1/embeddings", json={"input": "x"})
+    message = unknown.json()["error"]["message"]
+    assert unknown.status_code == 404 and "POST /v1/completions" in message and "GET /v1/models" in message
+
+
+def test_logit_bias(greedy):
+    """OpenAI's logit_bias: +100 forces a token, -100 bans one; bad keys or values are a 400."""
+    x = greedy.post("/tokenize", json={"prompt": "x"}).json()["tokens"][0]
+    forced = complete(greedy, max_tokens=8, logit_bias={str(x): 100})["choices"][0]["text"]
+    assert forced == "x" * 8
+    plain = complete(greedy, max_tokens=8)["choices"][0]["text"]
+    first = greedy.post("/tokenize", json={"prompt": plain[0]}).json()["tokens"][0]
+    banned = complete(greedy, max_tokens=8, logit_bias={str(first): -100})["choices"][0]["text"]
+    assert plain[0] not in banned
+    for bias in ({"x": 1}, {str(10**6): 1}, {str(x): 101}):
+        r = greedy.post("/v1/completions", json={"prompt": "ROMEO:", "logit_bias": bias})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "logit_bias"

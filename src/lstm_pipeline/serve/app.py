@@ -81,6 +81,7 @@ class CompletionRequest(BaseModel):
     seed: Optional[int] = None
     stream: bool = False
     logprobs: Optional[int] = None
+    logit_bias: Optional[dict[str, float]] = None  # {token id: bias in [-100, 100]}, OpenAI's
     echo: bool = False  # the prompt comes back before the completion (with its logprobs when logprobs is set)
     user: Optional[str] = None  # accepted and ignored, as OpenAI clients may send it
     stream_options: Optional[dict] = None  # {"include_usage": true}
@@ -371,6 +372,24 @@ class Server:
             out.append(ids)
         return out
 
+    def logit_bias_of(self, given: dict | None) -> dict[int, float] | None:
+        """OpenAI's ``logit_bias`` ({"token id": bias}) checked: ids in the vocabulary, biases in
+        [-100, 100], at most 300 entries. Raises a 400 :class:`APIError` otherwise."""
+        if not given:
+            return None
+        V = int(self.config["vocab_size"])
+        if len(given) > 300:
+            raise APIError(400, f"logit_bias has {len(given)} entries; at most 300.", "logit_bias")
+        out = {}
+        for key, value in given.items():
+            if not str(key).isdigit() or not 0 <= int(key) < V:
+                raise APIError(400, f"logit_bias key {key!r} is not a token id in [0, {V}) (POST /tokenize gives "
+                                    f"the ids of a text).", "logit_bias")
+            if not -100 <= value <= 100:
+                raise APIError(400, f"logit_bias[{key}] = {value} is outside [-100, 100].", "logit_bias")
+            out[int(key)] = float(value)
+        return out
+
     def group_for(self, body: CompletionRequest, emit) -> tuple[Group, list[list[int]]]:
         L = self.limits
         if body.model is not None and body.model != self.model_name:
@@ -390,6 +409,7 @@ class Server:
         if body.seed is not None and not 0 <= body.seed < 2 ** 63:
             raise APIError(400, f"seed must be an int in [0, 2**63), got {body.seed}.", "seed")
         decoder = self.decoder_for(body)
+        bias = self.logit_bias_of(body.logit_bias)
         prompts = self.encode_prompts(body.prompt)
         rows = request_rows(prompts, body.n)
         if len(rows) > L["max_batch"]:
@@ -401,7 +421,7 @@ class Server:
                            None, "server_busy", "rate_limit_error")
         seed = int(body.seed) if body.seed is not None else int(torch.randint(0, 2 ** 62, (1,), generator=self._seeds))
         group = Group(rows, decoder, max_tokens, emit=emit, stop=stop, logprobs=body.logprobs, seed=seed,
-                      settings=self._settings_of[id(decoder)], echo=body.echo)
+                      settings=self._settings_of[id(decoder)], echo=body.echo, logit_bias=bias)
         self.metrics.prompt_tokens.inc(sum(len(r) for r in rows))
         return group, prompts
 
@@ -492,8 +512,17 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, exc: StarletteHTTPException):
-        return error_response(exc.status_code, str(exc.detail), None, None,
+        message = str(exc.detail)
+        if exc.status_code == 404 and request.url.path.startswith("/v1/"):
+            message = f"{request.url.path} is not served here; this server serves: {_routes_served(request.app)}."
+        return error_response(exc.status_code, message, None, None,
                               "invalid_request_error" if exc.status_code < 500 else "server_error")
+
+
+def _routes_served(app: FastAPI) -> str:
+    """The app's routes, as "POST /v1/completions, GET /v1/models, ..." (for an unknown path's 404)."""
+    return ", ".join(f"{'/'.join(sorted(getattr(r, 'methods', None) or ['GET']))} {r.path}"
+                     for r in app.routes if getattr(r, "path", None))
 
 
 def _add_routes(app: FastAPI, server: Server) -> None:
@@ -517,6 +546,13 @@ def _add_routes(app: FastAPI, server: Server) -> None:
     async def models():
         return {"object": "list", "data": [{"id": server.model_name, "object": "model", "created": server.created,
                                             "owned_by": "lstm-pipeline"}]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str):
+        if model_id != server.model_name:
+            raise APIError(404, f"The model '{model_id}' does not exist here; this server serves "
+                                f"'{server.model_name}' (GET /v1/models).", "model", "model_not_found")
+        return {"id": server.model_name, "object": "model", "created": server.created, "owned_by": "lstm-pipeline"}
 
     @app.get("/", response_class=HTMLResponse)
     async def page():

@@ -54,7 +54,7 @@ from ..generation.strategies import (
     prompt_history,
     sample_from_logits,
 )
-from .sampling import prompt_logprobs, split_processors, token_text
+from .sampling import LogitBias, prompt_logprobs, split_processors, token_text
 
 #: finish reasons, as OpenAI names them
 STOP, LENGTH, CANCELLED = "stop", "length", "cancelled"
@@ -87,6 +87,7 @@ class Group:
     seed: int | None = None
     settings: dict | None = None  # the decoding settings ``decoder`` was built from
     echo: bool = False  # the rows' first events carry their prompts (with logprobs when ``logprobs`` is set)
+    logit_bias: dict[int, float] | None = None  # OpenAI's: added to these tokens' logits before the choice
     id: int = field(default_factory=itertools.count().__next__)
     # set by the engine
     cancelled: bool = False
@@ -111,6 +112,8 @@ class _Live:
             else:
                 group.generator.seed()
         self.constraints, self.shape, self.shape_key = split_processors(group.decoder)
+        if group.logit_bias:
+            self.constraints.append(LogitBias(group.logit_bias))
         self.n = 0  # tokens generated per row so far
         R = group.rows
         self.done = [False] * R

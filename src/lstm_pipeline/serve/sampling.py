@@ -88,3 +88,21 @@ def prompt_logprobs(model, ids: list[int], top_k: int, name: Callable[[int], str
             tops = [{name(t): float(s) for s, t in zip(vs, ts)} for vs, ts in zip(v.tolist(), i.tolist())]
         out += [(int(t), float(c), top) for t, c, top in zip(targets.tolist(), chosen, tops)]
     return out
+
+
+class LogitBias(LogitsProcessor):
+    """OpenAI's ``logit_bias``: ``bias[token_id]`` added to that token's logit before any filter or
+    the choice (-100 in effect bans a token, 100 forces it). ``bias``: {token_id: float in [-100, 100]}."""
+
+    stage = "constraint"
+
+    def __init__(self, bias: dict[int, float]):
+        self.ids = [int(t) for t in bias]
+        self.values = [float(v) for v in bias.values()]
+
+    def __call__(self, history, logits):
+        import torch
+
+        add = torch.zeros(logits.size(-1), dtype=logits.dtype, device=logits.device)
+        add[self.ids] = torch.tensor(self.values, dtype=logits.dtype, device=logits.device)
+        return logits + add
