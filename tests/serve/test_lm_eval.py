@@ -62,6 +62,7 @@ def test_word_perplexity_equals_evaluate(server, tiny_run, tmp_path):
     nll = m["loss"] * m["tokens"]
     words = len(re.split(r"\s+", DOC))  # lm_eval's count_words
     expected = math.exp(nll / words)
+    print(f"lm_eval word_perplexity {got!r}, evaluate's {expected!r}, relative {abs(got / expected - 1):.2e}")
     assert got == pytest.approx(expected, rel=1e-4)
 
 

@@ -1,8 +1,9 @@
 """``lstm-pipeline serve``: an OpenAI-compatible completions API over one model, continuously batched.
 
-Endpoints: ``POST /v1/completions`` (OpenAI's shape, plus the project's decoding settings),
-``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus text format) and ``GET /`` (a page
-to try the model). The model is fixed when the server starts; no request can name a file.
+Endpoints: ``POST /v1/completions`` (OpenAI's shape, plus the project's decoding settings; ``echo``
+with prompt logprobs for scoring), ``GET /v1/models`` and ``/v1/models/{id}``, ``POST /tokenize``,
+``POST /detokenize`` and ``GET /tokenizer_info`` (vLLM's shapes), ``GET /health``, ``GET /metrics``
+(Prometheus text format) and ``GET /`` (a page to try the model). The model is fixed when the server starts; no request can name a file.
 
 Errors are OpenAI-shaped: ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status.
 """
