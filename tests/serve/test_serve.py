@@ -213,6 +213,27 @@ def test_disconnect_frees_the_row(server):
     assert after - before < 5000  # it left the batch before its budget ran out
 
 
+def test_disconnect_frees_the_row_of_a_plain_request(server):
+    """vLLM #9428: a non-streamed request went on generating for a client that had gone (the check
+    ran only after a second without tokens, which never comes while tokens flow). Its rows must
+    leave the batch as soon as the connection closes."""
+    before = _wait_idle(server)["tokens"]
+    body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 5000}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + "/v1/completions", json=body, headers={"Authorization": f"Bearer {KEY}"},
+                   timeout=httpx.Timeout(10, read=0.3))
+    gone = time.monotonic()
+    after = _wait_idle(server, 5.0)
+    assert time.monotonic() - gone < 0.5, after
+    assert after["tokens"] - before < 5000
+
+
+def test_host_header_is_checked(server):
+    """serve binds 127.0.0.1 here: another name in the Host header (DNS rebinding) is refused."""
+    assert httpx.get(server.url + "/health", headers={"Host": f"localhost:{server.port}"}, timeout=10).status_code == 200
+    assert httpx.get(server.url + "/health", headers={"Host": "rebind.example"}, timeout=10).status_code == 421
+
+
 def test_slow_client_does_not_stall_others(server, client):
     """A client that sends a streaming request and never reads it: the others finish regardless."""
     body = json.dumps({"model": "tiny", "prompt": PROMPT, "max_tokens": 5000, "stream": True}).encode()

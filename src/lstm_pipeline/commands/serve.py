@@ -36,7 +36,8 @@ def run(cfg):
                     default_max_tokens=cfg.default_max_tokens, max_n=cfg.max_n, max_streams=cfg.max_streams,
                     eos_token=cfg.eos_token, on_unknown=cfg.on_unknown,
                     model_dir=str(model_dir) if cfg.engine_process else None, device=cfg.device,
-                    stream_interval_ms=cfg.stream_interval_ms,
+                    stream_interval_ms=cfg.stream_interval_ms, host=str(cfg.host),
+                    cors_origins=[str(o) for o in cfg.cors_origins or []],
                     chat_template=ChatTemplate.of_model_dir(model_dir))  # the default when it records none
     if cfg.engine_process:
         server.engine.start()  # loads the model in the engine process; a bad model directory fails here

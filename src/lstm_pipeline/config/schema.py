@@ -191,6 +191,8 @@ class ServeJob:
                                     # go out together; the first never waits); 0: every token at once
     decoding: Any = None            # the defaults for requests that do not set a field: null, the model's own
                                     # (generation_config.json, as generate); decoding=<strategy> to choose
+    cors_origins: list = field(default_factory=list)  # origins whose pages may call the API from a browser
+                                    # (CORS), e.g. [http://localhost:3000]; none by default ("*": any)
 
 
 #: command -> the component groups whose settings its config composes (see register_component_schemas)

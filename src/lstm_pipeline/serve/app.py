@@ -1,9 +1,11 @@
 """``lstm-pipeline serve``: an OpenAI-compatible completions API over one model, continuously batched.
 
-Endpoints: ``POST /v1/completions`` (OpenAI's shape, plus the project's decoding settings),
-``POST /v1/chat/completions`` (messages rendered with the model's chat template, :mod:`.chat`, then
-answered as a completion of that text), ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus text format) and ``GET /`` (a page
-to try the model). The model is fixed when the server starts; no request can name a file.
+Endpoints: ``POST /v1/completions`` (OpenAI's shape, plus the project's decoding settings; ``echo``
+with prompt logprobs for scoring), ``POST /v1/chat/completions`` (messages rendered with the model's
+chat template, :mod:`.chat`, then answered as a completion of that text), ``GET /v1/models`` and
+``/v1/models/{id}``, ``POST /tokenize``, ``POST /detokenize`` and ``GET /tokenizer_info`` (vLLM's
+shapes), ``GET /health``, ``GET /metrics`` (Prometheus text format) and ``GET /`` (a page to try the
+model). The model is fixed when the server starts; no request can name a file.
 
 Errors are OpenAI-shaped: ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status.
 """
@@ -17,6 +19,7 @@ import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Optional, Union
+from urllib.parse import urlsplit
 
 import torch
 
@@ -24,6 +27,7 @@ from ..generation.processors import OFF
 from ..generation.strategies import COMMON, SAMPLING, StepDecoding
 from .batcher import Engine, Group, request_rows
 from .chat import ChatError, ChatTemplate
+from .sampling import token_text
 
 
 class MissingDependencyError(LookupError):
@@ -44,6 +48,9 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise MissingDependencyError(
         f"lstm-pipeline serve needs the web stack ({exc.name} is missing): pip install 'lstm-pipeline[serve]'") from None
+
+#: the names a loopback-bound server answers to (the Host header's host; DNS-rebinding protection)
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 #: the project's decoding settings a request may set (besides OpenAI's temperature and top_p)
 DECODING_FIELDS = tuple(k for k in (*SAMPLING, *COMMON))
@@ -78,6 +85,8 @@ class CompletionRequest(BaseModel):
     seed: Optional[int] = None
     stream: bool = False
     logprobs: Optional[int] = None
+    logit_bias: Optional[dict[str, float]] = None  # {token id: bias in [-100, 100]}, OpenAI's
+    echo: bool = False  # the prompt comes back before the completion (with its logprobs when logprobs is set)
     user: Optional[str] = None  # accepted and ignored, as OpenAI clients may send it
     stream_options: Optional[dict] = None  # {"include_usage": true}
     # the project's own decoding options (docs/generation.md)
@@ -138,7 +147,8 @@ class _Guard:
     chunk of every stream through an extra task and memory stream: measured, a third of the web
     process's time under 64 streams.)"""
 
-    PATHS = ("/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics", "/")
+    PATHS = ("/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics", "/", "/tokenize",
+             "/detokenize", "/tokenizer_info")
 
     def __init__(self, app, server: "Server"):
         self.app, self.server = app, server
@@ -150,7 +160,11 @@ class _Guard:
         path = scope["path"]
         headers = dict(scope["headers"])
         label = path if path in self.PATHS else "other"
-        protected = path.startswith("/v1") or path == "/metrics"
+        refused = self._refused_host(headers)
+        if refused is not None:
+            server.metrics.requests.labels(label, "421").inc()
+            return await refused(scope, receive, send)
+        protected = path.startswith("/v1") or path in ("/metrics", "/tokenize", "/detokenize", "/tokenizer_info")
         if protected and server.api_key is not None:
             scheme, _, key = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
             if scheme.lower() != "bearer" or not secrets.compare_digest(key.strip().encode(), server.api_key.encode()):
@@ -159,8 +173,12 @@ class _Guard:
                                             None, "invalid_api_key")(scope, receive, send)
         size = headers.get(b"content-length", b"").decode("latin-1")
         if size.isdigit() and int(size) > server.limits["max_body_bytes"]:
-            return await error_response(413, f"the request body is larger than {server.limits['max_body_bytes']} "
-                                             f"bytes.")(scope, receive, send)
+            return await self._too_large()(scope, receive, send)
+        if not size and scope["method"] in ("POST", "PUT", "PATCH"):  # chunked: counted as it arrives
+            receive = await self._buffered(receive)
+            if receive is None:
+                server.metrics.requests.labels(label, "413").inc()
+                return await self._too_large()(scope, _disconnected, send)
         counted = False
 
         async def counting_send(message):
@@ -172,6 +190,48 @@ class _Guard:
 
         await self.app(scope, receive, counting_send)
 
+    def _too_large(self) -> JSONResponse:
+        return error_response(413, f"the request body is larger than {self.server.limits['max_body_bytes']} bytes.")
+
+    def _refused_host(self, headers: dict):
+        """A 421 response when the server is bound to loopback and the ``Host`` header names another
+        host (DNS rebinding), else None."""
+        allowed = self.server.allowed_hosts
+        if allowed is None:
+            return None
+        host = headers.get(b"host", b"").decode("latin-1")
+        name = urlsplit("//" + host).hostname if host else None
+        if name in allowed:
+            return None
+        return error_response(421, f"this server answers to {', '.join(sorted(allowed))} only, not Host {host!r} "
+                                   f"(DNS-rebinding protection of a loopback server).", None, "invalid_host")
+
+    async def _buffered(self, receive):
+        """The whole body of a request without Content-Length (chunked), read up to the size limit:
+        a ``receive`` that gives it again and then passes on (the disconnect), or None when it is
+        larger than the limit."""
+        limit, chunks, size = self.server.limits["max_body_bytes"], [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            size += len(message.get("body", b""))
+            if size > limit:
+                return None
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replay():
+            return pending.pop() if pending else await receive()
+
+        return replay
+
+
+async def _disconnected():
+    return {"type": "http.disconnect"}
+
 
 class Server:
     """The model, the engine and the limits; builds the FastAPI app (:meth:`app`)."""
@@ -181,7 +241,8 @@ class Server:
                  max_tokens: int = 2048, default_max_tokens: int = 16, max_n: int = 16, max_streams: int = 256,
                  max_logprobs: int = 5, eos_token: str | None = None, on_unknown: str = "error",
                  max_body_bytes: int = 1_000_000, model_dir: str | None = None, device: str = "cpu",
-                 stream_interval_ms: float = 0, chat_template: ChatTemplate | None = None):
+                 stream_interval_ms: float = 0, chat_template: ChatTemplate | None = None,
+                 host: str | None = None, cors_origins: list[str] | None = None):
         """``model_dir`` given: the batching engine runs in a child process that loads the model
         from there (``lstm-pipeline serve`` does this; ``model`` may then be None). Otherwise it
         runs in a thread of this process over ``model``. ``stream_interval_ms``: a stream gets at
@@ -189,7 +250,11 @@ class Server:
         it together; a stream's first event is never held); 0 sends each step's tokens at once (a
         stream that fell behind still gets what is waiting as one event). ``chat_template``: how
         chat messages become a prompt (None: the built-in default, said in each chat answer's
-        ``X-Chat-Template`` header)."""
+        ``X-Chat-Template`` header). ``host``: the address the
+        server is bound to; a loopback one (127.0.0.1, localhost, ::1) makes requests whose ``Host``
+        header names another host a 421 (DNS rebinding: a web page on evil.com resolving its name to
+        127.0.0.1 must not reach this server); None checks nothing. ``cors_origins``: the origins whose
+        pages may call the API from a browser (none by default, ``["*"]`` any)."""
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.model_name, self.api_key = model_name, api_key or None
         self.decoding = dict(decoding)
@@ -201,6 +266,8 @@ class Server:
                 raise ValueError(f"{k} must be a positive int, got {v!r}")
         self.on_unknown = on_unknown
         self.chat_template = chat_template or ChatTemplate()
+        self.allowed_hosts = LOOPBACK if host in LOOPBACK else None
+        self.cors_origins = list(cors_origins or [])
         if not isinstance(stream_interval_ms, (int, float)) or not 0 <= stream_interval_ms <= 10_000:
             raise ValueError(f"stream_interval_ms must be a number of milliseconds in [0, 10000], got {stream_interval_ms!r}")
         self.stream_interval = stream_interval_ms / 1000
@@ -277,9 +344,8 @@ class Server:
             settings["name"] = "greedy"
         else:
             settings = {**base, **given}
-            if settings.get("name") == "greedy" and any(k in SAMPLING and v != OFF[k] for k, v in given.items()):
-                settings["name"] = "sample"
-                settings = {k: v for k, v in settings.items() if k == "name" or k in COMMON or k in given}
+            if settings.get("name") == "greedy":
+                settings = _greedy_or_sample(settings, given)
         return self._build_decoder(settings, "decoding" if body.decoding else None)
 
     def encode_prompts(self, prompt) -> list[list[int]]:
@@ -314,15 +380,33 @@ class Server:
             out.append(ids)
         return out
 
+    def logit_bias_of(self, given: dict | None) -> dict[int, float] | None:
+        """OpenAI's ``logit_bias`` ({"token id": bias}) checked: ids in the vocabulary, biases in
+        [-100, 100], at most 300 entries. Raises a 400 :class:`APIError` otherwise."""
+        if not given:
+            return None
+        V = int(self.config["vocab_size"])
+        if len(given) > 300:
+            raise APIError(400, f"logit_bias has {len(given)} entries; at most 300.", "logit_bias")
+        out = {}
+        for key, value in given.items():
+            if not str(key).isdigit() or not 0 <= int(key) < V:
+                raise APIError(400, f"logit_bias key {key!r} is not a token id in [0, {V}) (POST /tokenize gives "
+                                    f"the ids of a text).", "logit_bias")
+            if not -100 <= value <= 100:
+                raise APIError(400, f"logit_bias[{key}] = {value} is outside [-100, 100].", "logit_bias")
+            out[int(key)] = float(value)
+        return out
+
     def group_for(self, body: CompletionRequest, emit) -> tuple[Group, list[list[int]]]:
         L = self.limits
         if body.model is not None and body.model != self.model_name:
             raise APIError(404, f"The model '{body.model}' does not exist here; this server serves '{self.model_name}' "
                                 f"(GET /v1/models).", "model", "model_not_found")
         max_tokens = L["default_max_tokens"] if body.max_tokens is None else body.max_tokens
-        if not 1 <= max_tokens <= L["max_tokens"]:
-            raise APIError(400, f"max_tokens must be between 1 and {L['max_tokens']} on this server, got {max_tokens}.",
-                           "max_tokens")
+        if not (0 if body.echo else 1) <= max_tokens <= L["max_tokens"]:
+            raise APIError(400, f"max_tokens must be between 1 and {L['max_tokens']} on this server (0 with echo=true, "
+                                f"to score the prompt only), got {max_tokens}.", "max_tokens")
         if not 1 <= body.n <= L["max_n"]:
             raise APIError(400, f"n must be between 1 and {L['max_n']} on this server, got {body.n}.", "n")
         if body.logprobs is not None and not 0 <= body.logprobs <= L["max_logprobs"]:
@@ -333,6 +417,7 @@ class Server:
         if body.seed is not None and not 0 <= body.seed < 2 ** 63:
             raise APIError(400, f"seed must be an int in [0, 2**63), got {body.seed}.", "seed")
         decoder = self.decoder_for(body)
+        bias = self.logit_bias_of(body.logit_bias)
         prompts = self.encode_prompts(body.prompt)
         rows = request_rows(prompts, body.n)
         if len(rows) > L["max_batch"]:
@@ -344,7 +429,7 @@ class Server:
                            None, "server_busy", "rate_limit_error")
         seed = int(body.seed) if body.seed is not None else int(torch.randint(0, 2 ** 62, (1,), generator=self._seeds))
         group = Group(rows, decoder, max_tokens, emit=emit, stop=stop, logprobs=body.logprobs, seed=seed,
-                      settings=self._settings_of[id(decoder)])
+                      settings=self._settings_of[id(decoder)], echo=body.echo, logit_bias=bias)
         self.metrics.prompt_tokens.inc(sum(len(r) for r in rows))
         return group, prompts
 
@@ -356,7 +441,13 @@ class Server:
                       openapi_url=None)
         _add_error_handlers(app)
         app.add_middleware(_Guard, server=self)
+        if self.cors_origins:  # outermost: it answers browsers' preflight requests (no API key in those)
+            from starlette.middleware.cors import CORSMiddleware
+
+            app.add_middleware(CORSMiddleware, allow_origins=self.cors_origins, allow_methods=["GET", "POST"],
+                               allow_headers=["*"])
         _add_routes(app, self)
+        _add_tokenizer_routes(app, self)
         return app
 
     async def complete(self, body: CompletionRequest, request: Request):
@@ -369,6 +460,18 @@ class Server:
         if body.stream:
             return call.streaming_response()
         return await call.gather(request)
+
+
+def _greedy_or_sample(settings: dict, given: dict) -> dict:
+    """A request to a greedy server (``settings``: the server's with the request's ``given`` on top),
+    with OpenAI's meaning of its fields (TGI #687): a filter at its neutral value (``top_p: 1``,
+    ``top_k: 0``, ...) is off, so it is dropped; a ``temperature`` above 0, or a filter that is on,
+    means sampling (OpenAI samples at any temperature but 0)."""
+    neutral = {k for k, v in given.items() if k in SAMPLING and k != "temperature" and v == OFF[k]}
+    settings = {k: v for k, v in settings.items() if k not in neutral}
+    if "temperature" in given or any(k in SAMPLING for k in given if k not in neutral):
+        return {k: v for k, v in settings.items() if k == "name" or k in COMMON or k in given} | {"name": "sample"}
+    return settings
 
 
 def _lifespan(server: Server):
@@ -417,8 +520,17 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, exc: StarletteHTTPException):
-        return error_response(exc.status_code, str(exc.detail), None, None,
+        message = str(exc.detail)
+        if exc.status_code == 404 and request.url.path.startswith("/v1/"):
+            message = f"{request.url.path} is not served here; this server serves: {_routes_served(request.app)}."
+        return error_response(exc.status_code, message, None, None,
                               "invalid_request_error" if exc.status_code < 500 else "server_error")
+
+
+def _routes_served(app: FastAPI) -> str:
+    """The app's routes, as "POST /v1/completions, GET /v1/models, ..." (for an unknown path's 404)."""
+    return ", ".join(f"{'/'.join(sorted(getattr(r, 'methods', None) or ['GET']))} {r.path}"
+                     for r in app.routes if getattr(r, "path", None))
 
 
 def _add_routes(app: FastAPI, server: Server) -> None:
@@ -443,6 +555,13 @@ def _add_routes(app: FastAPI, server: Server) -> None:
         return {"object": "list", "data": [{"id": server.model_name, "object": "model", "created": server.created,
                                             "owned_by": "lstm-pipeline"}]}
 
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str):
+        if model_id != server.model_name:
+            raise APIError(404, f"The model '{model_id}' does not exist here; this server serves "
+                                f"'{server.model_name}' (GET /v1/models).", "model", "model_not_found")
+        return {"id": server.model_name, "object": "model", "created": server.created, "owned_by": "lstm-pipeline"}
+
     @app.get("/", response_class=HTMLResponse)
     async def page():
         from .page import render_page
@@ -458,7 +577,58 @@ def _add_routes(app: FastAPI, server: Server) -> None:
         return await chat_complete(server, body, request)
 
 
+class TokenizeRequest(BaseModel):
+    """The body of ``POST /tokenize`` (vLLM's shape)."""
+    model_config = ConfigDict(extra="ignore")
+
+    model: Optional[str] = None
+    prompt: str
+    add_special_tokens: bool = False  # accepted; this tokenizer adds none
+
+
+class DetokenizeRequest(BaseModel):
+    """The body of ``POST /detokenize`` (vLLM's shape)."""
+    model_config = ConfigDict(extra="ignore")
+
+    model: Optional[str] = None
+    tokens: list[int]
+
+
+def _add_tokenizer_routes(app: FastAPI, server: Server) -> None:
+    """vLLM's tokenizer endpoints, which lm-evaluation-harness's remote tokenizer reads:
+    ``POST /tokenize`` ({prompt} -> {count, max_model_len, tokens}), ``POST /detokenize``
+    ({tokens} -> {prompt}) and ``GET /tokenizer_info`` (the special tokens, as text)."""
+    tokenizer = server.tokenizer
+
+    def piece(token_id):
+        return None if token_id is None else tokenizer.decode([int(token_id)])
+
+    @app.post("/tokenize")
+    async def tokenize(body: TokenizeRequest):
+        try:
+            ids = tokenizer.encode_checked(body.prompt, on_unknown=server.on_unknown, what="prompt")
+        except ValueError as exc:
+            raise APIError(400, str(exc), "prompt") from None
+        return {"count": len(ids), "max_model_len": server.limits["max_prompt_tokens"], "tokens": ids}
+
+    @app.post("/detokenize")
+    async def detokenize(body: DetokenizeRequest):
+        V = int(server.config["vocab_size"])
+        bad = [t for t in body.tokens if not 0 <= t < V]
+        if bad:
+            raise APIError(400, f"tokens outside the vocabulary [0, {V}): {bad[:5]}", "tokens")
+        return {"prompt": tokenizer.decode(body.tokens)}
+
+    @app.get("/tokenizer_info")
+    async def tokenizer_info():
+        cfg = server.config
+        return {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": piece(cfg.get("bos_token_id")),
+                "eos_token": piece(cfg.get("eos_token_id")), "pad_token": piece(cfg.get("pad_token_id")),
+                "unk_token": tokenizer.unk_token, "model_max_length": server.limits["max_prompt_tokens"]}
+
+
 _SERVER_FAILED = "the server failed while generating; see its log."
+_GONE = object()  # in a request's inbox: its client disconnected
 
 
 def _empty_logprobs() -> dict:
@@ -479,9 +649,10 @@ class _Completion:
         self.rid, self.created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         self.started = time.perf_counter()
         server.engine.submit(self.group)
-        self.prompt_tokens = sum(len(p) for p in prompts) * body.n
+        self.prompt_tokens = sum(len(p) for p in prompts)  # each prompt once, whatever n (OpenAI's count)
         self.n_rows = self.group.rows
         self.want_lp = body.logprobs is not None
+        self.echo_text = _echo_texts(server.tokenizer, body, prompts) if body.echo else None
         self.completion_tokens = 0
 
     def _emit(self, group, events) -> None:
@@ -497,17 +668,31 @@ class _Completion:
         return out
 
     def usage(self) -> dict:
-        """Token counts so far: prompt (times n), completion, total."""
+        """Token counts so far: prompt (each prompt once), completion, total."""
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "total_tokens": self.prompt_tokens + self.completion_tokens}
 
     def _add_logprob(self, lp: dict, ev, offset: int) -> None:
         """Append token event ``ev`` to logprobs object ``lp``; ``offset``: the characters of its
         row's text before this token."""
-        lp["tokens"].append(self.server.tokenizer.decode([ev.token_id]))
+        lp["tokens"].append(token_text(self.server.tokenizer, ev.token_id))
         lp["token_logprobs"].append(ev.logprob)
         lp["top_logprobs"].append(ev.top_logprobs or {})
         lp["text_offset"].append(offset)
+
+    def _add_prompt(self, lp: dict | None, ev) -> str:
+        """A row's echoed prompt (its first event, ``ev.prompt``): its logprobs entries appended to
+        ``lp`` (the first token's logprob and top_logprobs are None, as OpenAI's); returns its text."""
+        if lp is not None:
+            offset = 0
+            for tid, logprob, top in ev.prompt:
+                name = token_text(self.server.tokenizer, tid)
+                lp["tokens"].append(name)
+                lp["token_logprobs"].append(logprob)
+                lp["top_logprobs"].append(top)
+                lp["text_offset"].append(offset)
+                offset += len(name)
+        return self.echo_text[ev.index // self.body.n]
 
     # -- streaming ------------------------------------------------------------------------
     def streaming_response(self) -> StreamingResponse:
@@ -569,6 +754,10 @@ class _Completion:
                 row = rows.get(ev.index)
                 if row is None:
                     row = rows[ev.index] = [[], _empty_logprobs() if self.want_lp else None, None]
+                if ev.prompt is not None:
+                    text = self._add_prompt(row[1], ev)
+                    row[0].append(text)
+                    self._offsets[ev.index] += len(text)
                 if ev.token_id is not None:
                     self.completion_tokens += 1
                     if self.want_lp:
@@ -601,28 +790,38 @@ class _Completion:
     # -- one body ---------------------------------------------------------------------------
     async def gather(self, request: Request):
         """The answer as one ``text_completion`` body, once every row finished. A client that
-        disconnects (checked each second) gets its rows cancelled and a bare 499; raises a 500
+        disconnects gets its rows out of the batch before the engine's next step (a task waits on the
+        connection's disconnect message; vLLM #9428) and a bare 499; raises a 500
         :class:`APIError` if the engine failed."""
         texts, finish = [""] * self.n_rows, [None] * self.n_rows
         lps = [_empty_logprobs() for _ in range(self.n_rows)]
         left = self.n_rows
+        watcher = asyncio.ensure_future(self._watch(request))
         try:
             while left > 0:
-                try:
-                    events = await asyncio.wait_for(self.inbox.get(), timeout=1.0)
-                except asyncio.TimeoutError:
-                    if await request.is_disconnected():
-                        self.server.engine.cancel(self.group)
-                        return JSONResponse({}, status_code=499)
-                    continue
+                events = await self.inbox.get()
+                if events is _GONE:
+                    return JSONResponse({}, status_code=499)
                 left -= self._take(events, texts, finish, lps)
         except asyncio.CancelledError:
             self.server.engine.cancel(self.group)
             raise
+        finally:
+            watcher.cancel()
         self.server.metrics.latency.observe(time.perf_counter() - self.started)
         choices = [{"text": t, "index": i, "logprobs": lps[i] if self.want_lp else None,
                     "finish_reason": f} for i, (t, f) in enumerate(zip(texts, finish))]
         return self.chunk(choices, self.usage())
+
+    async def _watch(self, request: Request) -> None:
+        """Until cancelled: on the client's disconnect (the body is read, so the next ASGI message is
+        that one), cancel the group at once and wake :meth:`gather`."""
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                self.server.engine.cancel(self.group)
+                self.inbox.put_nowait(_GONE)
+                return
 
     def _take(self, events, texts: list[str], finish: list, lps: list[dict]) -> int:
         """Add one step's ``events`` to the rows' texts, finish reasons and logprobs; returns how
@@ -631,6 +830,8 @@ class _Completion:
         for ev in events:
             if ev.finish_reason == "error":
                 raise APIError(500, _SERVER_FAILED, None, None, "server_error")
+            if ev.prompt is not None:
+                texts[ev.index] += self._add_prompt(lps[ev.index] if self.want_lp else None, ev)
             if ev.token_id is not None:
                 self.completion_tokens += 1
                 if self.want_lp:
@@ -640,6 +841,13 @@ class _Completion:
                 finish[ev.index] = ev.finish_reason
                 finished += 1
         return finished
+
+
+def _echo_texts(tokenizer, body: CompletionRequest, prompts: list[list[int]]) -> list[str]:
+    """Each prompt's text as ``echo`` returns it: the string sent, or the token ids decoded."""
+    given = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+    return [p if isinstance(p, str) else tokenizer.decode(ids) for p, ids in zip(given, prompts)] \
+        if len(given) == len(prompts) else [tokenizer.decode(ids) for ids in prompts]
 
 
 def model_name_of(run: str) -> str:

@@ -54,7 +54,7 @@ from ..generation.strategies import (
     prompt_history,
     sample_from_logits,
 )
-from .sampling import split_processors
+from .sampling import LogitBias, prompt_logprobs, split_processors, token_text
 
 #: finish reasons, as OpenAI names them
 STOP, LENGTH, CANCELLED = "stop", "length", "cancelled"
@@ -69,6 +69,9 @@ class RowEvent:
     logprob: float | None = None
     top_logprobs: dict[str, float] | None = None
     finish_reason: str | None = None
+    #: the echoed prompt (``echo``), on a row's first event: [(token_id, logprob or None, top_logprobs or None)]
+    #: per prompt token (the first token's logprob is None; empty lists when logprobs were not asked)
+    prompt: list | None = None
 
 
 @dataclass
@@ -83,6 +86,8 @@ class Group:
     logprobs: int | None = None
     seed: int | None = None
     settings: dict | None = None  # the decoding settings ``decoder`` was built from
+    echo: bool = False  # the rows' first events carry their prompts (with logprobs when ``logprobs`` is set)
+    logit_bias: dict[int, float] | None = None  # OpenAI's: added to these tokens' logits before the choice
     id: int = field(default_factory=itertools.count().__next__)
     # set by the engine
     cancelled: bool = False
@@ -107,6 +112,8 @@ class _Live:
             else:
                 group.generator.seed()
         self.constraints, self.shape, self.shape_key = split_processors(group.decoder)
+        if group.logit_bias:
+            self.constraints.append(LogitBias(group.logit_bias))
         self.n = 0  # tokens generated per row so far
         R = group.rows
         self.done = [False] * R
@@ -225,8 +232,12 @@ class Engine:
                 break
         self._waiting = [g for g in self._waiting if not g.cancelled]
         admitted, free = [], self.max_batch - len(self._rows)
-        while self._waiting and self._waiting[0].rows <= free:
+        while self._waiting and (self._waiting[0].rows <= free or self._waiting[0].max_tokens == 0):
             g = self._waiting.pop(0)
+            if g.echo:
+                self._echo(g)
+            if g.max_tokens == 0:  # scoring only: the prompt's logprobs were all it asked for
+                continue
             admitted.append(g)
             free -= g.rows
         if not admitted:
@@ -266,6 +277,24 @@ class Engine:
             state, nxt = self.model.reorder_state(state, index), nxt.index_select(0, index)
             rows = [rows[i] for i in keep]
         self._join(rows, nxt, state)
+
+    def _echo(self, g: Group) -> None:
+        """Hand out ``g``'s prompts (OpenAI's ``echo``) as each row's first event, with every prompt
+        token's log-probability when ``g.logprobs`` is set; a group with ``max_tokens=0`` ends there
+        (finish reason ``length``)."""
+        scored: dict[tuple, list] = {}
+        events = []
+        for r, p in enumerate(g.prompts):
+            key = tuple(p)
+            if key not in scored:  # n rows of one prompt: scored once
+                scored[key] = (prompt_logprobs(self.model, list(p), g.logprobs,
+                                               lambda t: token_text(self.tokenizer, t))
+                               if g.logprobs is not None else [])
+            events.append(RowEvent(r, None, "", finish_reason=LENGTH if g.max_tokens == 0 else None,
+                                   prompt=scored[key]))
+        if g.max_tokens == 0:
+            g.finished_at = time.perf_counter()
+        self._deliver([(g, events)])
 
     def _join(self, rows, inputs: Tensor, state: tuple) -> None:
         """Rows joining the batch: their next inputs (R,) and states, concatenated on the batch dims."""
@@ -406,7 +435,7 @@ class Engine:
         ev.logprob = float(logp_row[tid])
         if top_k > 0:
             top = logp_row.topk(top_k)
-            ev.top_logprobs = {self.tokenizer.decode([t]): float(v)
+            ev.top_logprobs = {token_text(self.tokenizer, t): float(v)
                                for v, t in zip(top.values.tolist(), top.indices.tolist())}
 
     def _new_text(self, live: _Live, row: int, finish: str | None) -> str:

@@ -6,7 +6,7 @@ different requests with equal settings are filtered in one call).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from ..generation.processors import LogitsProcessor, build_processors
 from ..generation.strategies import COMMON, DecodingStrategy
@@ -31,3 +31,78 @@ def split_processors(decoder: DecodingStrategy) -> tuple[list[LogitsProcessor], 
         raise ValueError(f"decoding '{decoder.name()}': {exc}") from None
     key = tuple(sorted((k, repr(v)) for k, v in rest.items())) if filters else None
     return constraints, filters, key
+
+
+def token_text(tokenizer, token_id: int) -> str:
+    """One token as OpenAI's logprobs name it: its text, or ``"bytes:\\xNN..."`` (OpenAI's form) for a
+    byte-level token that is not whole UTF-8 on its own (decoded alone it would be ``'\\ufffd'``, and
+    distinct tokens would share that name). ``tokenizer``: the project's TextTokenizer."""
+    text = tokenizer.decode([token_id])
+    if "\ufffd" not in text:
+        return text
+    raw = _token_bytes(tokenizer, token_id)
+    if raw is None:
+        return text
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
+
+
+def _token_bytes(tokenizer, token_id: int) -> bytes | None:
+    """The bytes of a byte-level (GPT-2 table) token, or None for another kind of tokenizer."""
+    from tokenizers import decoders
+
+    from ..tokenization.common import byte_to_unicode
+
+    if not isinstance(tokenizer.tk.decoder, decoders.ByteLevel):
+        return None
+    piece = tokenizer.tk.id_to_token(int(token_id))
+    back = {c: b for b, c in byte_to_unicode().items()}
+    if piece is None or any(c not in back for c in piece):
+        return None
+    return bytes(back[c] for c in piece)
+
+
+def prompt_logprobs(model, ids: list[int], top_k: int, name: Callable[[int], str], chunk: int = 1024) -> list:
+    """Every prompt token's log-probability given the tokens before it, read from the zero state
+    (as ``prefill`` reads a prompt): ``[(token_id, logprob or None, {name: logprob} or None), ...]``,
+    one per token of ``ids``; the first has no context, so ``None`` (OpenAI's echo). ``top_k`` > 0
+    adds each position's ``top_k`` most likely tokens, named by ``name(id)``. The prompt is read in
+    chunks of ``chunk`` tokens with the state carried (memory O(chunk x vocabulary))."""
+    import torch
+
+    out: list = [(int(ids[0]), None, None)] if ids else []
+    device = next(model.parameters()).device
+    tokens = torch.as_tensor([list(ids)], dtype=torch.long, device=device)
+    state = None
+    for start in range(0, len(ids) - 1, chunk):
+        x = tokens[:, start: min(start + chunk, len(ids) - 1)]
+        logits, state = model(x, state)
+        lp = logits[0].float().log_softmax(-1)  # (T, V)
+        targets = tokens[0, start + 1: start + 1 + x.size(1)]
+        chosen = lp.gather(1, targets[:, None])[:, 0].tolist()
+        tops = [None] * len(chosen)
+        if top_k > 0:
+            v, i = lp.topk(top_k, dim=-1)
+            tops = [{name(t): float(s) for s, t in zip(vs, ts)} for vs, ts in zip(v.tolist(), i.tolist())]
+        out += [(int(t), float(c), top) for t, c, top in zip(targets.tolist(), chosen, tops)]
+    return out
+
+
+class LogitBias(LogitsProcessor):
+    """OpenAI's ``logit_bias``: ``bias[token_id]`` added to that token's logit before any filter or
+    the choice (-100 in effect bans a token, 100 forces it). ``bias``: {token_id: float in [-100, 100]}."""
+
+    stage = "constraint"
+
+    def __init__(self, bias: dict[int, float]):
+        self.ids = [int(t) for t in bias]
+        self.values = [float(v) for v in bias.values()]
+
+    def __call__(self, history, logits):
+        import torch
+
+        add = torch.zeros(logits.size(-1), dtype=logits.dtype, device=logits.device)
+        add[self.ids] = torch.tensor(self.values, dtype=logits.dtype, device=logits.device)
+        return logits + add

@@ -8,7 +8,7 @@ the :class:`~lstm_pipeline.serve.batcher.Engine` in a child process that loads t
 the web process keeps only the tokenizer.
 
 Protocol, over two one-way pipes: the web process sends ``("submit", id, prompts, settings,
-max_tokens, seed, stop, logprobs)``, ``("cancel", id)`` and ``("stop",)``; after every step the
+max_tokens, seed, stop, logprobs, echo, logit_bias)``, ``("cancel", id)`` and ``("stop",)``; after every step the
 child sends ``("step", [(id, [event tuple, ...]), ...], stats)``. Nothing in the child waits for the
 web process: a slow reader only lets the pipe buffer fill.
 """
@@ -71,7 +71,7 @@ class _ChildEngine(Engine):
         self._send_lock = threading.Lock()
 
     def _deliver(self, batch) -> None:
-        self._pending += [(g.id, [(e.index, e.token_id, e.text, e.logprob, e.top_logprobs, e.finish_reason)
+        self._pending += [(g.id, [(e.index, e.token_id, e.text, e.logprob, e.top_logprobs, e.finish_reason, e.prompt)
                                    for e in events]) for g, events in batch]
 
     def _finish_group(self, live, reason) -> None:  # a cancel or a failure: the web process learns now
@@ -146,13 +146,14 @@ def _obey(engine: "_ChildEngine", cmd, device) -> None:
         except (EOFError, OSError):
             break
         if msg[0] == "submit":
-            _, gid, prompts, settings, max_tokens, seed, stop, logprobs = msg
+            _, gid, prompts, settings, max_tokens, seed, stop, logprobs, echo, bias = msg
             key = repr(sorted(settings.items()))
             if key not in decoders:
                 decoders[key] = DECODERS.build(settings)
             gen = torch.Generator(device=device)
             gen.manual_seed(int(seed))
-            g = Group(prompts, decoders[key], max_tokens, gen, emit=None, stop=stop, logprobs=logprobs, id=gid)
+            g = Group(prompts, decoders[key], max_tokens, gen, emit=None, stop=stop, logprobs=logprobs, id=gid,
+                      echo=echo, logit_bias=bias)
             engine.groups[gid] = g
             engine.submit(g)
         elif msg[0] == "cancel":
@@ -237,7 +238,7 @@ class EngineProcess:
             self._left[group.id] = group.rows
         seed = group.seed if group.seed is not None else int(time.time_ns() % (2 ** 62))
         self._send(("submit", group.id, group.prompts, dict(group.settings), group.max_tokens, seed, group.stop,
-                    group.logprobs))
+                    group.logprobs, group.echo, group.logit_bias))
 
     def cancel(self, group: Group) -> None:
         group.cancelled = True
