@@ -94,10 +94,12 @@ class StreamDataModule(L.LightningDataModule):
         return _ResumeOnceLoader(ds, batch_size=None, shuffle=False, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        # exact resume: continue from the window after the last completed one of this epoch
+        # exact resume: continue from the window after the last one trained in this epoch. ``processed``,
+        # not ``completed``: a checkpoint written in ``on_train_batch_end`` (a snapshot,
+        # checkpoint.every_n_train_steps) has trained its batch but not yet counted it completed
         start = 0
         if self.trainer is not None:
-            start = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            start = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
         return self._loader("train", self.batch_size, start, train=True)
 
     def val_dataloader(self) -> DataLoader:
