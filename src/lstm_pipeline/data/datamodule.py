@@ -88,7 +88,7 @@ class StreamDataModule(L.LightningDataModule):
     def _loader(self, split: str, batch_size: int, start: int = 0, train: bool = False) -> DataLoader:
         ds = self._dataset(split, batch_size, train)
         if hasattr(ds, "__len__"):
-            ds.start = start % len(ds)
+            ds.start = min(start, len(ds))  # an epoch trained to its end: nothing left (the loop then ends it)
         else:
             ds.start = start
         return _ResumeOnceLoader(ds, batch_size=None, shuffle=False, num_workers=self.num_workers)
