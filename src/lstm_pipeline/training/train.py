@@ -29,6 +29,7 @@ from ..registry import CALLBACKS, run_components, write_provenance
 from .checkpoint_io import AtomicCheckpointIO
 from .module import LanguageModelTask
 from .ntasgd import averaged_weights
+from .preemption import Preempted, Preemption, slurm_requeued_checkpoint  # noqa: F401 - Preempted: train()'s API
 from .run_callbacks import batching_callbacks, run_callbacks
 from .rundir import (
     RecordRun,
@@ -148,9 +149,44 @@ class RunCheckpoint(ModelCheckpoint):
                 and trainer.state.fn == TrainerFn.FITTING and self._last_saved_step != trainer.global_step):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
+    #: the run's :class:`~.preemption.Preemption`: a signal received stops the run after this callback's saves
+    preemption = None
+    _deferred_snapshot = False
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # a snapshot (every_n_train_steps) of a step that validates is written after the validation: a
+        # resume from a checkpoint written before it would skip it (Lightning's restart), and with it the
+        # best checkpoint, NT-ASGD's trigger and a plateau schedule's step of the uninterrupted run
+        from .preemption import step_validates
+
+        due = self._every_n_train_steps >= 1 and trainer.global_step % self._every_n_train_steps == 0
+        if due and not self._should_skip_saving_checkpoint(trainer) and step_validates(trainer):
+            self._deferred_snapshot = True
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
     def on_validation_end(self, trainer, pl_module) -> None:
         super().on_validation_end(trainer, pl_module)
+        if self._deferred_snapshot and not trainer.sanity_checking:
+            self._deferred_snapshot = False
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
         self._save_latest(trainer)
+        if self.preemption is not None and self.preemption.signum is not None and not trainer.sanity_checking:
+            self.preemption.stop(trainer)
+
+    def save_resumable(self, trainer) -> Path:
+        """The checkpoint of this step that ``ckpt_path=<run dir>`` resumes (``last.ckpt``; written now unless
+        it already holds this step); returns its path."""
+        path = Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+        if self._last_saved_step == trainer.global_step and path.is_file():
+            return path
+        if self.save_last:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            return Path(self.last_model_path or path)
+        trainer.save_checkpoint(path)
+        return path
 
     def load_state_dict(self, state_dict: dict) -> None:
         old = state_dict.get("dirpath")
@@ -175,7 +211,10 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, resume_from: Path | None = N
     if trainer_cfg.get("enable_checkpointing", True) is not False:
         policy = dict(to_dict(cfg.get("checkpoint")) or {})  # its defaults: config.py TrainJob.checkpoint
         ckpt_cb = RunCheckpoint(dirpath=run_dir / "checkpoints", resume_from=resume_from, **policy)
-    callbacks = [c for c in (ckpt_cb, *run_callbacks(trainer_cfg)) if c is not None]
+    preemption = Preemption(run_dir, ckpt_cb)
+    if ckpt_cb is not None:
+        ckpt_cb.preemption = preemption
+    callbacks = [c for c in (ckpt_cb, preemption, *run_callbacks(trainer_cfg)) if c is not None]
     for key, node in (to_dict(cfg.callbacks) or {}).items():
         if node is None:
             continue
