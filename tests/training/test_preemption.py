@@ -85,3 +85,58 @@ def test_slurm_requeued_job_resumes_its_run_directory(tmp_path, monkeypatch):
         claim_run_dir(args)
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     assert claim_run_dir(args) == [*args, f"ckpt_path={run_dir}", "hydra.output_subdir=null"]
+
+
+# -- in this process: a signal at a chosen step, NT-ASGD's averages and a validating step included ------------
+REG = ["optim=ntasgd", "optim.lr=2.0", "optim.nonmono=0", "model.dropout=0.2", "model.weight_drop=0.3",
+       "trainer.val_check_interval=3", "trainer.check_val_every_n_epoch=null", "scheduler=none",
+       "model.hidden_size=16", "model.embedding_dim=8", "batching.batch_size=4", "batching.bptt=16",
+       "batching.eval_batch_size=2", "trainer.enable_progress_bar=false", "sample.max_new_tokens=0"]
+
+
+class _SignalAt:
+    """Sends ``signum`` to this process while training step ``step`` runs."""
+
+    def __init__(self, step, signum):
+        self.step, self.signum = step, signum
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("step", [4, 5])  # 5: the 6th step, which validates (every 3)
+def test_signal_in_process_stops_after_the_step_and_resumes_exactly(step, tmp_path, monkeypatch):
+    import lightning as L
+
+    from lstm_pipeline.training import train as train_mod
+    from lstm_pipeline.training.preemption import Preempted
+    from test_training_resume import compose_train
+
+    corpus = tmp_path / "small.txt"
+    corpus.write_text(bundled_corpus().read_text()[:400])
+
+    def go(name, *extra):
+        return train_mod.train(compose_train(["data=text", f"data.path={corpus}", *REG, f"run_dir={tmp_path / name}",
+                                              "trainer.max_steps=10", *extra]))
+
+    go("full")
+    original = train_mod.run_callbacks
+    signal_cb = type("SignalAt", (_SignalAt, L.Callback), {})(step, signal.SIGTERM)
+    monkeypatch.setattr(train_mod, "run_callbacks", lambda cfg: [*original(cfg), signal_cb])
+    with pytest.raises(Preempted) as stop:
+        go("cut")
+    monkeypatch.setattr(train_mod, "run_callbacks", original)
+    assert stop.value.exit_code == 143 and stop.value.step == step + 1
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are given back
+    saved = torch.load(stop.value.checkpoint, weights_only=True)
+    assert saved["global_step"] == step + 1
+    go("cut", f"ckpt_path={tmp_path / 'cut'}")
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=True)
+    for k, v in a["state_dict"].items():
+        assert torch.equal(b["state_dict"][k], v), k
+    for k, v in a["lstm_pipeline"]["averaged_weights"].items():
+        assert torch.equal(b["lstm_pipeline"]["averaged_weights"][k], v), k
+    assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").glob("best-*")) == \
+        sorted(p.name for p in (tmp_path / "full" / "checkpoints").glob("best-*"))

@@ -29,7 +29,7 @@ from ..registry import CALLBACKS, run_components, write_provenance
 from .checkpoint_io import AtomicCheckpointIO
 from .module import LanguageModelTask
 from .ntasgd import averaged_weights
-from .preemption import Preempted, Preemption, slurm_requeued_checkpoint  # noqa: F401 - Preempted: train()'s API
+from .preemption import Preempted, Preemption, step_validates  # noqa: F401 - Preempted: what train() raises at a signal
 from .run_callbacks import batching_callbacks, run_callbacks
 from .rundir import (
     RecordRun,
@@ -157,8 +157,6 @@ class RunCheckpoint(ModelCheckpoint):
         # a snapshot (every_n_train_steps) of a step that validates is written after the validation: a
         # resume from a checkpoint written before it would skip it (Lightning's restart), and with it the
         # best checkpoint, NT-ASGD's trigger and a plateau schedule's step of the uninterrupted run
-        from .preemption import step_validates
-
         due = self._every_n_train_steps >= 1 and trainer.global_step % self._every_n_train_steps == 0
         if due and not self._should_skip_saving_checkpoint(trainer) and step_validates(trainer):
             self._deferred_snapshot = True
@@ -211,10 +209,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, resume_from: Path | None = N
     if trainer_cfg.get("enable_checkpointing", True) is not False:
         policy = dict(to_dict(cfg.get("checkpoint")) or {})  # its defaults: config.py TrainJob.checkpoint
         ckpt_cb = RunCheckpoint(dirpath=run_dir / "checkpoints", resume_from=resume_from, **policy)
-    preemption = Preemption(run_dir, ckpt_cb)
-    if ckpt_cb is not None:
-        ckpt_cb.preemption = preemption
-    callbacks = [c for c in (ckpt_cb, preemption, *run_callbacks(trainer_cfg)) if c is not None]
+    callbacks = [c for c in (ckpt_cb, *run_callbacks(trainer_cfg)) if c is not None]
     for key, node in (to_dict(cfg.callbacks) or {}).items():
         if node is None:
             continue
@@ -309,7 +304,8 @@ def train(cfg: DictConfig) -> dict:
     :func:`build_task`, :func:`fit`, then on the global rank 0 :func:`export_model` and :func:`print_sample`.
     The run directory has one writer: its lock is held throughout (:class:`~.rundir.RunLock`), a new
     run refuses a directory another run used, and a run that fails before its first training step
-    leaves the directory as it found it. Raises ``ValueError`` subclasses (one line each) for bad input.
+    leaves the directory as it found it. Raises ``ValueError`` subclasses (one line each) for bad input,
+    :class:`~.preemption.Preempted` when SIGTERM/SIGINT stopped the run (its checkpoint saved, nothing exported).
     ``cfg`` is checked by its caller (``config.checks.check("train", cfg)``: the CLI and ``api.train``);
     the ``_target_`` allow-list is applied here too, where the config is built: a config is data, not code."""
     check_targets(cfg, "the train config")
@@ -453,11 +449,18 @@ class FitResult:
 def fit(cfg: DictConfig, run: RunSession, data: PreparedData, task: LanguageModelTask, logger) -> FitResult:
     """Fit ``task`` on ``data`` (resuming ``run.ckpt``) with the run's callbacks: its checkpoints, those of
     :mod:`.run_callbacks` (NT-ASGD's averaging: the task ends holding the averaged weights), the
-    configured ones and those the batching needs. Only fits: nothing is exported here."""
+    configured ones and those the batching needs, and :class:`~.preemption.Preemption` (a signal stops the
+    run at the end of its step with a resumable checkpoint: raises :class:`~.preemption.Preempted`).
+    Only fits: nothing is exported here."""
     callbacks, ckpt_cb = build_callbacks(cfg, run.run_dir, resume_from=run.ckpt)
     callbacks += batching_callbacks(to_dict(cfg.batching))  # e.g. the learning-rate scaling of variable-length BPTT
     if run.record is not None:
         callbacks.append(run.record)
+    # last (the checkpoint callback aside, which Lightning runs after all others): at a signal, every other
+    # callback (NT-ASGD's averaging, the configured ones) has finished the step before it is saved
+    callbacks.append(preemption := Preemption(run.run_dir, ckpt_cb))
+    if ckpt_cb is not None:
+        ckpt_cb.preemption = preemption
     trainer = L.Trainer(**trainer_arguments(cfg, announce=run.is_rank_zero), default_root_dir=str(run.run_dir),
                         callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()], use_distributed_sampler=False)
     trainer.fit(task, datamodule=data.datamodule, ckpt_path=str(run.ckpt) if run.ckpt else None, weights_only=True)
