@@ -140,3 +140,27 @@ def test_signal_in_process_stops_after_the_step_and_resumes_exactly(step, tmp_pa
         assert torch.equal(b["lstm_pipeline"]["averaged_weights"][k], v), k
     assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").glob("best-*")) == \
         sorted(p.name for p in (tmp_path / "full" / "checkpoints").glob("best-*"))
+
+
+def test_sigterm_before_the_first_step_exits_143_not_0(tmp_path, monkeypatch):
+    """Before training starts, Lightning's own SIGTERM handler stops the run with SystemExit(0): it becomes
+    Preempted (exit 143 from the command), with no checkpoint, and the run directory is left as it was."""
+    import lightning as L
+
+    from lstm_pipeline.training import train as train_mod
+    from lstm_pipeline.training.preemption import Preempted
+    from test_training_resume import compose_train
+
+    class AtSanityCheck(L.Callback):
+        def on_sanity_check_start(self, trainer, pl_module):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    corpus = tmp_path / "small.txt"
+    corpus.write_text(bundled_corpus().read_text()[:400])
+    original = train_mod.run_callbacks
+    monkeypatch.setattr(train_mod, "run_callbacks", lambda cfg: [*original(cfg), AtSanityCheck()])
+    with pytest.raises(Preempted) as stop:
+        train_mod.train(compose_train(["data=text", f"data.path={corpus}", *REG, f"run_dir={tmp_path / 'run'}",
+                                       "trainer.max_steps=4", "trainer.num_sanity_val_steps=1"]))
+    assert stop.value.exit_code == 143 and stop.value.checkpoint is None
+    assert not (tmp_path / "run" / "checkpoints").exists()

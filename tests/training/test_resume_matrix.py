@@ -84,3 +84,14 @@ def test_every_checkpoint_resumes_bit_identical(runs, dropout, kind, stop, tmp_p
         assert torch.equal(s, t)
     for k, st in want["optimizer_states"][0]["state"].items():
         assert all(torch.equal(got["optimizer_states"][0]["state"][k][n], x) for n, x in st.items())
+
+
+def test_a_final_validation_leaves_ntasgd_trigger_history_alone(tmp_path, tiny_corpus):
+    """The validation a step-bounded run ends with (step 9, not a multiple of 4) is not one the same run
+    extended would do: NT-ASGD's trigger history that a resume restores holds only the regular ones (4, 8)."""
+    corpus = tmp_path / "small.txt"
+    corpus.write_text(tiny_corpus.read_text()[:400])
+    _go(corpus, tmp_path / "run", "optim=ntasgd", "optim.nonmono=5", "trainer.max_steps=9")
+    last = _load(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == 9
+    assert len(last["optimizer_states"][0]["param_groups"][0]["val_history"]) == 2

@@ -37,7 +37,8 @@ class Preempted(Exception):
         self.exit_code = 128 + signum
         name = signal.Signals(signum).name
         if checkpoint is None:
-            super().__init__(f"{name} at step {step}: stopped without a checkpoint (trainer.enable_checkpointing=false)")
+            super().__init__(f"{name} at step {step}: stopped without a checkpoint (before the first training step, "
+                             f"or trainer.enable_checkpointing=false)")
         else:
             super().__init__(f"{name} at step {step}: saved {checkpoint}; resume with: {self.resume}")
 

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -463,7 +464,12 @@ def fit(cfg: DictConfig, run: RunSession, data: PreparedData, task: LanguageMode
         ckpt_cb.preemption = preemption
     trainer = L.Trainer(**trainer_arguments(cfg, announce=run.is_rank_zero), default_root_dir=str(run.run_dir),
                         callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()], use_distributed_sampler=False)
-    trainer.fit(task, datamodule=data.datamodule, ckpt_path=str(run.ckpt) if run.ckpt else None, weights_only=True)
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    try:
+        trainer.fit(task, datamodule=data.datamodule, ckpt_path=str(run.ckpt) if run.ckpt else None, weights_only=True)
+    except SIGTERMException as exc:  # Lightning's own handler (before the first step; another rank's): a SystemExit(0)
+        raise Preempted(signal.SIGTERM, trainer.global_step, run.run_dir, None) from exc
     return FitResult(trainer, ckpt_cb, {k: float(v) for k, v in trainer.callback_metrics.items()})
 
 
