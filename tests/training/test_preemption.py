@@ -10,8 +10,8 @@ import time
 
 import pytest
 import torch
-
 from helpers import run_cli
+
 from lstm_pipeline.data.sources import bundled_corpus
 
 STEPS = 80
@@ -53,7 +53,7 @@ def test_signal_saves_a_checkpoint_and_the_printed_command_resumes_exactly(signu
                                                                             tmp_path):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "lstm_pipeline.cli", "train", f"data.path={corpus}", *ARGS, f"hydra.run.dir={run_dir}"]
-    rc, out, err = _start_and_signal(cmd, tmp_path, run_dir, signum)
+    rc, _, err = _start_and_signal(cmd, tmp_path, run_dir, signum)
     assert rc == code, err[-3000:]
     lines = [ln for ln in err.splitlines() if ln.startswith("lstm-pipeline train: ")]
     assert len(lines) == 1, err[-3000:]
@@ -108,10 +108,10 @@ class _SignalAt:
 @pytest.mark.parametrize("step", [4, 5])  # 5: the 6th step, which validates (every 3)
 def test_signal_in_process_stops_after_the_step_and_resumes_exactly(step, tmp_path, monkeypatch):
     import lightning as L
+    from test_training_resume import compose_train
 
     from lstm_pipeline.training import train as train_mod
     from lstm_pipeline.training.preemption import Preempted
-    from test_training_resume import compose_train
 
     corpus = tmp_path / "small.txt"
     corpus.write_text(bundled_corpus().read_text()[:400])
@@ -146,10 +146,10 @@ def test_sigterm_before_the_first_step_exits_143_not_0(tmp_path, monkeypatch):
     """Before training starts, Lightning's own SIGTERM handler stops the run with SystemExit(0): it becomes
     Preempted (exit 143 from the command), with no checkpoint, and the run directory is left as it was."""
     import lightning as L
+    from test_training_resume import compose_train
 
     from lstm_pipeline.training import train as train_mod
     from lstm_pipeline.training.preemption import Preempted
-    from test_training_resume import compose_train
 
     class AtSanityCheck(L.Callback):
         def on_sanity_check_start(self, trainer, pl_module):

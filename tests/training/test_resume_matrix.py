@@ -11,7 +11,6 @@ import shutil
 
 import pytest
 import torch
-
 from test_training_resume import compose_train
 
 from lstm_pipeline.training.train import train

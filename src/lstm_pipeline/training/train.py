@@ -30,7 +30,7 @@ from ..registry import CALLBACKS, run_components, write_provenance
 from .checkpoint_io import AtomicCheckpointIO
 from .module import LanguageModelTask
 from .ntasgd import averaged_weights
-from .preemption import Preempted, Preemption, step_validates  # noqa: F401 - Preempted: what train() raises at a signal
+from .preemption import Preempted, Preemption, step_validates
 from .run_callbacks import batching_callbacks, run_callbacks
 from .rundir import (
     RecordRun,
