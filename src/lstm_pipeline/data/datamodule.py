@@ -88,16 +88,18 @@ class StreamDataModule(L.LightningDataModule):
     def _loader(self, split: str, batch_size: int, start: int = 0, train: bool = False) -> DataLoader:
         ds = self._dataset(split, batch_size, train)
         if hasattr(ds, "__len__"):
-            ds.start = start % len(ds)
+            ds.start = min(start, len(ds))  # an epoch trained to its end: nothing left (the loop then ends it)
         else:
             ds.start = start
         return _ResumeOnceLoader(ds, batch_size=None, shuffle=False, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        # exact resume: continue from the window after the last completed one of this epoch
+        # exact resume: continue from the window after the last one trained in this epoch. ``processed``,
+        # not ``completed``: a checkpoint written in ``on_train_batch_end`` (a snapshot,
+        # checkpoint.every_n_train_steps) has trained its batch but not yet counted it completed
         start = 0
         if self.trainer is not None:
-            start = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            start = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
         return self._loader("train", self.batch_size, start, train=True)
 
     def val_dataloader(self) -> DataLoader:

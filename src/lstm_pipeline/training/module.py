@@ -44,7 +44,11 @@ class LanguageModelTask(L.LightningModule):
         self._train_state = None      # carried (detached) between consecutive training batches
         self._eval: dict[str, Any] = {}
         self._t_last = None
-        self._pending_rng = None      # RNG state of a checkpoint being resumed, applied at the next batch
+        # the RNG states (torch, cuda, numpy, python) right after the last training batch: set again before the
+        # next one, so that nothing run between two batches (validation, a new epoch's dataloader iterator, a
+        # checkpoint, a callback) draws from the stream training uses; a checkpoint saves these, and a resume
+        # sets them before its first batch. Training's random stream so depends on the training steps only.
+        self._rng_after_batch = None
         self._finite = None           # (step, bool tensor): was the last training loss finite (checked lazily)
         self.val_metrics: dict[str, float] = {}  # the last validation's metrics (val_loss, ...), set at its end
 
@@ -56,11 +60,6 @@ class LanguageModelTask(L.LightningModule):
         # (A "skip the next reset after a restore" flag would skip the reset of the epoch *after* a
         # resumed one, since the resumed one never calls this hook.)
         self._train_state = None
-        if self._pending_rng is not None:
-            # resumed from a checkpoint saved at the end of the previous epoch: the uninterrupted run
-            # created this epoch's dataloader iterator (which draws from the torch RNG) after that save
-            _set_rng_state(self._pending_rng)
-            self._pending_rng = None
         self._t_last = time.perf_counter()
 
     def _diverged_advice(self) -> str:
@@ -82,9 +81,13 @@ class LanguageModelTask(L.LightningModule):
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         self._check_finite_loss()
-        if self._pending_rng is not None:
-            _set_rng_state(self._pending_rng)
-            self._pending_rng = None
+        if self._rng_after_batch is not None:
+            _set_rng_state(self._rng_after_batch)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        # the module's hook runs after every callback's: a checkpoint written by one of them in this hook
+        # takes the state now (:meth:`_resume_rng`)
+        self._rng_after_batch = _rng_state()
 
     def training_step(self, batch, batch_idx):
         x, y, *reset = batch  # (B, T), (B, T) [, reset_mask (B, T) bool: batching.mode documents/random_windows]
@@ -260,7 +263,7 @@ class LanguageModelTask(L.LightningModule):
         extra = {
             "train_state": None if state is None else [s.cpu() for s in state],
             "train_state_world_size": world,
-            "rng": _rng_state(),
+            "rng": self._resume_rng(),
         }
         # merged: callbacks (NT-ASGD's averaged weights, ntasgd.NTASGDAveraging) write there first
         checkpoint.setdefault("lstm_pipeline", {}).update(extra)
@@ -275,9 +278,20 @@ class LanguageModelTask(L.LightningModule):
             # streams cut for another number of processes: the saved state belongs to other text
             self._train_state = tuple(s[rank] if world > 1 else s for s in state) if saved_world == world else None
         if extra.get("rng"):
-            # applied just before the first resumed batch, not now: (re)creating the train dataloader's
-            # iterator draws from the torch RNG, which the uninterrupted run did before the checkpoint
-            self._pending_rng = extra["rng"]
+            # set just before the first resumed batch (on_train_batch_start), not now: what runs until then
+            # (the dataloader's iterator, a sanity validation) must not move it
+            self._rng_after_batch = extra["rng"]
+
+    def _resume_rng(self) -> dict:
+        """The RNG states a resume from a checkpoint written now must start from: those right after the
+        last training batch. Written inside that batch's ``on_train_batch_end`` (a snapshot,
+        ``checkpoint.every_n_train_steps``), before this module recorded them, they are the current ones."""
+        trainer = self._trainer
+        if trainer is not None and self._rng_after_batch is not None:
+            progress = trainer.fit_loop.epoch_loop.batch_progress.total
+            if progress.processed == progress.completed:  # the batch is complete: its states were recorded
+                return self._rng_after_batch
+        return _rng_state()
 
 
 def _takes(factory, name: str) -> bool:
@@ -290,16 +304,20 @@ def _takes(factory, name: str) -> bool:
 
 
 def _rng_state() -> dict:
-    """RNG states as tensors and plain lists, so that a weights-only ``torch.load`` reads them."""
+    """RNG states (torch's CPU and, once CUDA is in use, every CUDA device's; numpy's; python's) as tensors
+    and plain lists, so that a weights-only ``torch.load`` reads them."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     version, internal, gauss_next = random.getstate()
-    return {"torch": torch.get_rng_state(),
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return {"torch": torch.get_rng_state(), **({"cuda": cuda} if cuda else {}),
             "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
             "python": [version, list(internal), gauss_next]}
 
 
 def _set_rng_state(rng: dict) -> None:
     torch.set_rng_state(rng["torch"])
+    if rng.get("cuda") and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng["cuda"])
     kind, keys, pos, has_gauss, gauss = rng["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
     version, internal, gauss_next = rng["python"]

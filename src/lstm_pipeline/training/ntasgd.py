@@ -133,7 +133,9 @@ class NTASGDAveraging(L.Callback):
             return
         if opt.averaging:
             opt.swap_averaged()
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or getattr(pl_module, "extra_validation_step", None) == trainer.global_step:
+            # the validation a step-bounded run ends with (run_callbacks.ValidateAtEnd) is not one the same run
+            # extended would do: observed, it would enter the trigger's history that a resume restores
             return
         val_loss = (getattr(pl_module, "val_metrics", None) or {}).get("val_loss")
         if val_loss is None:

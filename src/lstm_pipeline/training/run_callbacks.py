@@ -39,6 +39,8 @@ class ValidateAtEnd(L.Callback):
             log.info("validating at the last step (%d): it is not a multiple of trainer.val_check_interval (%s)",
                      trainer.global_step, trainer.val_check_interval)
         trainer.should_stop = True
+        # an extra validation: what keeps state across a resume (NT-ASGD's trigger) leaves it out
+        pl_module.extra_validation_step = trainer.global_step
 
 
 def _title(trainer: L.Trainer, current_epoch: int) -> str:

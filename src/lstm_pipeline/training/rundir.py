@@ -3,7 +3,8 @@
 * :func:`claim_run_dir` (the ``train`` command, before Hydra writes anything): a new run gets a
   directory of its own, ``runs/<date>/<HH-MM-SS>`` or, when another run already took that name in
   the same second, ``<HH-MM-SS>-1``, ``-2`` ... (claimed with an atomic ``mkdir``). A directory named
-  with ``hydra.run.dir=`` that already holds files is refused unless ``ckpt_path=`` resumes it.
+  with ``hydra.run.dir=`` that already holds files is refused unless ``ckpt_path=`` resumes it, or a
+  requeued SLURM job (``SLURM_RESTART_COUNT`` > 0) finds its checkpoint there: that job resumes it.
   A resume gets ``hydra.output_subdir=null``: Hydra does not rewrite the run's ``.hydra/`` files;
   :class:`RecordRun` writes them once training has really started, so a failed resume leaves them
   as they were.
@@ -63,6 +64,12 @@ def claim_run_dir(args: list[str], now: datetime | None = None) -> list[str]:
             path.mkdir(parents=True)
             _remove_at_exit_if_empty(path)
         except FileExistsError:
+            from .preemption import slurm_requeued_checkpoint
+
+            if slurm_requeued_checkpoint(path) is not None:  # Lightning's convention: a requeued job goes on
+                log.warning("SLURM requeued this job (SLURM_RESTART_COUNT=%s): resuming %s",
+                            os.environ.get("SLURM_RESTART_COUNT"), given)
+                return [*args, f"ckpt_path={given}", "hydra.output_subdir=null"]
             if path.is_dir() and any(path.iterdir()):
                 raise RunDirError(
                     f"hydra.run.dir={given} already holds a run ({', '.join(sorted(p.name for p in path.iterdir())[:4])}"

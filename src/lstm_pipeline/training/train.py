@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from ..registry import CALLBACKS, run_components, write_provenance
 from .checkpoint_io import AtomicCheckpointIO
 from .module import LanguageModelTask
 from .ntasgd import averaged_weights
+from .preemption import Preempted, Preemption, step_validates
 from .run_callbacks import batching_callbacks, run_callbacks
 from .rundir import (
     RecordRun,
@@ -148,9 +150,42 @@ class RunCheckpoint(ModelCheckpoint):
                 and trainer.state.fn == TrainerFn.FITTING and self._last_saved_step != trainer.global_step):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
+    #: the run's :class:`~.preemption.Preemption`: a signal received stops the run after this callback's saves
+    preemption = None
+    _deferred_snapshot = False
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # a snapshot (every_n_train_steps) of a step that validates is written after the validation: a
+        # resume from a checkpoint written before it would skip it (Lightning's restart), and with it the
+        # best checkpoint, NT-ASGD's trigger and a plateau schedule's step of the uninterrupted run
+        due = self._every_n_train_steps >= 1 and trainer.global_step % self._every_n_train_steps == 0
+        if due and not self._should_skip_saving_checkpoint(trainer) and step_validates(trainer):
+            self._deferred_snapshot = True
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
     def on_validation_end(self, trainer, pl_module) -> None:
         super().on_validation_end(trainer, pl_module)
+        if self._deferred_snapshot and not trainer.sanity_checking:
+            self._deferred_snapshot = False
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
         self._save_latest(trainer)
+        if self.preemption is not None and self.preemption.signum is not None and not trainer.sanity_checking:
+            self.preemption.stop(trainer)
+
+    def save_resumable(self, trainer) -> Path:
+        """The checkpoint of this step that ``ckpt_path=<run dir>`` resumes (``last.ckpt``; written now unless
+        it already holds this step); returns its path."""
+        path = Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+        if self._last_saved_step == trainer.global_step and path.is_file():
+            return path
+        if self.save_last:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            return Path(self.last_model_path or path)
+        trainer.save_checkpoint(path)
+        return path
 
     def load_state_dict(self, state_dict: dict) -> None:
         old = state_dict.get("dirpath")
@@ -270,7 +305,8 @@ def train(cfg: DictConfig) -> dict:
     :func:`build_task`, :func:`fit`, then on the global rank 0 :func:`export_model` and :func:`print_sample`.
     The run directory has one writer: its lock is held throughout (:class:`~.rundir.RunLock`), a new
     run refuses a directory another run used, and a run that fails before its first training step
-    leaves the directory as it found it. Raises ``ValueError`` subclasses (one line each) for bad input.
+    leaves the directory as it found it. Raises ``ValueError`` subclasses (one line each) for bad input,
+    :class:`~.preemption.Preempted` when SIGTERM/SIGINT stopped the run (its checkpoint saved, nothing exported).
     ``cfg`` is checked by its caller (``config.checks.check("train", cfg)``: the CLI and ``api.train``);
     the ``_target_`` allow-list is applied here too, where the config is built: a config is data, not code."""
     check_targets(cfg, "the train config")
@@ -414,14 +450,26 @@ class FitResult:
 def fit(cfg: DictConfig, run: RunSession, data: PreparedData, task: LanguageModelTask, logger) -> FitResult:
     """Fit ``task`` on ``data`` (resuming ``run.ckpt``) with the run's callbacks: its checkpoints, those of
     :mod:`.run_callbacks` (NT-ASGD's averaging: the task ends holding the averaged weights), the
-    configured ones and those the batching needs. Only fits: nothing is exported here."""
+    configured ones and those the batching needs, and :class:`~.preemption.Preemption` (a signal stops the
+    run at the end of its step with a resumable checkpoint: raises :class:`~.preemption.Preempted`).
+    Only fits: nothing is exported here."""
     callbacks, ckpt_cb = build_callbacks(cfg, run.run_dir, resume_from=run.ckpt)
     callbacks += batching_callbacks(to_dict(cfg.batching))  # e.g. the learning-rate scaling of variable-length BPTT
     if run.record is not None:
         callbacks.append(run.record)
+    # last (the checkpoint callback aside, which Lightning runs after all others): at a signal, every other
+    # callback (NT-ASGD's averaging, the configured ones) has finished the step before it is saved
+    callbacks.append(preemption := Preemption(run.run_dir, ckpt_cb))
+    if ckpt_cb is not None:
+        ckpt_cb.preemption = preemption
     trainer = L.Trainer(**trainer_arguments(cfg, announce=run.is_rank_zero), default_root_dir=str(run.run_dir),
                         callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()], use_distributed_sampler=False)
-    trainer.fit(task, datamodule=data.datamodule, ckpt_path=str(run.ckpt) if run.ckpt else None, weights_only=True)
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    try:
+        trainer.fit(task, datamodule=data.datamodule, ckpt_path=str(run.ckpt) if run.ckpt else None, weights_only=True)
+    except SIGTERMException as exc:  # Lightning's own handler (before the first step; another rank's): a SystemExit(0)
+        raise Preempted(signal.SIGTERM, trainer.global_step, run.run_dir, None) from exc
     return FitResult(trainer, ckpt_cb, {k: float(v) for k, v in trainer.callback_metrics.items()})
 
 
