@@ -56,10 +56,10 @@ def test_directory_follows_hub_conventions(model_dir):
 def test_model_card_has_every_section_and_a_reproducible_sample(model_dir, tmp_path):
     _, d = model_dir
     card = (d / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: lstm-pipeline\npipeline_tag: text-generation\n")
+    assert card.startswith("---\n") and "\nlibrary_name: lstm-pipeline\npipeline_tag: text-generation\n" in card
     for section in ("## Architecture", "## Data", "## Tokenizer", "## Metrics", "## Sample", "## How to load"):
         assert section in card
-    assert "| val_bpc | 3.2500 |" in card and "| layers x hidden size | 2 x 16 |" in card
+    assert "| validation | bpc | 3.2500 |" in card and "| layers x hidden size | 2 x 16 |" in card
     sample = card.split("```text\n")[1].split("\n```")[0]
     assert sample.startswith("to be") and len(sample.replace("<unk>", "?")) == len("to be") + 30  # 30 characters
     _, d2 = make_model_dir(tmp_path / "again")  # same weights, same seed: same card

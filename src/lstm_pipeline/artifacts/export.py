@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..extras import requires
 from ..kernels.int8 import quantize_dynamic_int8
 from ..models.lm import RecurrentLM
 
@@ -69,6 +70,8 @@ def export_step(model: RecurrentLM, out_path: str | Path, fmt: str = "onnx", qua
     """Write the step module of ``model`` to ``out_path`` in ``fmt`` (``torchscript`` or ``onnx``)."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    for module in (("onnx",) + (("onnxruntime",) if quantize else ())) if fmt == "onnx" else ():
+        requires("onnx", module, f"export format=onnx{' quantize=true' if quantize else ''}")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()

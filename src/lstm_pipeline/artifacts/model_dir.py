@@ -176,7 +176,7 @@ def save_pretrained(model: RecurrentLM, model_cfg: Mapping[str, Any], tokenizer:
             generation_config(decoding, special["bos_token_id"], special["eos_token_id"], max_new_tokens=max_new,
                               pad_token_id=special["pad_token_id"]), indent=2))
         if model_card:
-            write_model_card(tmp, model, tokenizer, config, sample)
+            write_model_card(tmp, model, tokenizer, config, sample, name=str(out_dir))
         # swap into place: the old directory (if any) is removed only after the new one is complete
         if out_dir.exists() and _exchange(tmp, out_dir):
             shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old model

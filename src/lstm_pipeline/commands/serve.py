@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+from ..extras import requires
 from ..serve.app import Server, model_name_of
 
 
 def run(cfg):
     """Load ``cfg.run``'s model once, then serve until Ctrl-C."""
-    import uvicorn
+    uvicorn = requires("serve", "uvicorn")
 
     from ..artifacts.hub import resolve_pretrained
     from ..config.schema import to_dict
