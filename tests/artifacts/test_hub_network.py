@@ -70,6 +70,7 @@ def _train_hub_dataset(tmp_path, env):
                    check=False, env=env, timeout=300)
 
 
+@pytest.mark.slow  # a whole train command in a subprocess (60 s under load)
 def test_train_on_a_hub_dataset_offline_and_not_cached_is_a_clear_error(tmp_path):
     proc = _train_hub_dataset(tmp_path, offline_env(tmp_path, closed_port(), HF_HUB_OFFLINE="1"))
     assert proc.returncode == 1, proc.stderr

@@ -14,7 +14,7 @@ from helpers import run_cli
 def test_model_card_of_a_real_run(tiny_run):
     card = (tiny_run / "model" / "README.md").read_text()
     config = json.loads((tiny_run / "model" / "config.json").read_text())
-    assert f"| val_bpc | {config['metrics']['val_bpc']:.4f} |" in card
+    assert f"| validation | bpc | {config['metrics']['val_bpc']:.4f} |" in card
     assert '"name": "text"' in card and "| layers x hidden size | 2 x 32 |" in card
     sample = card.split("```text\n")[1].split("\n```")[0]
     assert sample.startswith("ROMEO:")  # the run's sample prompt (sample.prompt)

@@ -64,3 +64,51 @@ def test_installed_cli_trains_and_generates_from_another_directory(wheel_env):
     g = subprocess.run([cli, "generate", "run=run", "prompt=ROMEO:", "max_new_tokens=10", "seed=0"],
                        cwd=elsewhere, capture_output=True, text=True, env=env)
     assert g.returncode == 0 and g.stdout.startswith("ROMEO:"), g.stderr[-2000:]
+
+
+# -- the core install: no extra ---------------------------------------------------------------------
+OPTIONAL = ("fastapi", "uvicorn", "onnx", "onnxruntime", "matplotlib", "transformers", "selenium", "optuna", "xlstm")
+
+
+@pytest.mark.slow
+def test_core_install_alone_trains_generates_and_names_the_extras(tmp_path):
+    """``pip install lstm-pipeline`` (no extra) in a fresh venv: torch first (the CPU build on this
+    disk), then the project; it trains, generates, and a command that needs an extra says which."""
+    env_dir = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True)
+    py, cli = str(env_dir / "bin" / "python"), str(env_dir / "bin" / "lstm-pipeline")
+    env = {**os.environ, "PYTHONPATH": "", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    for args in (["torch==2.13.0"], [str(ROOT)]):
+        r = subprocess.run([py, "-m", "pip", "install", "-q", *args], capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr[-3000:]
+    absent = subprocess.run([py, "-c", "import importlib.util as u; print([m for m in %r if u.find_spec(m)])" % (OPTIONAL,)],
+                            capture_output=True, text=True, env=env)
+    assert absent.stdout.strip() == "[]", absent.stdout  # none of the extras came with the core
+    work = tmp_path / "work"
+    work.mkdir()
+    r = subprocess.run([cli, "train", *TINY, "trainer.max_steps=4", "trainer.val_check_interval=2", "hydra.run.dir=run"],
+                       cwd=work, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (work / "run" / "model" / "model.safetensors").is_file()
+    g = subprocess.run([cli, "generate", "run=run", "max_new_tokens=10", "seed=0"], cwd=work, capture_output=True,
+                       text=True, env=env)
+    assert g.returncode == 0 and g.stdout.strip(), g.stderr[-2000:]
+    e = subprocess.run([cli, "evaluate", "run=run", "splits=[validation]"], cwd=work, capture_output=True, text=True, env=env)
+    assert e.returncode == 0 and (work / "run" / "eval.json").is_file(), e.stderr[-2000:]
+    for args, extra in ((["plot", "run=run"], "plots"), (["export", "run=run", "format=onnx"], "onnx"),
+                        (["serve", "run=run"], "serve")):
+        r = subprocess.run([cli, *args], cwd=work, capture_output=True, text=True, env=env, timeout=300)
+        errors = [line for line in r.stderr.splitlines() if " error: " in line]
+        assert r.returncode != 0 and len(errors) == 1, r.stderr[-2000:]
+        assert errors[0].endswith(f"pip install 'lstm-pipeline[{extra}]'"), r.stderr[-2000:]
+        assert "Traceback" not in r.stderr, r.stderr[-2000:]
+
+
+def test_requires_names_the_extra_in_one_line():
+    from lstm_pipeline.extras import MissingExtraError, requires
+
+    assert requires("plots", "json").dumps({}) == "{}"
+    with pytest.raises(MissingExtraError) as info:
+        requires("plots", "no_such_module_here", "lstm-pipeline plot")
+    assert isinstance(info.value, ImportError) and isinstance(info.value, LookupError)  # the CLI prints one line
+    assert str(info.value) == "lstm-pipeline plot needs the 'no_such_module_here' package: pip install 'lstm-pipeline[plots]'"

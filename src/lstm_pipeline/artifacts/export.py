@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..extras import requires
 from ..kernels.int8 import quantize_dynamic_int8
 from ..models.lm import RecurrentLM
 from .atomic import atomic_path, temporary_sibling
@@ -99,6 +100,8 @@ def export_step(model: RecurrentLM, out_path: str | Path, fmt: str = "onnx", qua
     ``ValueError`` for an unknown format, :class:`.atomic.StorageError` when the disk or a limit is full."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    for module in (("onnx",) + (("onnxruntime",) if quantize else ())) if fmt == "onnx" else ():
+        requires("onnx", module, f"export format=onnx{' quantize=true' if quantize else ''}")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()

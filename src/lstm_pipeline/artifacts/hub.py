@@ -3,9 +3,13 @@ revisions, the local cache and ``HF_HUB_OFFLINE`` work as everywhere on the Hub)
 directory uploaded in one commit."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
+from ..tokenization.base import TextTokenizer
+from .card import refresh_model_card
 from .model_dir import MODEL_FILES, ModelDirError, load_pretrained, resolve_model_dir
 
 
@@ -56,22 +60,42 @@ def resolve_pretrained(path_or_repo_id: str | Path, revision: str | None = None,
     return resolve_model_dir(snapshot)
 
 
-def push_operations(model_dir: str | Path) -> list:
-    """The ``CommitOperationAdd`` list a push sends: every model file, by its name in the repo."""
+def eval_report_of(model_dir: Path) -> dict | None:
+    """The ``evaluate`` report (``eval.json``) of the run that holds ``model_dir`` (``<run>/model``),
+    or None. A report of an earlier export was moved to ``stale/`` when the weights changed."""
+    path = Path(model_dir).parent / "eval.json"
+    return json.loads(path.read_text()) if Path(model_dir).name == "model" and path.is_file() else None
+
+
+def hub_card(model_dir: str | Path, repo_id: str, **card_settings: Any):
+    """The model card as uploaded to ``repo_id`` (:func:`~.card.refresh_model_card`): "How to load" and
+    ``model-index`` name the repo, the metrics include the run's ``eval.json``; ``card_settings``
+    (license, language, datasets) set the metadata. The local README.md is left as it is."""
+    model_dir = resolve_model_dir(model_dir)
+    tokenizer = TextTokenizer.load(model_dir / "tokenizer.json")
+    return refresh_model_card(model_dir, tokenizer, repo_id, eval_report_of(model_dir), **card_settings)
+
+
+def push_operations(model_dir: str | Path, repo_id: str | None = None, **card_settings: Any) -> list:
+    """The ``CommitOperationAdd`` list a push sends: every model file, by its name in the repo; with
+    ``repo_id``, README.md is the card refreshed for that repo (:func:`hub_card`)."""
     from huggingface_hub import CommitOperationAdd
 
     model_dir = resolve_model_dir(model_dir)
     missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json") if not (model_dir / f).is_file()]
     if missing:
         raise ModelDirError(f"{model_dir} lacks {', '.join(missing)}; re-export it with save_pretrained.")
-    return [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(model_dir / f))
-            for f in MODEL_FILES if (model_dir / f).is_file()]
+    card = str(hub_card(model_dir, repo_id, **card_settings)).encode() if repo_id else None
+    return [CommitOperationAdd(path_in_repo=f, path_or_fileobj=card if f == "README.md" and card
+                               else str(model_dir / f))
+            for f in MODEL_FILES if (model_dir / f).is_file() or (f == "README.md" and card)]
 
 
 def push_to_hub(model_dir: str | Path, repo_id: str, revision: str | None = None, private: bool | None = None,
                 token: str | bool | None = None, commit_message: str | None = None, create_pr: bool = False,
-                dry_run: bool = False):
-    """Upload a model directory (or a run's model/) to the Hub repo ``repo_id`` in one commit.
+                dry_run: bool = False, **card_settings: Any):
+    """Upload a model directory (or a run's model/) to the Hub repo ``repo_id`` in one commit, its
+    model card refreshed for that repo (``card_settings``: ``license``, ``language``, ``datasets``).
     ``dry_run=True`` returns the operations without touching the network. Before anything is sent (dry
     run or not) the repo id is validated (:func:`check_repo_id`) and the directory gets every check that
     loading runs (:func:`.model_dir.load_pretrained`): a model that ``load`` would refuse is not pushed.
@@ -79,7 +103,7 @@ def push_to_hub(model_dir: str | Path, repo_id: str, revision: str | None = None
     check_repo_id(repo_id)
     # what loading would refuse is never uploaded: the same checks (damaged files, NaN weights, a foreign tokenizer)
     load_pretrained(model_dir, action="push")
-    operations = push_operations(model_dir)
+    operations = push_operations(model_dir, repo_id, **card_settings)
     if dry_run:
         return operations
     from huggingface_hub import HfApi

@@ -161,7 +161,7 @@ def save_pretrained(model: RecurrentLM, model_cfg: Mapping[str, Any], tokenizer:
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
-        _write_model_files(tmp, model, model_cfg, tokenizer, dict(extra or {}), model_card, sample)
+        _write_model_files(tmp, model, model_cfg, tokenizer, dict(extra or {}), model_card, sample, str(out_dir))
         _swap_into_place(tmp, out_dir)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -173,7 +173,7 @@ def save_pretrained(model: RecurrentLM, model_cfg: Mapping[str, Any], tokenizer:
 
 
 def _write_model_files(tmp: Path, model: RecurrentLM, model_cfg: Mapping[str, Any], tokenizer: TextTokenizer,
-                       extra: dict, model_card: bool, sample: CardSample | None) -> None:
+                       extra: dict, model_card: bool, sample: CardSample | None, name: str) -> None:
     """The files of a model directory (:data:`MODEL_FILES`) in directory ``tmp``, each with the umask's mode."""
     chat_template = extra.pop("chat_template", None)  # tokenizer_config.json's, as transformers keeps it
     special = special_tokens(tokenizer, extra.pop("eos_token", None),
@@ -207,7 +207,7 @@ def _write_model_files(tmp: Path, model: RecurrentLM, model_cfg: Mapping[str, An
         generation_config(decoding, special["bos_token_id"], special["eos_token_id"], max_new_tokens=max_new,
                           pad_token_id=special["pad_token_id"]), indent=2))
     if model_card:
-        write_model_card(tmp, model, tokenizer, config, sample)
+        write_model_card(tmp, model, tokenizer, config, sample, name=name)
     mode = file_mode()  # safetensors writes 0600: every file gets the user's umask, like any other file
     for f in tmp.iterdir():
         os.chmod(f, mode)

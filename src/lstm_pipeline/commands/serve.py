@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
+from ..extras import requires
 from ..serve.app import Server, model_name_of
 from ..serve.chat import ChatTemplate
 
 
 def run(cfg):
     """Load ``cfg.run``'s model once, then serve until Ctrl-C."""
-    import uvicorn
+    uvicorn = requires("serve", "uvicorn")
 
     from ..artifacts.hub import resolve_pretrained
     from ..config.schema import to_dict

@@ -167,6 +167,10 @@ class PushJob:
     commit_message: Optional[str] = None
     create_pr: bool = False         # open a pull request instead of committing to the branch
     dry_run: bool = False           # list the files that would be uploaded; send nothing
+    # the uploaded model card's metadata (default: the card's own; no license stated)
+    license: Optional[str] = None   # a Hub license id: mit, apache-2.0, cc-by-4.0, other...
+    language: Optional[str] = None  # ISO 639-1 code(s), e.g. en (the bundled corpus and wikitext: en already)
+    datasets: Optional[str] = None  # the Hub dataset id the model was trained on (default: from the run's data)
 
 
 @dataclass

@@ -5,10 +5,9 @@ so that an exported model directory works with ``AutoModelForCausalLM.from_pretr
 """
 from __future__ import annotations
 
-try:
-    import transformers  # noqa: F401
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("lstm_pipeline.hf_adapter needs transformers: pip install 'lstm-pipeline[hf]'") from exc
+from ..extras import requires
+
+requires("hf", "transformers", "lstm_pipeline.hf_adapter")
 
 from .configuration import LstmPipelineConfig
 from .modeling import LstmPipelineForCausalLM, RecurrentStateCache

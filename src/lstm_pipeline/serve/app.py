@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import torch
 
+from ..extras import MissingExtraError, requires
 from ..generation.processors import OFF
 from ..generation.strategies import COMMON, SAMPLING, StepDecoding
 from .batcher import Engine, Group, request_rows
@@ -30,24 +31,15 @@ from .chat import ChatError, ChatTemplate
 from .sampling import token_text
 
 
-class MissingDependencyError(LookupError):
-    """The web stack is not installed (a LookupError: the CLI prints it as one line, no traceback)."""
+MissingDependencyError = MissingExtraError  # the web stack is not installed (one line from the CLI)
 
-
-try:
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import (
-        HTMLResponse,
-        JSONResponse,
-        PlainTextResponse,
-        StreamingResponse,
-    )
-    from pydantic import BaseModel, ConfigDict
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-except ImportError as exc:  # pragma: no cover - depends on the install
-    raise MissingDependencyError(
-        f"lstm-pipeline serve needs the web stack ({exc.name} is missing): pip install 'lstm-pipeline[serve]'") from None
+for _module in ("fastapi", "prometheus_client"):
+    requires("serve", _module)
+from fastapi import FastAPI, Request  # noqa: E402
+from fastapi.exceptions import RequestValidationError  # noqa: E402
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse  # noqa: E402
+from pydantic import BaseModel, ConfigDict  # noqa: E402
+from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 
 #: the names a loopback-bound server answers to (the Host header's host; DNS-rebinding protection)
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})

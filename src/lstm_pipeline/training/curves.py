@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..artifacts.atomic import atomic_path
+from ..extras import requires
 
 #: metric -> the CSV columns that feed it (prefix match for the learning-rate monitor's "lr-<optim>")
 METRIC_COLUMNS = {
@@ -125,10 +126,7 @@ def plot_runs(runs: Sequence[str | Path], out_dir: str | Path, metrics: Sequence
 def _pyplot():
     """matplotlib.pyplot on the Agg backend (no display needed). Raises ImportError naming the
     extra to install when matplotlib is missing."""
-    try:
-        import matplotlib
-    except ImportError as exc:
-        raise ImportError("plot needs matplotlib: pip install 'lstm-pipeline[plot]'") from exc
+    matplotlib = requires("plots", "matplotlib", "lstm-pipeline plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
