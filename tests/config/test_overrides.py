@@ -9,7 +9,7 @@ from lstm_pipeline.registry import ConfigError
 
 
 def test_text_keys_come_from_the_schemas():
-    assert ov.text_keys("train") == {"sample.prompt": False}
+    assert ov.text_keys("train") == {"sample.prompt": False, "chat_template": True}  # a Jinja template is text too
     assert ov.text_keys("generate") == {"prompt": False, "eos_token": True, "stop_strings": False}
     assert ov.text_keys("evaluate") == {"generation.prompt": False}
     assert ov.text_keys("plot") == {}

@@ -599,17 +599,21 @@ def _check_weights(weights: Path, config: dict, config_path: Path) -> None:
             dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise _damaged(weights, f"not a readable safetensors file: {exc}") from None
-    _check_dtypes(dtypes, weights)
     try:
         with torch.device("meta"):
             model = RecurrentLM(config["vocab_size"], **config["model"])
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        floating = {k for k, v in model.state_dict().items() if v.is_floating_point()}
     except (TypeError, ValueError) as exc:
         raise _damaged(config_path, f"its model settings do not build a model: {exc}") from None
     # names as RecurrentLM loads them (files of older versions: 'cell.' is 'layers.0.'; the transformers
     # adapter's: 'lm.' prefixed)
-    found = {("layers.0." + k[5:]) if k.startswith("cell.") else k: v
-             for k, v in ((k[3:] if k.startswith("lm.") else k, v) for k, v in found.items())}
+    def as_loaded(k: str) -> str:
+        k = k[3:] if k.startswith("lm.") else k
+        return "layers.0." + k[5:] if k.startswith("cell.") else k
+
+    found = {as_loaded(k): v for k, v in found.items()}
+    _check_dtypes({as_loaded(k): d for k, d in dtypes.items() if as_loaded(k) in floating}, weights)
     # tied weights are one tensor under two names (head.weight is embedding.weight): either name will do
     twins: dict[int, list[str]] = {}
     for name, param in model.named_parameters(remove_duplicate=False):
@@ -637,7 +641,9 @@ _FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "
 
 
 def _check_dtypes(dtypes: Mapping[str, str], weights: Path) -> None:
-    """Every tensor is floating point: integer or boolean weights would be loaded, cast, and print garbage."""
+    """Every tensor the model holds as floating point is floating point in the file (``dtypes``: those
+    tensors' safetensors dtypes): integer or boolean weights would be loaded, cast, and print garbage.
+    Integer buffers of the model (the adaptive softmax's ``adaptive_rank``) are left to the shape check."""
     bad = [k for k, d in dtypes.items() if d.upper() not in _FLOAT_DTYPES]
     if bad:
         raise _damaged(weights, f"tensor '{bad[0]}' has dtype {dtypes[bad[0]]}, not a floating-point type "
