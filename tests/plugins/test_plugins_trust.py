@@ -277,7 +277,7 @@ def test_plugin_decoder_with_its_own_init_gets_the_settings_every_strategy_takes
 
 
 def test_generate_needs_only_the_recorded_cell_while_evaluate_and_resume_need_every_component(site, tmp_path):
-    from lstm_pipeline.cli import _check_recorded_components
+    from lstm_pipeline.config.overrides import check_recorded_components as _check_recorded_components
 
     make_dist(site, "trustplug-src", "[lstm_pipeline.data_sources]\nsq = trustplug_src:S\n",
               {"trustplug_src.py": "class S:\n    pass\n"})
