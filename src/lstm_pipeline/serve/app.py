@@ -62,7 +62,28 @@ def error_response(status: int, message: str, param=None, code=None, type="inval
     return JSONResponse({"error": {"message": message, "type": type, "param": param, "code": code}}, status_code=status)
 
 
-class CompletionRequest(BaseModel):
+class DecodingOptions(BaseModel):
+    """The project's own decoding settings a completion or chat request may carry (docs/generation.md),
+    beside OpenAI's fields. Unknown fields are an error (a misspelled setting would otherwise be
+    ignored silently)."""
+    model_config = ConfigDict(extra="forbid")
+
+    decoding: Optional[str] = None
+    top_k: Optional[int] = None
+    min_p: Optional[float] = None
+    typical_p: Optional[float] = None
+    epsilon: Optional[float] = None
+    eta: Optional[float] = None
+    repetition_penalty: Optional[float] = None
+    frequency_penalty: Optional[float] = None
+    presence_penalty: Optional[float] = None
+    no_repeat_ngram_size: Optional[int] = None
+    bad_words_ids: Optional[list[list[int]]] = None
+    min_new_tokens: Optional[int] = None
+    forced_end: Optional[bool] = None
+
+
+class CompletionRequest(DecodingOptions):
     """The body of ``POST /v1/completions``. Unknown fields are an error (a misspelled setting would
     otherwise be ignored silently)."""
     model_config = ConfigDict(extra="forbid")
@@ -81,20 +102,6 @@ class CompletionRequest(BaseModel):
     echo: bool = False  # the prompt comes back before the completion (with its logprobs when logprobs is set)
     user: Optional[str] = None  # accepted and ignored, as OpenAI clients may send it
     stream_options: Optional[dict] = None  # {"include_usage": true}
-    # the project's own decoding options (docs/generation.md)
-    decoding: Optional[str] = None
-    top_k: Optional[int] = None
-    min_p: Optional[float] = None
-    typical_p: Optional[float] = None
-    epsilon: Optional[float] = None
-    eta: Optional[float] = None
-    repetition_penalty: Optional[float] = None
-    frequency_penalty: Optional[float] = None
-    presence_penalty: Optional[float] = None
-    no_repeat_ngram_size: Optional[int] = None
-    bad_words_ids: Optional[list[list[int]]] = None
-    min_new_tokens: Optional[int] = None
-    forced_end: Optional[bool] = None
 
 
 class Metrics:
@@ -851,7 +858,7 @@ def model_name_of(run: str) -> str:
 
 
 # -- chat completions: a chat request is rendered to a prompt, then answered as a completion -------
-class ChatRequest(BaseModel):
+class ChatRequest(DecodingOptions):
     """The body of ``POST /v1/chat/completions`` (OpenAI's fields and the project's decoding
     settings, as :class:`CompletionRequest`). Unknown fields are an error."""
     model_config = ConfigDict(extra="forbid")
@@ -870,19 +877,6 @@ class ChatRequest(BaseModel):
     logprobs: Optional[bool] = None
     top_logprobs: Optional[int] = None
     user: Optional[str] = None
-    decoding: Optional[str] = None
-    top_k: Optional[int] = None
-    min_p: Optional[float] = None
-    typical_p: Optional[float] = None
-    epsilon: Optional[float] = None
-    eta: Optional[float] = None
-    repetition_penalty: Optional[float] = None
-    frequency_penalty: Optional[float] = None
-    presence_penalty: Optional[float] = None
-    no_repeat_ngram_size: Optional[int] = None
-    bad_words_ids: Optional[list[list[int]]] = None
-    min_new_tokens: Optional[int] = None
-    forced_end: Optional[bool] = None
 
 
 #: chat fields -> the completion fields they become (the rest keep their names)
