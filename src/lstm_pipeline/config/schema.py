@@ -224,7 +224,7 @@ def component_defaults(group: str, name: str) -> dict[str, Any]:
 
         params = inspect.signature(RecurrentLM).parameters
         return {k: _plain(p.default) for k, p in params.items() if k not in ("vocab_size", "cell")}
-    from ..registry import CELLS, DATA_SOURCES, DECODERS, TOKENIZERS
+    from ..registry import DATA_SOURCES, DECODERS, TOKENIZERS
 
     if group == "decoding":
         return {"name": name, **_plain(DECODERS.build({"name": name}).settings)}
