@@ -70,3 +70,15 @@ def test_checkpoint_holds_the_averaged_weights_by_name(tmp_path):
     assert list(weights) == ["w"]
     assert torch.equal(weights["w"], next(iter(trainer.optimizers[0].averaged().values())))
     assert averaged_weights({}) == {} and averaged_weights({"lstm_pipeline": {}}) == {}
+
+
+def test_the_task_brings_the_averaging_so_a_bare_trainer_averages_too():
+    """A LanguageModelTask fitted by a Trainer of one's own (a bench, a notebook) gets NT-ASGD's run side
+    from the task itself (``configure_callbacks``), not only from ``train``'s callback list."""
+    from lstm_pipeline.training.module import LanguageModelTask
+    from lstm_pipeline.training.run_callbacks import run_callbacks
+
+    task = LanguageModelTask({"cell": {"name": "lstm"}, "embedding_dim": 4, "hidden_size": 8}, 11,
+                             {"_target_": "lstm_pipeline.training.ntasgd.NTASGD", "lr": 0.1})
+    assert [type(c) for c in task.configure_callbacks()] == [NTASGDAveraging]
+    assert not any(isinstance(c, NTASGDAveraging) for c in run_callbacks({}))  # one source: never twice

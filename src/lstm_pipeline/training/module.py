@@ -18,6 +18,7 @@ from ..data.resets import forward_with_resets
 from ..evaluation.metrics import ScoreTotals
 from ..evaluation.stream import carry
 from ..models.lm import RecurrentLM
+from .ntasgd import NTASGDAveraging
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,11 @@ class LanguageModelTask(L.LightningModule):
         self._eval_end("test", "test")
 
     # -- optimisation ---------------------------------------------------------------------
+    def configure_callbacks(self) -> list:
+        """NT-ASGD's side of the run (:class:`~.ntasgd.NTASGDAveraging`; a no-op for other optimizers),
+        part of the task: a Trainer that fits it directly (a bench, a notebook) averages as ``train`` does."""
+        return [NTASGDAveraging()]
+
     def configure_optimizers(self):
         optimizer = instantiate(self.hparams.optim, _partial_=True)(self.parameters())
         if not self.hparams.scheduler:

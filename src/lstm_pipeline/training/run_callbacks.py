@@ -88,8 +88,9 @@ def progress_bar(trainer_cfg: dict) -> list:
 
 
 def run_callbacks(trainer_cfg: dict) -> list:
-    """NT-ASGD's weight averaging (a no-op for other optimizers), validation at the last step, the progress bar."""
-    return [NTASGDAveraging(), ValidateAtEnd(), *progress_bar(trainer_cfg)]
+    """Validation at the last step and the progress bar (NT-ASGD's averaging comes with the task:
+    ``LanguageModelTask.configure_callbacks``)."""
+    return [ValidateAtEnd(), *progress_bar(trainer_cfg)]
 
 
 def batching_callbacks(batching: dict) -> list:
