@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from shared_data import shared_data
+from shared_data import shared_data, shared_data_dir
 
 HERE = Path(__file__).resolve()
 VOCAB = 8000
@@ -101,6 +101,7 @@ def bench_loader(steps: int) -> None:
     import torch.nn.functional as F
     from omegaconf import OmegaConf
 
+    from lstm_pipeline.config.overrides import compose
     from lstm_pipeline.data.datamodule import StreamDataModule
     from lstm_pipeline.data.pipeline import prepare_corpus
     from lstm_pipeline.data.resets import forward_with_resets
@@ -108,11 +109,8 @@ def bench_loader(steps: int) -> None:
     from lstm_pipeline.models.lm import RecurrentLM
 
     datasets.disable_progress_bars()
-    conf = HERE.parents[1] / "src" / "lstm_pipeline" / "conf"
-    model_cfg = OmegaConf.to_container(OmegaConf.load(conf / "model" / "lstm_lm.yaml"))
-    model_cfg.pop("defaults", None)
-    model_cfg["cell"] = OmegaConf.to_container(OmegaConf.load(conf / "model" / "cell" / "lstm.yaml"))
-    train_cfg = OmegaConf.load(conf / "train.yaml")
+    train_cfg = compose("train", [])  # the default run's config, as `lstm-pipeline train` composes it
+    model_cfg = OmegaConf.to_container(train_cfg.model, resolve=True)
     B, T = train_cfg.batching.batch_size, train_cfg.batching.bptt
     corpus = prepare_corpus({"name": "text", "path": None}, {"name": "char"})
     # documents mode: one paragraph (speech) per document
@@ -161,7 +159,7 @@ def bench_loader(steps: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data-dir", type=Path, default=HERE.parents[2] / "shared" / "data" / "wikitext-2")
+    ap.add_argument("--data-dir", type=Path, default=shared_data_dir() / "wikitext-2")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--phase", choices=["bare", "ours"])

@@ -344,6 +344,7 @@ def ours(preset, overrides, train, score, vocab, args, seed):
     from lstm_pipeline.data.datamodule import StreamDataModule
     from lstm_pipeline.data.pipeline import Corpus
     from lstm_pipeline.training.module import LanguageModelTask
+    from lstm_pipeline.training.run_callbacks import batching_callbacks
 
     cfg, _ = compose_train([f"experiment={preset}", f"seed={seed}", *overrides], run_dir="/tmp/unused")
     torch.manual_seed(seed)
@@ -363,7 +364,7 @@ def ours(preset, overrides, train, score, vocab, args, seed):
                    "check_val_every_n_epoch": 1, "num_sanity_val_steps": 0, "logger": False,
                    "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False,
                    "accelerator": "cpu", "devices": 1}
-    trainer = L.Trainer(**trainer_cfg, callbacks=[*dm.callbacks(), Record()], use_distributed_sampler=False)
+    trainer = L.Trainer(**trainer_cfg, callbacks=[*batching_callbacks(to_dict(cfg.batching)), Record()], use_distributed_sampler=False)
     trainer.fit(task, datamodule=dm)
     return curve, steps[-1] if steps else 0
 
