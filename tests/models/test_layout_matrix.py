@@ -215,9 +215,26 @@ def evaluate(model, model_dir, tokens, ref):
     assert report["loss"] == pytest.approx(direct, abs=1e-5)
 
 
+def echo_logprobs(model, model_dir, tokens, ref):
+    """``serve``'s ``echo`` with ``logprobs``: each prompt token's log-probability (the first has none)
+    and its top entries, read in windows shorter than the prompt (the state carried across them)."""
+    from lstm_pipeline.serve.sampling import prompt_logprobs
+
+    loaded, _, _ = load_pretrained(model_dir)
+    ids = tokens[0].tolist()
+    with torch.no_grad():
+        got = prompt_logprobs(loaded, ids, top_k=2, name=str, chunk=7)
+    want = ref[0].log_softmax(-1)  # (T, V)
+    assert [t for t, _, _ in got] == ids and got[0][1:] == (None, None)
+    chosen = torch.tensor([lp for _, lp, _ in got[1:]])
+    torch.testing.assert_close(chosen, want[:-1].gather(1, tokens[0, 1:, None])[:, 0], atol=ATOL, rtol=0)
+    top = want[0].topk(2)
+    assert got[1][2] == pytest.approx({str(i): v for v, i in zip(top.values.tolist(), top.indices.tolist())}, abs=ATOL)
+
+
 CONSUMERS = {f.__name__: f for f in (step_over_sequence, prefill, torchscript, onnx, int8, int8_generation,
                                      from_pretrained_forward,
-                                     transformers_logits, transformers_greedy_and_beam, evaluate)}
+                                     transformers_logits, transformers_greedy_and_beam, evaluate, echo_logprobs)}
 
 
 @pytest.mark.parametrize("consumer", list(CONSUMERS))

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
+
+from ..evaluation.metrics import token_logprobs
+from ..evaluation.stream import carried_windows
 from ..generation.processors import LogitsProcessor, build_processors
 from ..generation.strategies import COMMON, DecodingStrategy
 
@@ -68,25 +72,21 @@ def prompt_logprobs(model, ids: list[int], top_k: int, name: Callable[[int], str
     """Every prompt token's log-probability given the tokens before it, read from the zero state
     (as ``prefill`` reads a prompt): ``[(token_id, logprob or None, {name: logprob} or None), ...]``,
     one per token of ``ids``; the first has no context, so ``None`` (OpenAI's echo). ``top_k`` > 0
-    adds each position's ``top_k`` most likely tokens, named by ``name(id)``. The prompt is read in
-    chunks of ``chunk`` tokens with the state carried (memory O(chunk x vocabulary))."""
-    import torch
-
+    adds each position's ``top_k`` most likely tokens, named by ``name(id)``. It is ``evaluate``'s
+    carried pass (:func:`~lstm_pipeline.evaluation.stream.carried_windows`, one row, windows of
+    ``chunk`` tokens: memory O(chunk x vocabulary)), scored by the same
+    :func:`~lstm_pipeline.evaluation.metrics.token_logprobs`."""
     out: list = [(int(ids[0]), None, None)] if ids else []
+    if len(ids) < 2:
+        return out
     device = next(model.parameters()).device
-    tokens = torch.as_tensor([list(ids)], dtype=torch.long, device=device)
-    state = None
-    for start in range(0, len(ids) - 1, chunk):
-        x = tokens[:, start: min(start + chunk, len(ids) - 1)]
-        logits, state = model(x, state)
-        lp = logits[0].float().log_softmax(-1)  # (T, V)
-        targets = tokens[0, start + 1: start + 1 + x.size(1)]
-        chosen = lp.gather(1, targets[:, None])[:, 0].tolist()
+    for w in carried_windows(model, np.asarray(ids, dtype=np.int64), 1, chunk, device):
+        chosen = token_logprobs(w.out, w.y)[0].tolist()  # (T,)
         tops = [None] * len(chosen)
         if top_k > 0:
-            v, i = lp.topk(top_k, dim=-1)
+            v, i = w.out[0].float().log_softmax(-1).topk(top_k, dim=-1)
             tops = [{name(t): float(s) for s, t in zip(vs, ts)} for vs, ts in zip(v.tolist(), i.tolist())]
-        out += [(int(t), float(c), top) for t, c, top in zip(targets.tolist(), chosen, tops)]
+        out += [(int(t), float(c), top) for t, c, top in zip(w.y[0].tolist(), chosen, tops)]
     return out
 
 
