@@ -62,12 +62,22 @@ def error_response(status: int, message: str, param=None, code=None, type="inval
     return JSONResponse({"error": {"message": message, "type": type, "param": param, "code": code}}, status_code=status)
 
 
-class DecodingOptions(BaseModel):
-    """The project's own decoding settings a completion or chat request may carry (docs/generation.md),
-    beside OpenAI's fields. Unknown fields are an error (a misspelled setting would otherwise be
-    ignored silently)."""
+class RequestFields(BaseModel):
+    """The fields a completion and a chat request share: OpenAI's, then the project's own decoding
+    settings (docs/generation.md). Unknown fields are an error (a misspelled setting would otherwise
+    be ignored silently)."""
     model_config = ConfigDict(extra="forbid")
 
+    model: Optional[str] = None
+    max_tokens: Optional[int] = None
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    n: int = 1
+    stop: Union[str, list[str], None] = None
+    seed: Optional[int] = None
+    stream: bool = False
+    stream_options: Optional[dict] = None  # {"include_usage": true}
+    user: Optional[str] = None  # accepted and ignored, as OpenAI clients may send it
     decoding: Optional[str] = None
     top_k: Optional[int] = None
     min_p: Optional[float] = None
@@ -83,25 +93,13 @@ class DecodingOptions(BaseModel):
     forced_end: Optional[bool] = None
 
 
-class CompletionRequest(DecodingOptions):
-    """The body of ``POST /v1/completions``. Unknown fields are an error (a misspelled setting would
-    otherwise be ignored silently)."""
-    model_config = ConfigDict(extra="forbid")
+class CompletionRequest(RequestFields):
+    """The body of ``POST /v1/completions`` (:class:`RequestFields` and these)."""
 
-    model: Optional[str] = None
     prompt: Union[str, list[str], list[int], list[list[int]]] = ""
-    max_tokens: Optional[int] = None
-    temperature: Optional[float] = None
-    top_p: Optional[float] = None
-    n: int = 1
-    stop: Union[str, list[str], None] = None
-    seed: Optional[int] = None
-    stream: bool = False
     logprobs: Optional[int] = None
     logit_bias: Optional[dict[str, float]] = None  # {token id: bias in [-100, 100]}, OpenAI's
     echo: bool = False  # the prompt comes back before the completion (with its logprobs when logprobs is set)
-    user: Optional[str] = None  # accepted and ignored, as OpenAI clients may send it
-    stream_options: Optional[dict] = None  # {"include_usage": true}
 
 
 class Metrics:
@@ -858,25 +856,13 @@ def model_name_of(run: str) -> str:
 
 
 # -- chat completions: a chat request is rendered to a prompt, then answered as a completion -------
-class ChatRequest(DecodingOptions):
-    """The body of ``POST /v1/chat/completions`` (OpenAI's fields and the project's decoding
-    settings, as :class:`CompletionRequest`). Unknown fields are an error."""
-    model_config = ConfigDict(extra="forbid")
+class ChatRequest(RequestFields):
+    """The body of ``POST /v1/chat/completions`` (:class:`RequestFields` and these)."""
 
-    model: Optional[str] = None
     messages: list[dict]
-    max_tokens: Optional[int] = None
     max_completion_tokens: Optional[int] = None  # OpenAI's newer name for max_tokens; wins when both are given
-    temperature: Optional[float] = None
-    top_p: Optional[float] = None
-    n: int = 1
-    stop: Union[str, list[str], None] = None
-    seed: Optional[int] = None
-    stream: bool = False
-    stream_options: Optional[dict] = None
     logprobs: Optional[bool] = None
     top_logprobs: Optional[int] = None
-    user: Optional[str] = None
 
 
 #: chat fields -> the completion fields they become (the rest keep their names)
