@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from lstm_pipeline.artifacts import atomic
-from lstm_pipeline.artifacts.atomic import StorageError, atomic_write, remove_stale_temporaries, write_text
+from lstm_pipeline import atomic
+from lstm_pipeline.atomic import StorageError, atomic_write, remove_stale_temporaries, write_text
 
 from helpers import run_cli
 
@@ -56,7 +56,7 @@ def test_file_size_limit_in_a_subprocess(tmp_path):
     path = tmp_path / "big.bin"
     path.write_bytes(b"old")
     code = (f"import sys; sys.path[:0] = {sys.path!r}\n"
-            "from lstm_pipeline.artifacts.atomic import write_bytes, StorageError\n"
+            "from lstm_pipeline.atomic import write_bytes, StorageError\n"
             "try:\n"
             f"    write_bytes({str(path)!r}, b'x' * 100000)\n"
             "except StorageError as e:\n"

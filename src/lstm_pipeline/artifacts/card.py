@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .atomic import write_text
+from ..atomic import write_text
 
 #: ``(model, tokenizer, config, decoding) -> (prompt, text)``: the card's sample
 CardSample = Callable[..., tuple[str, str]]

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ..extras import requires
 from ..kernels.int8 import quantize_dynamic_int8
 from ..models.lm import RecurrentLM
-from .atomic import atomic_path, temporary_sibling
+from ..atomic import atomic_path, temporary_sibling
 
 FORMATS = ("torchscript", "onnx")
 SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
@@ -96,8 +96,8 @@ def _quantize_onnx(src: Path, dst: Path) -> None:
 def export_step(model: RecurrentLM, out_path: str | Path, fmt: str = "onnx", quantize: bool = False,
                 batch_size: int = 1) -> Path:
     """Write the step module of ``model`` to ``out_path`` in ``fmt`` (``torchscript`` or ``onnx``), atomically
-    (:mod:`.atomic`: a failed or killed export leaves no partial file under ``out_path``). Raises
-    ``ValueError`` for an unknown format, :class:`.atomic.StorageError` when the disk or a limit is full."""
+    (:mod:`lstm_pipeline.atomic`: a failed or killed export leaves no partial file under ``out_path``). Raises
+    ``ValueError`` for an unknown format, :class:`lstm_pipeline.atomic.StorageError` when the disk or a limit is full."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     for module in (("onnx",) + (("onnxruntime",) if quantize else ())) if fmt == "onnx" else ():

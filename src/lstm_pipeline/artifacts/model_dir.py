@@ -23,7 +23,7 @@ from safetensors.torch import load_model, save_model
 
 from ..models.lm import RecurrentLM
 from ..tokenization.base import TextTokenizer
-from .atomic import as_storage_error, file_mode, remove_stale_temporaries
+from ..atomic import as_storage_error, file_mode, remove_stale_temporaries
 from .card import CardSample, write_model_card
 from .integrity import check_loaded_model
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..artifacts.atomic import write_text
+from ..atomic import write_text
 from ..artifacts.hub import resolve_pretrained
 from ..artifacts.integrity import json_safe
 from ..artifacts.model_dir import load_pretrained

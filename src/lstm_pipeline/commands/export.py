@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from ..artifacts.atomic import write_text
+from ..atomic import write_text
 from ..artifacts.export import SUFFIX, export_step, state_names
 from ..artifacts.model_dir import load_pretrained, resolve_model_dir
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..artifacts.atomic import atomic_write
+from ..atomic import atomic_write
 from ..config.schema import to_dict
 from ..generation.generator import TextGenerator
 

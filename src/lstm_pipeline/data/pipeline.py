@@ -29,6 +29,7 @@ from typing import Any, Mapping
 import datasets
 import numpy as np
 
+from ..atomic import atomic_path, write_text
 from ..registry import DATA_SOURCES, TOKENIZERS
 from ..tokenization.base import TextTokenizer
 from .fingerprint import files_digest
@@ -167,10 +168,8 @@ def build_tokenizer(tokenizer_cfg: Mapping[str, Any], train, column: str, source
                         f"has no text. Check data.path and data.text_column.")
     tk = _with_eos(tk, eos)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tk.save(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tk.save(tmp)
     return tk
 
 
@@ -182,15 +181,6 @@ def _memmap(path: Path, dtype, n: int) -> np.ndarray:
     if n == 0:
         return np.zeros(0, dtype=dtype)
     return np.memmap(path, dtype=dtype, mode="r", shape=(n,))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _read_cache_entry(meta_path: Path, bin_path: Path, doc_path: Path, dtype):
@@ -289,7 +279,7 @@ def _write_cache_entry(meta_path: Path, bin_path: Path, doc_path: Path, chunks, 
         np.save(f, offsets)
     os.replace(str(doc_path) + tmp, doc_path)
     # the index last and atomically: a reader sees no entry or a complete one, never half a file
-    _write_atomic(meta_path, json.dumps(meta))
+    write_text(meta_path, json.dumps(meta))
 
 
 def prepare_corpus(data_cfg: Mapping[str, Any], tokenizer_cfg: Mapping[str, Any],

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..artifacts.atomic import atomic_write
+from ..atomic import atomic_write
 from ..data.sources import DataError
 from .metrics import ScoreTotals
 from .stream import carried_windows

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from ..artifacts.atomic import atomic_path
+from ..atomic import atomic_path
 from ..extras import requires
 
 #: metric -> the CSV columns that feed it (prefix match for the learning-rate monitor's "lr-<optim>")

@@ -3,7 +3,6 @@
 * :class:`ValidateAtEnd`: the last step of a step-bounded run is always validated, so a run shorter
   than ``trainer.val_check_interval`` (or ending between two checks) still has a validation loss,
   a best checkpoint and metrics in its model card.
-* :class:`~.ntasgd.NTASGDAveraging`: NT-ASGD's averaged weights for validation, checkpoints and the end.
 * :func:`batching_callbacks`: variable-length BPTT's learning-rate scaling (``batching.variable_bptt``).
 * :func:`progress_bar`: Lightning's progress bar (Rich when installed), whose title reads
   ``Epoch N`` for a run bounded by steps rather than ``Epoch N/-2``, and whose count after a resume
@@ -17,7 +16,6 @@ import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 
 from ..data.vbptt import VariableBPTTScaler
-from .ntasgd import NTASGDAveraging
 
 log = logging.getLogger(__name__)
 

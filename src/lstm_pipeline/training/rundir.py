@@ -28,6 +28,8 @@ from pathlib import Path
 
 import lightning as L
 
+from ..atomic import atomic_path
+
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
@@ -251,6 +253,5 @@ def record_hydra_files(run_dir: Path, cfg) -> None:
     files = {"config.yaml": cfg, "hydra.yaml": OmegaConf.create({"hydra": hc}),
              "overrides.yaml": OmegaConf.create(list(hc.overrides.task))}
     for name, node in files.items():
-        tmp = out / f".{name}.tmp-{os.getpid()}"
-        OmegaConf.save(node, tmp)
-        os.replace(tmp, out / name)
+        with atomic_path(out / name) as tmp:
+            OmegaConf.save(node, tmp)

@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from ..artifacts.integrity import check_finite, json_safe
+from ..atomic import atomic_path
 from ..artifacts.model_dir import MODEL_DIRNAME, save_pretrained
 from ..config.schema import to_dict
 from ..data.datamodule import StreamDataModule
@@ -410,9 +411,8 @@ def prepare_data(cfg: DictConfig, run: RunSession) -> PreparedData:
         _wait_for(tok_path)
     corpus = prepare_corpus(to_dict(cfg.data), to_dict(cfg.tokenizer), tokenizer_path=tok_path)
     if run.is_rank_zero and not (run_dir / "tokenizer.json").is_file():
-        tmp = run_dir / f".tokenizer.json.tmp-{os.getpid()}"
-        corpus.tokenizer.save(tmp)
-        os.replace(tmp, run_dir / "tokenizer.json")  # atomic: other ranks never read half a file
+        with atomic_path(run_dir / "tokenizer.json") as tmp:  # other ranks never read half a file
+            corpus.tokenizer.save(tmp)
     return PreparedData(corpus, StreamDataModule(corpus, **to_dict(cfg.batching)))
 
 
